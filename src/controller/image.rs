@@ -1,0 +1,270 @@
+//! The metadata image: everything the cluster knows about itself, rebuilt by
+//! applying committed metadata commands in log order.
+//!
+//! `apply` is a pure function of (image, command): the Raft state machine and
+//! every replay of the log must reach the same image. Validation that depends
+//! on the current state (a name already taken, a partition count that shrinks)
+//! happens here, so that two racing proposals cannot both succeed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::records::{MetadataCommand, MetadataError, MetadataResponse};
+
+/// A listener a broker advertises to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub listener: String,
+    pub host: String,
+    pub port: u16,
+    pub security_protocol: String,
+}
+
+/// A registered broker. `epoch` is the Raft log index of its registration,
+/// so that a restarted broker (new incarnation) always gets a larger epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub id: i32,
+    pub incarnation_id: Uuid,
+    pub epoch: i64,
+    pub endpoints: Vec<Endpoint>,
+    pub rack: Option<String>,
+    pub fenced: bool,
+}
+
+/// One partition's replica set and leadership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionImage {
+    pub replicas: Vec<i32>,
+    /// -1 when no replica can lead.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+    /// Bumped on every change to this partition (KIP-497 partition epoch).
+    pub partition_epoch: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: Uuid,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionImage>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    /// Raft log index of the last command applied to this image.
+    pub last_applied: u64,
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    pub topics: BTreeMap<String, TopicImage>,
+    pub topic_ids: HashMap<Uuid, String>,
+}
+
+/// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not "." or "..".
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
+    let bad = |why: &str| Err(MetadataError::InvalidTopic(format!("topic name {name:?} {why}")));
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name == "." || name == ".." {
+        return bad("is not allowed");
+    }
+    if name.len() > 249 {
+        return bad("is longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return bad("contains characters other than ASCII alphanumerics, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+impl MetadataImage {
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
+        self.topic_ids.get(id).and_then(|name| self.topics.get(name))
+    }
+
+    /// Applies one committed command at Raft log index `index`.
+    pub fn apply(&mut self, index: u64, cmd: &MetadataCommand) -> MetadataResponse {
+        self.last_applied = index;
+        match cmd {
+            MetadataCommand::SetClusterId { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id.clone();
+                }
+                MetadataResponse::Ok
+            }
+            MetadataCommand::RegisterBroker {
+                id,
+                incarnation_id,
+                endpoints,
+                rack,
+            } => {
+                let epoch = index as i64;
+                self.brokers.insert(
+                    *id,
+                    BrokerRegistration {
+                        id: *id,
+                        incarnation_id: *incarnation_id,
+                        epoch,
+                        endpoints: endpoints.clone(),
+                        rack: rack.clone(),
+                        fenced: false,
+                    },
+                );
+                MetadataResponse::BrokerRegistered { broker_epoch: epoch }
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                topic_id,
+                assignments,
+                configs,
+            } => {
+                if let Err(e) = validate_topic_name(name) {
+                    return MetadataResponse::Rejected(e);
+                }
+                if self.topics.contains_key(name) {
+                    return MetadataResponse::Rejected(MetadataError::TopicAlreadyExists(
+                        name.clone(),
+                    ));
+                }
+                if assignments.is_empty() {
+                    return MetadataResponse::Rejected(MetadataError::InvalidPartitions(
+                        "a topic needs at least one partition".into(),
+                    ));
+                }
+                let partitions = assignments.iter().map(|r| new_partition(r)).collect();
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        name: name.clone(),
+                        id: *topic_id,
+                        configs: configs.clone(),
+                        partitions,
+                    },
+                );
+                self.topic_ids.insert(*topic_id, name.clone());
+                MetadataResponse::TopicCreated {
+                    topic_id: *topic_id,
+                }
+            }
+            MetadataCommand::DeleteTopic { topic_id } => match self.topic_ids.remove(topic_id) {
+                Some(name) => {
+                    self.topics.remove(&name);
+                    MetadataResponse::Ok
+                }
+                None => MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string())),
+            },
+            MetadataCommand::CreatePartitions {
+                topic_id,
+                expected_count,
+                new_assignments,
+            } => {
+                let Some(topic) = self
+                    .topic_ids
+                    .get(topic_id)
+                    .and_then(|n| self.topics.get_mut(n))
+                else {
+                    return MetadataResponse::Rejected(MetadataError::UnknownTopic(
+                        topic_id.to_string(),
+                    ));
+                };
+                // The proposer computed placement from the count it saw; a
+                // concurrent change makes that placement stale.
+                if topic.partitions.len() != *expected_count {
+                    return MetadataResponse::Rejected(MetadataError::InvalidPartitions(format!(
+                        "topic {} now has {} partitions, not {}",
+                        topic.name,
+                        topic.partitions.len(),
+                        expected_count
+                    )));
+                }
+                topic
+                    .partitions
+                    .extend(new_assignments.iter().map(|r| new_partition(r)));
+                MetadataResponse::Ok
+            }
+        }
+    }
+}
+
+fn new_partition(replicas: &[i32]) -> PartitionImage {
+    PartitionImage {
+        replicas: replicas.to_vec(),
+        leader: replicas.first().copied().unwrap_or(-1),
+        leader_epoch: 0,
+        isr: replicas.to_vec(),
+        partition_epoch: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, n: usize) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            topic_id: Uuid::new_v4(),
+            assignments: vec![vec![1]; n],
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn create_then_duplicate_is_rejected() {
+        let mut img = MetadataImage::default();
+        assert!(matches!(
+            img.apply(1, &create("a", 3)),
+            MetadataResponse::TopicCreated { .. }
+        ));
+        assert_eq!(img.topics["a"].partitions.len(), 3);
+        assert_eq!(
+            img.apply(2, &create("a", 1)),
+            MetadataResponse::Rejected(MetadataError::TopicAlreadyExists("a".into()))
+        );
+        assert_eq!(img.last_applied, 2);
+    }
+
+    #[test]
+    fn delete_removes_both_indexes() {
+        let mut img = MetadataImage::default();
+        img.apply(1, &create("a", 1));
+        let id = img.topics["a"].id;
+        assert_eq!(img.apply(2, &MetadataCommand::DeleteTopic { topic_id: id }), MetadataResponse::Ok);
+        assert!(img.topics.is_empty() && img.topic_ids.is_empty());
+        assert!(matches!(
+            img.apply(3, &MetadataCommand::DeleteTopic { topic_id: id }),
+            MetadataResponse::Rejected(MetadataError::UnknownTopic(_))
+        ));
+    }
+
+    #[test]
+    fn create_partitions_checks_the_count_it_was_planned_for() {
+        let mut img = MetadataImage::default();
+        img.apply(1, &create("a", 2));
+        let id = img.topics["a"].id;
+        let grow = |expected_count| MetadataCommand::CreatePartitions {
+            topic_id: id,
+            expected_count,
+            new_assignments: vec![vec![1]],
+        };
+        assert_eq!(img.apply(2, &grow(2)), MetadataResponse::Ok);
+        assert!(matches!(img.apply(3, &grow(2)), MetadataResponse::Rejected(_)));
+        assert_eq!(img.topics["a"].partitions.len(), 3);
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        for bad in ["", ".", "..", "a b", "ä", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Controller: Raft metadata quorum and the metadata image.
+
+pub mod image;
+pub mod records;

@@ -1,0 +1,63 @@
+//! Metadata commands: the payload of every controller Raft entry, and what
+//! applying one answers. Commands carry everything `apply` needs (ids,
+//! placements) so that applying them is deterministic.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::image::Endpoint;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// Written once, by the node that bootstraps the quorum.
+    SetClusterId { cluster_id: String },
+    RegisterBroker {
+        id: i32,
+        incarnation_id: Uuid,
+        endpoints: Vec<Endpoint>,
+        rack: Option<String>,
+    },
+    CreateTopic {
+        name: String,
+        topic_id: Uuid,
+        /// Replica list per partition, preferred leader first.
+        assignments: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic { topic_id: Uuid },
+    CreatePartitions {
+        topic_id: Uuid,
+        /// The partition count the placement was computed against.
+        expected_count: usize,
+        new_assignments: Vec<Vec<i32>>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataResponse {
+    Ok,
+    BrokerRegistered { broker_epoch: i64 },
+    TopicCreated { topic_id: Uuid },
+    Rejected(MetadataError),
+}
+
+/// Why the state machine refused a command. The server maps these to Kafka
+/// error codes; the message is for the client's error_message field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+}

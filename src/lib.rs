@@ -1,0 +1,16 @@
+//! Runnel: a replicated, Kafka-wire-compatible message broker.
+//!
+//! The module layout follows `ARCHITECTURE.md`: `protocol` (wire format) and
+//! `log` (partition storage) at the bottom, `controller` (Raft metadata) and
+//! `broker` (local partitions) in the middle, `server` (the Kafka listener)
+//! and `admin` (the CLI's client) on top.
+
+pub mod admin;
+pub mod broker;
+pub mod config;
+pub mod controller;
+pub mod log;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod telemetry;

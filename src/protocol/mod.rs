@@ -1,0 +1,3 @@
+//! Kafka wire protocol: framing, headers, supported versions, RecordBatch validation.
+
+pub mod batch;
