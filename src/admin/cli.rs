@@ -233,6 +233,13 @@ pub(crate) fn parse_key_values(items: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Writes to stdout. A closed pipe (`| head`) quietly drops the rest
+/// instead of panicking the way `print!` does.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// An argument error: message on stderr, status 1 (CommandLineUtils).
 fn usage_error(message: &str) -> i32 {
     eprintln!("{message}");
@@ -344,7 +351,7 @@ async fn run_topics(args: TopicsArgs) -> i32 {
     let report = |e: TopicsError| match e {
         TopicsError::Argument(m) => usage_error(&m),
         TopicsError::Command(m) => {
-            println!("Error while executing topic command : {m}");
+            emit(&format!("Error while executing topic command : {m}\n"));
             1
         }
     };
@@ -380,7 +387,7 @@ async fn run_topics(args: TopicsArgs) -> i32 {
             topics::delete(&mut client, topic, args.if_exists, args.exclude_internal).await
         }
     };
-    print!("{out}");
+    emit(&out);
     match result {
         Ok(()) => 0,
         Err(e) => report(e),
@@ -600,9 +607,7 @@ async fn run_get_offsets(args: GetOffsetsArgs) -> i32 {
     .await
     {
         Ok(lines) => {
-            for l in lines {
-                println!("{l}");
-            }
+            emit(&lines.iter().map(|l| format!("{l}\n")).collect::<String>());
             0
         }
         Err(e) => fail(&e),
@@ -676,13 +681,13 @@ async fn run_api_versions(args: BrokerApiVersionsArgs) -> i32 {
     };
     for broker in client.brokers().values() {
         match Connection::connect(&broker.addr(), &conn_opts).await {
-            Ok(conn) => print!("{}", format_api_versions(broker, conn.broker_versions())),
-            Err(e) => println!(
-                "{} (id: {} rack: {}) -> ERROR: {e}",
+            Ok(conn) => emit(&format_api_versions(broker, conn.broker_versions())),
+            Err(e) => emit(&format!(
+                "{} (id: {} rack: {}) -> ERROR: {e}\n",
                 broker.addr(),
                 broker.id,
                 broker.rack.as_deref().unwrap_or("null")
-            ),
+            )),
         }
     }
     0

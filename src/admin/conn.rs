@@ -183,9 +183,9 @@ impl Connection {
     async fn negotiate(&mut self) -> Result<()> {
         let api = ApiKey::ApiVersions;
         let mut version = ApiVersionsRequest::VERSIONS.max;
-        // Two rounds at most: the first may tell us the broker's highest
-        // ApiVersions version, the second uses it.
-        for _ in 0..2 {
+        // Each failed round lowers the version, so this ends quickly: at
+        // most the version we started with, the broker's maximum, and v0.
+        for _ in 0..3 {
             let req = ApiVersionsRequest::default()
                 .with_client_software_name(StrBytes::from_static_str("runnel-admin"))
                 .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
@@ -203,37 +203,32 @@ impl Connection {
                     version,
                     message: "no response".to_owned(),
                 })?;
-            let decoded = ApiVersionsResponse::decode(&mut body.clone(), version);
-            let response = match decoded {
-                Ok(r) if r.error_code == 0 => {
-                    self.store_versions(&r);
-                    return Ok(());
-                }
-                Ok(r) if r.error_code != UNSUPPORTED_VERSION => {
-                    return Err(Error::kafka(r.error_code, None));
-                }
-                // Either UNSUPPORTED_VERSION or a body we could not parse at
-                // our version: the broker answers those in v0.
-                _ => ApiVersionsResponse::decode(&mut body.clone(), 0).map_err(|e| {
-                    Error::Decode {
-                        addr: self.addr.clone(),
-                        api,
-                        version: 0,
-                        message: format!("{e:#}"),
-                    }
-                })?,
-            };
-            let broker_max = response
+            // As Kafka's Java client: parse at the version sent, and if that
+            // fails, as v0 (the format a broker uses for UNSUPPORTED_VERSION).
+            let decoded = ApiVersionsResponse::decode(&mut body.clone(), version)
+                .or_else(|_| ApiVersionsResponse::decode(&mut body.clone(), 0))
+                .map_err(|e| Error::Decode {
+                    addr: self.addr.clone(),
+                    api,
+                    version,
+                    message: format!("{e:#}"),
+                })?;
+            if decoded.error_code == 0 {
+                self.store_versions(&decoded);
+                return Ok(());
+            }
+            if decoded.error_code != UNSUPPORTED_VERSION || version == 0 {
+                return Err(Error::kafka(decoded.error_code, None));
+            }
+            // Since Kafka 2.4 the error carries the broker's ApiVersions
+            // range; without it, fall back to v0 (Java's NetworkClient does
+            // the same).
+            let broker_max = decoded
                 .api_keys
                 .iter()
                 .find(|k| k.api_key == ApiKey::ApiVersions as i16)
-                .map(|k| k.max_version);
-            match broker_max {
-                Some(max) if max < version && max >= ApiVersionsRequest::VERSIONS.min => {
-                    version = max;
-                }
-                _ => return Err(Error::kafka(response.error_code, None)),
-            }
+                .map_or(0, |k| k.max_version);
+            version = broker_max.clamp(0, version - 1);
         }
         Err(Error::UnsupportedVersion {
             addr: self.addr.clone(),

@@ -1,0 +1,879 @@
+//! The admin subcommands against a real `runnel serve` process: each test
+//! starts a single-node server on a free port with its own data directory,
+//! runs the CLI as a child process the way a user's script would, and checks
+//! what it prints and how it exits.
+//!
+//! Run with `flock /var/tmp/runnel-bin.lock cargo test --release --test cli`
+//! so that no other build replaces the binary mid-run.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use runnel::admin::murmur2::partition_for_key;
+
+const BIN: &str = env!("CARGO_BIN_EXE_runnel");
+/// Upper bound for any single CLI invocation.
+const CLI_TIMEOUT_SECS: u32 = 60;
+
+/// A `runnel serve` child, killed (and its log shown on failure) on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = dir.path().join("server.log");
+        let log_file = File::create(&log).expect("log file");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        step(&format!("starting runnel serve on 127.0.0.1:{port}"));
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args([
+                "--override",
+                &format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
+            ])
+            .args(["--override", &format!("log.dirs={}", data.display())])
+            .args(["--override", "node.id=1"])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log clone"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn runnel serve");
+        let mut server = Server {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the port accepts, then until the cluster answers a
+    /// topic listing (the controller may need a moment to elect itself).
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "runnel serve exited early with {status}:\n{}",
+                    self.log_text()
+                );
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {} never accepted:\n{}",
+                self.port,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        loop {
+            let out = cli(
+                &["topics", "--bootstrap-server", &self.bootstrap(), "--list"],
+                None,
+            );
+            if out.status.success() {
+                step("server is ready");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server never answered --list: {}\n{}",
+                describe_output(&out),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        // The tail is what explains a failure.
+        let start = s.len().saturating_sub(8000);
+        let start = (start..s.len())
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(0);
+        s[start..].to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- runnel serve log (tail) ----\n{}", self.log_text());
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn step(what: &str) {
+    eprintln!("[cli test] {what}");
+}
+
+/// Runs `runnel <args>` with `stdin`, bounded by coreutils `timeout` so a
+/// hung command fails the test instead of hanging it.
+fn cli(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("timeout")
+        .arg(CLI_TIMEOUT_SECS.to_string())
+        .arg(BIN)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn runnel");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+        // Dropping the pipe closes it: the producer sees end of input.
+    }
+    child.wait_with_output().expect("wait runnel")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn describe_output(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    )
+}
+
+/// Runs the CLI and requires success.
+fn ok(args: &[&str], stdin: Option<&str>) -> Output {
+    step(&format!("runnel {}", args.join(" ")));
+    let out = cli(args, stdin);
+    assert!(
+        out.status.success(),
+        "runnel {args:?} failed: {}",
+        describe_output(&out)
+    );
+    out
+}
+
+/// Runs the CLI and requires a non-zero exit.
+fn fails(args: &[&str]) -> Output {
+    step(&format!("runnel {} (must fail)", args.join(" ")));
+    let out = cli(args, None);
+    assert!(
+        !out.status.success(),
+        "runnel {args:?} should have failed: {}",
+        describe_output(&out)
+    );
+    out
+}
+
+fn create_topic(bs: &str, topic: &str, partitions: u32) {
+    let p = partitions.to_string();
+    let out = ok(
+        &[
+            "topics",
+            "--bootstrap-server",
+            bs,
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            &p,
+            "--replication-factor",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&out), format!("Created topic {topic}.\n"));
+}
+
+/// `topic:partition:offset` lines of get-offsets, parsed.
+fn offsets(bs: &str, topic: &str, time: &str) -> Vec<(String, i32, Option<i64>)> {
+    let out = ok(
+        &[
+            "get-offsets",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            topic,
+            "--time",
+            time,
+        ],
+        None,
+    );
+    stdout(&out)
+        .lines()
+        .map(|l| {
+            let mut parts = l.rsplitn(3, ':');
+            let offset = parts.next().expect("offset field");
+            let partition = parts.next().expect("partition field");
+            let t = parts.next().expect("topic field");
+            (
+                t.to_owned(),
+                partition.parse().expect("partition number"),
+                if offset.is_empty() {
+                    None
+                } else {
+                    Some(offset.parse().expect("offset number"))
+                },
+            )
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn topics_create_list_describe_alter_delete() {
+    let server = Server::start();
+    let bs = server.bootstrap();
+    let bs = bs.as_str();
+
+    create_topic(bs, "orders", 3);
+    create_topic(bs, "audit", 1);
+
+    step("creating an existing topic fails the way kafka-topics does");
+    let out = fails(&[
+        "topics",
+        "--bootstrap-server",
+        bs,
+        "--create",
+        "--topic",
+        "orders",
+        "--partitions",
+        "1",
+    ]);
+    assert!(
+        stdout(&out).starts_with("Error while executing topic command : "),
+        "{}",
+        describe_output(&out)
+    );
+    let out = ok(
+        &[
+            "topics",
+            "--bootstrap-server",
+            bs,
+            "--create",
+            "--topic",
+            "orders",
+            "--if-not-exists",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&out), "", "--if-not-exists is silent");
+
+    let out = ok(&["topics", "--bootstrap-server", bs, "--list"], None);
+    let listed: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    let mine: Vec<&String> = listed
+        .iter()
+        .filter(|t| *t == "orders" || *t == "audit")
+        .collect();
+    assert_eq!(mine, vec!["audit", "orders"], "sorted: {listed:?}");
+
+    let out = ok(
+        &[
+            "topics",
+            "--bootstrap-server",
+            bs,
+            "--describe",
+            "--topic",
+            "orders",
+        ],
+        None,
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let header: Vec<&str> = lines[0].split('\t').collect();
+    assert_eq!(header[0], "Topic: orders");
+    let id = header[1].strip_prefix("TopicId: ").expect("TopicId field");
+    assert_eq!(id.len(), 22, "Kafka-style base64 id: {id}");
+    assert!(id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    assert_ne!(id, "AAAAAAAAAAAAAAAAAAAAAA");
+    assert_eq!(
+        &header[2..],
+        &["PartitionCount: 3", "ReplicationFactor: 1", "Configs: "]
+    );
+    for (i, line) in lines[1..].iter().enumerate() {
+        assert_eq!(
+            *line,
+            format!("\tTopic: orders\tPartition: {i}\tLeader: 1\tReplicas: 1\tIsr: 1")
+        );
+    }
+
+    step("--alter --partitions grows the topic");
+    ok(
+        &[
+            "topics",
+            "--bootstrap-server",
+            bs,
+            "--alter",
+            "--topic",
+            "orders",
+            "--partitions",
+            "5",
+        ],
+        None,
+    );
+    let out = ok(
+        &[
+            "topics",
+            "--bootstrap-server",
+            bs,
+            "--describe",
+            "--topic",
+            "orders",
+        ],
+        None,
+    );
+    assert!(
+        stdout(&out).contains("\tPartitionCount: 5\t"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("\tTopic: orders\tPartition: 4\tLeader: 1\t"));
+    let out = fails(&[
+        "topics",
+        "--bootstrap-server",
+        bs,
+        "--alter",
+        "--topic",
+        "orders",
+        "--partitions",
+        "2",
+    ]);
+    assert!(
+        stdout(&out).starts_with("Error while executing topic command : "),
+        "shrinking is refused: {}",
+        describe_output(&out)
+    );
+
+    step("--delete removes the topic");
+    ok(
+        &[
+            "topics",
+            "--bootstrap-server",
+            bs,
+            "--delete",
+            "--topic",
+            "orders",
+        ],
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ok(&["topics", "--bootstrap-server", bs, "--list"], None);
+        if !stdout(&out).lines().any(|t| t == "orders") {
+            assert!(stdout(&out).lines().any(|t| t == "audit"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orders still listed after delete"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = fails(&[
+        "topics",
+        "--bootstrap-server",
+        bs,
+        "--describe",
+        "--topic",
+        "orders",
+    ]);
+    assert!(
+        stderr(&out).contains("Topic 'orders' does not exist as expected"),
+        "{}",
+        describe_output(&out)
+    );
+    ok(
+        &[
+            "topics",
+            "--bootstrap-server",
+            bs,
+            "--delete",
+            "--topic",
+            "orders",
+            "--if-exists",
+        ],
+        None,
+    );
+}
+
+#[test]
+fn keyed_records_round_trip_and_land_where_java_would_put_them() {
+    let server = Server::start();
+    let bs = server.bootstrap();
+    let bs = bs.as_str();
+    create_topic(bs, "keyed", 3);
+
+    let keys: Vec<String> = (0..30).map(|i| format!("key-{i}")).collect();
+    let input: String = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{k}:value {i}\n"))
+        .collect();
+    ok(
+        &[
+            "console-producer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "keyed",
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=:",
+        ],
+        Some(&input),
+    );
+
+    let out = ok(
+        &[
+            "console-consumer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "keyed",
+            "--from-beginning",
+            "--max-messages",
+            "30",
+            "--timeout-ms",
+            "20000",
+            "--property",
+            "print.key=true",
+            "--property",
+            "key.separator=:",
+            "--property",
+            "print.partition=true",
+        ],
+        None,
+    );
+    assert!(
+        stderr(&out).contains("Processed a total of 30 messages"),
+        "{}",
+        describe_output(&out)
+    );
+    let mut seen = Vec::new();
+    for line in stdout(&out).lines() {
+        // Partition:P<sep>key<sep>value, the separator being ':' here.
+        let rest = line.strip_prefix("Partition:").expect("partition field");
+        let (partition, rest) = rest.split_once(':').expect("partition sep");
+        let (key, value) = rest.split_once(':').expect("key sep");
+        let partition: i32 = partition.parse().expect("partition number");
+        assert_eq!(
+            partition,
+            partition_for_key(key.as_bytes(), 3),
+            "key {key} must land where Kafka's default partitioner puts it"
+        );
+        seen.push(format!("{key}:{value}"));
+    }
+    let mut expected: Vec<String> = input.lines().map(str::to_owned).collect();
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    step("per-partition end offsets add up to the record count");
+    let latest = offsets(bs, "keyed", "-1");
+    assert_eq!(latest.len(), 3, "{latest:?}");
+    let per_partition: Vec<i64> = latest.iter().map(|(_, _, o)| o.unwrap_or(-1)).collect();
+    for p in 0..3 {
+        let expected = keys
+            .iter()
+            .filter(|k| partition_for_key(k.as_bytes(), 3) == p)
+            .count() as i64;
+        assert_eq!(per_partition[p as usize], expected, "partition {p}");
+    }
+    assert!(offsets(bs, "keyed", "-2")
+        .iter()
+        .all(|(t, _, o)| t == "keyed" && *o == Some(0)));
+
+    step("--partition with --offset starts mid-partition");
+    let p0_count = per_partition[0];
+    assert!(p0_count >= 2, "need two records in partition 0");
+    let out = ok(
+        &[
+            "console-consumer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "keyed",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--property",
+            "print.offset=true",
+            "--timeout-ms",
+            "3000",
+        ],
+        None,
+    );
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(
+        lines.len() as i64,
+        p0_count - 1,
+        "{}",
+        describe_output(&out)
+    );
+    assert!(lines[0].starts_with("Offset:1\tvalue "), "{lines:?}");
+    assert!(stderr(&out).contains(&format!("Processed a total of {} messages", p0_count - 1)));
+}
+
+#[test]
+fn offsets_by_time_latest_start_and_round_robin() {
+    let server = Server::start();
+    let bs = server.bootstrap();
+    let bs = bs.as_str();
+    create_topic(bs, "timed", 1);
+    create_topic(bs, "spread", 3);
+
+    let produce = |topic: &str, lines: &str| {
+        ok(
+            &[
+                "console-producer",
+                "--bootstrap-server",
+                bs,
+                "--topic",
+                topic,
+            ],
+            Some(lines),
+        )
+    };
+    produce("timed", "a\nb\nc\n");
+    std::thread::sleep(Duration::from_millis(50));
+    let between = now_ms();
+    std::thread::sleep(Duration::from_millis(50));
+    produce("timed", "d\ne\n");
+
+    step("get-offsets by timestamp finds the first record at or after it");
+    assert_eq!(
+        offsets(bs, "timed", &between.to_string()),
+        vec![("timed".to_owned(), 0, Some(3))]
+    );
+    assert_eq!(
+        offsets(bs, "timed", "0"),
+        vec![("timed".to_owned(), 0, Some(0))]
+    );
+    assert_eq!(
+        offsets(bs, "timed", &(now_ms() + 3_600_000).to_string()),
+        vec![("timed".to_owned(), 0, None)],
+        "no record that late: empty offset"
+    );
+    assert_eq!(
+        offsets(bs, "timed", "latest"),
+        vec![("timed".to_owned(), 0, Some(5))]
+    );
+    assert_eq!(
+        offsets(bs, "timed", "earliest"),
+        vec![("timed".to_owned(), 0, Some(0))]
+    );
+    let out = fails(&[
+        "get-offsets",
+        "--bootstrap-server",
+        bs,
+        "--topic",
+        "no-such-topic",
+    ]);
+    assert!(stderr(&out).contains("Error occurred: Could not match any topic-partitions"));
+
+    step("without --from-beginning the consumer starts at the end");
+    let out = ok(
+        &[
+            "console-consumer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "timed",
+            "--timeout-ms",
+            "1500",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("Processed a total of 0 messages"));
+
+    step("unkeyed records go round robin over the partitions");
+    ok(
+        &[
+            "console-producer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "spread",
+            "--sync",
+        ],
+        Some("1\n2\n3\n4\n5\n6\n"),
+    );
+    let counts: Vec<Option<i64>> = offsets(bs, "spread", "-1")
+        .into_iter()
+        .map(|(_, _, o)| o)
+        .collect();
+    assert_eq!(counts, vec![Some(2), Some(2), Some(2)]);
+
+    step("acks=0 records are readable too");
+    ok(
+        &[
+            "console-producer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "timed",
+            "--producer-property",
+            "acks=0",
+        ],
+        Some("f\n"),
+    );
+    let out = ok(
+        &[
+            "console-consumer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "timed",
+            "--from-beginning",
+            "--max-messages",
+            "6",
+            "--timeout-ms",
+            "10000",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&out), "a\nb\nc\nd\ne\nf\n");
+}
+
+#[test]
+fn broker_api_versions_lists_produce_and_fetch() {
+    let server = Server::start();
+    let bs = server.bootstrap();
+    let out = ok(&["broker-api-versions", "--bootstrap-server", &bs], None);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!("{bs} (id: 1 rack: null) -> (\n\t")),
+        "{text}"
+    );
+    let produce = text
+        .lines()
+        .find(|l| l.starts_with("\tProduce(0): "))
+        .expect("Produce line");
+    assert!(produce.contains("[usable: "), "{produce}");
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("\tFetch(1): ") && l.contains("[usable: ")));
+    assert!(text.lines().any(|l| l.starts_with("\tApiVersions(18): ")));
+    assert!(text.ends_with("\n)\n"), "{text}");
+}
+
+#[test]
+fn unreachable_bootstrap_is_an_error_not_a_hang() {
+    let port = free_port(); // nothing listens here
+    let bs = format!("127.0.0.1:{port}");
+    let out = fails(&["topics", "--bootstrap-server", &bs, "--list"]);
+    assert!(
+        stdout(&out).starts_with("Error while executing topic command : "),
+        "{}",
+        describe_output(&out)
+    );
+    let out = fails(&["get-offsets", "--bootstrap-server", &bs, "--topic", "t"]);
+    assert!(stderr(&out).starts_with("Error occurred: "));
+}
+
+// ---------------------------------------------------------------------------
+// The client library against an independent Kafka implementation:
+// librdkafka's mock cluster (three brokers, leaders spread over them). This
+// runs without `runnel serve`, so it checks our side of the wire alone.
+// ---------------------------------------------------------------------------
+
+mod against_librdkafka_mock {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use bytes::Bytes;
+    use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use runnel::admin::client::{new_record, Client, ClientConfig, FetchLimits, OffsetSpec};
+    use runnel::admin::murmur2::partition_for_key;
+
+    fn keyed_batches(keys: &[String], partitions: i32) -> BTreeMap<i32, Vec<Record>> {
+        let mut batches: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        for k in keys {
+            let p = partition_for_key(k.as_bytes(), partitions);
+            let list = batches.entry(p).or_default();
+            list.push(new_record(
+                list.len() as i64,
+                1_000,
+                Some(Bytes::from(k.clone())),
+                Some(Bytes::from(format!("value of {k}"))),
+            ));
+        }
+        batches
+    }
+
+    async fn read_all(client: &mut Client, topic: &str, partitions: i32) -> Vec<(i32, Bytes)> {
+        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
+        for p in 0..partitions {
+            let leader = client.leader_of(topic, p).expect("leader");
+            by_leader.entry(leader).or_default().push((p, 0));
+        }
+        let mut keys = Vec::new();
+        for (leader, result) in client
+            .fetch(topic, &by_leader, FetchLimits::default())
+            .await
+        {
+            let parts = result.unwrap_or_else(|e| panic!("fetch from {leader}: {e}"));
+            for fp in parts {
+                assert_eq!(fp.error_code, 0, "partition {}", fp.partition);
+                let mut data = fp.records.unwrap_or_default();
+                for set in RecordBatchDecoder::decode_all(&mut data).expect("decode") {
+                    for r in set.records {
+                        keys.push((fp.partition, r.key.expect("key")));
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn produce_list_offsets_and_fetch_follow_the_leaders() {
+        let mock = MockCluster::new(3).expect("mock cluster");
+        mock.create_topic("spread", 6, 3).expect("create topic");
+        let config = ClientConfig::from_bootstrap(&mock.bootstrap_servers()).expect("config");
+        let mut client = Client::connect(config).await.expect("connect");
+        assert_eq!(client.brokers().len(), 3);
+        let info = client.topic_info("spread", false).await.expect("topic");
+        assert_eq!(info.partitions.len(), 6);
+        let leaders: BTreeSet<i32> = info.partitions.iter().filter_map(|p| p.leader).collect();
+        assert!(
+            leaders.len() > 1,
+            "leaders spread over brokers: {leaders:?}"
+        );
+
+        let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+        let batches = keyed_batches(&keys, 6);
+        let results = client
+            .produce("spread", &batches, -1, Compression::Lz4)
+            .await
+            .expect("produce");
+        for (p, r) in &results {
+            assert_eq!(
+                r.as_ref().expect("produced").unwrap_or(-1),
+                0,
+                "partition {p}"
+            );
+        }
+
+        let latest = client
+            .list_offsets("spread", &(0..6).collect::<Vec<_>>(), OffsetSpec::Latest)
+            .await
+            .expect("list offsets");
+        for p in 0..6 {
+            let expected = batches.get(&p).map_or(0, Vec::len) as i64;
+            let got = latest[&p].as_ref().expect("offset").offset;
+            assert_eq!(got, Some(expected), "partition {p}");
+        }
+
+        let mut read = read_all(&mut client, "spread", 6).await;
+        read.sort();
+        let mut expected: Vec<(i32, Bytes)> = keys
+            .iter()
+            .map(|k| (partition_for_key(k.as_bytes(), 6), Bytes::from(k.clone())))
+            .collect();
+        expected.sort();
+        assert_eq!(read, expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_moved_leader_or_a_not_leader_error_is_retried() {
+        let mock = MockCluster::new(3).expect("mock cluster");
+        mock.create_topic("moving", 1, 3).expect("create topic");
+        let config = ClientConfig::from_bootstrap(&mock.bootstrap_servers()).expect("config");
+        let mut client = Client::connect(config).await.expect("connect");
+        let old = client
+            .topic_info("moving", false)
+            .await
+            .expect("topic")
+            .partitions[0]
+            .leader
+            .expect("leader");
+        let new = (1..=3).find(|b| *b != old).expect("another broker");
+        // The client's cache still names the old leader.
+        mock.partition_leader("moving", 0, Some(new))
+            .expect("move leader");
+        let one =
+            |i: i64| BTreeMap::from([(0, vec![new_record(0, i, None, Some(Bytes::from("x")))])]);
+        let r = client
+            .produce("moving", &one(1), 1, Compression::None)
+            .await
+            .expect("produce");
+        assert_eq!(r[&0].as_ref().expect("produce after move"), &Some(0));
+        assert_eq!(client.leader_of("moving", 0), Some(new));
+
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+            ],
+        );
+        let r = client
+            .produce("moving", &one(2), 1, Compression::None)
+            .await
+            .expect("produce");
+        assert_eq!(r[&0].as_ref().expect("produce after errors"), &Some(1));
+
+        mock.request_errors(
+            RDKafkaApiKey::ListOffsets,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION],
+        );
+        let latest = client
+            .list_offsets("moving", &[0], OffsetSpec::Latest)
+            .await
+            .expect("list offsets");
+        assert_eq!(latest[&0].as_ref().expect("offset").offset, Some(2));
+    }
+}
