@@ -11,6 +11,7 @@ use bytes::Bytes;
 use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
 
 use super::client::{Client, FetchLimits, OffsetSpec};
+use super::decompress::{decompress, MAX_DECOMPRESSED};
 use super::{is_metadata_error, Error, Result};
 
 /// OFFSET_OUT_OF_RANGE: the position fell off either end of the log.
@@ -22,9 +23,6 @@ const BATCH_HEADER_LEN: usize = 61;
 const BATCH_LENGTH_BASE: usize = 12;
 /// Smallest possible encoded record: seven one-byte varints.
 const MIN_RECORD_LEN: usize = 7;
-/// Compressed batches cannot be checked against their size before
-/// decompression; cap the count kafka-protocol reserves room for.
-const MAX_COMPRESSED_RECORDS: usize = 1 << 20;
 
 /// Where to start reading a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,17 +236,16 @@ pub(crate) fn decode_records(partition: i32, data: &Bytes, from: i64) -> Result<
         let record_count = be_i32(b, 57);
         let compressed = attributes & 0x7 != 0;
         let records_len = total - BATCH_HEADER_LEN;
-        let count_ok = usize::try_from(record_count).is_ok_and(|n| {
-            if compressed {
-                n <= MAX_COMPRESSED_RECORDS
-            } else {
-                n.saturating_mul(MIN_RECORD_LEN) <= records_len
-            }
-        });
-        if !count_ok {
-            return Err(Error::InvalidBatch(format!(
-                "batch at offset {base_offset} claims {record_count} records in {records_len} bytes"
-            )));
+        // kafka-protocol reserves room for `record_count` records up front,
+        // so the count must fit the bytes that hold them: checked here for
+        // plain batches, after (bounded) decompression for compressed ones.
+        let claimed = usize::try_from(record_count).unwrap_or(usize::MAX);
+        let count_fits = |len: usize| claimed.saturating_mul(MIN_RECORD_LEN) <= len;
+        let lying_count = |len: usize| {
+            format!("batch at offset {base_offset} claims {record_count} records in {len} bytes")
+        };
+        if !compressed && !count_fits(records_len) {
+            return Err(Error::InvalidBatch(lying_count(records_len)));
         }
         let mut batch = data.slice(pos..pos + total);
         pos += total;
@@ -261,8 +258,17 @@ pub(crate) fn decode_records(partition: i32, data: &Bytes, from: i64) -> Result<
         if is_control {
             continue;
         }
-        let set = RecordBatchDecoder::decode(&mut batch)
-            .map_err(|e| Error::InvalidBatch(format!("at offset {base_offset}: {e:#}")))?;
+        let set = RecordBatchDecoder::decode_with_custom_compression(
+            &mut batch,
+            Some(|data: &mut Bytes, codec| {
+                let plain = decompress(data, codec, MAX_DECOMPRESSED)?;
+                if !count_fits(plain.len()) {
+                    anyhow::bail!(lying_count(plain.len()));
+                }
+                Ok(plain)
+            }),
+        )
+        .map_err(|e| Error::InvalidBatch(format!("at offset {base_offset}: {e:#}")))?;
         for r in set.records {
             if r.offset < from || r.control {
                 continue;
@@ -608,8 +614,25 @@ mod tests {
     fn decode_refuses_a_lying_record_count() {
         let mut data = batch(0, &["a"]).to_vec();
         data[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&data[21..]);
+        data[17..21].copy_from_slice(&crc.to_be_bytes());
         let err = decode_records(0, &Bytes::from(data), 0).unwrap_err();
-        assert!(matches!(err, Error::InvalidBatch(_)), "{err:?}");
+        assert!(err.to_string().contains("claims 2147483647 records"), "{err}");
+    }
+
+    #[test]
+    fn decode_refuses_a_lying_record_count_in_a_compressed_batch() {
+        let records = vec![new_record(0, 1, None, Some(Bytes::from("v")))];
+        let mut data = encode_batch(&records, Compression::Gzip).unwrap().to_vec();
+        data[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        // Keep the CRC valid so that only the count is wrong.
+        let crc = crc32c::crc32c(&data[21..]);
+        data[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_records(0, &Bytes::from(data), 0).unwrap_err();
+        assert!(
+            err.to_string().contains("claims 2147483647 records"),
+            "{err}"
+        );
     }
 
     #[test]
