@@ -258,6 +258,18 @@ fn offsets(bs: &str, topic: &str, time: &str) -> Vec<(String, i32, Option<i64>)>
         .collect()
 }
 
+/// Polls `f` until it returns Some, for at most 15 seconds.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -312,18 +324,23 @@ fn topics_create_list_describe_alter_delete() {
         .collect();
     assert_eq!(mine, vec!["audit", "orders"], "sorted: {listed:?}");
 
-    let out = ok(
-        &[
-            "topics",
-            "--bootstrap-server",
-            bs,
-            "--describe",
-            "--topic",
-            "orders",
-        ],
-        None,
-    );
-    let text = stdout(&out);
+    // Leadership reaches the brokers' metadata shortly after the create
+    // returns (as in Kafka); wait for it, then check the exact format.
+    let text = eventually("every partition of orders has a leader", || {
+        let out = ok(
+            &[
+                "topics",
+                "--bootstrap-server",
+                bs,
+                "--describe",
+                "--topic",
+                "orders",
+            ],
+            None,
+        );
+        let text = stdout(&out);
+        (!text.contains("Leader: none")).then_some(text)
+    });
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
     let header: Vec<&str> = lines[0].split('\t').collect();
@@ -359,23 +376,23 @@ fn topics_create_list_describe_alter_delete() {
         ],
         None,
     );
-    let out = ok(
-        &[
-            "topics",
-            "--bootstrap-server",
-            bs,
-            "--describe",
-            "--topic",
-            "orders",
-        ],
-        None,
-    );
-    assert!(
-        stdout(&out).contains("\tPartitionCount: 5\t"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(stdout(&out).contains("\tTopic: orders\tPartition: 4\tLeader: 1\t"));
+    eventually("orders has 5 partitions with leaders", || {
+        let out = ok(
+            &[
+                "topics",
+                "--bootstrap-server",
+                bs,
+                "--describe",
+                "--topic",
+                "orders",
+            ],
+            None,
+        );
+        let text = stdout(&out);
+        (text.contains("\tPartitionCount: 5\t")
+            && text.contains("\tTopic: orders\tPartition: 4\tLeader: 1\t"))
+        .then_some(())
+    });
     let out = fails(&[
         "topics",
         "--bootstrap-server",
