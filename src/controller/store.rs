@@ -29,7 +29,6 @@ use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -406,7 +405,6 @@ pub struct StateMachineStore {
     db: Arc<StoreDb>,
     state: AppliedState,
     publish: watch::Sender<Arc<MetadataImage>>,
-    snapshot_seq: Arc<AtomicU64>,
 }
 
 impl StateMachineStore {
@@ -424,7 +422,6 @@ impl StateMachineStore {
             db: db.clone(),
             state: AppliedState::default(),
             publish,
-            snapshot_seq: Arc::new(AtomicU64::new(0)),
         };
         if let Some((meta, data)) = this.read_snapshot()? {
             if meta.last_log_id > state.last_applied {
@@ -441,20 +438,16 @@ impl StateMachineStore {
         Ok(this)
     }
 
-    fn persist_state(&self, sync: bool) -> StorageResult<()> {
+    /// Unsynced: the log can rebuild it (see the module comment).
+    fn persist_state(&self) -> StorageResult<()> {
         let bytes = self
             .state
             .encode()
             .map_err(|e| storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_SM)?, KEY_APPLIED_STATE, bytes);
-        let opts = if sync {
-            sync_writes()
-        } else {
-            WriteOptions::default()
-        };
         self.db
-            .write_opt(batch, &opts)
+            .write(batch)
             .map_err(|e| storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))
     }
 
@@ -539,7 +532,6 @@ fn write_snapshot(
 pub struct SnapshotBuilder {
     db: Arc<StoreDb>,
     state: AppliedState,
-    seq: Arc<AtomicU64>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -550,10 +542,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let data = serde_json::to_vec(&body)
             .map_err(|e| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // Unique across restarts too: a receiver resumes a chunked transfer
+        // only for the same id.
+        let nonce = uuid::Uuid::new_v4().simple();
         let snapshot_id = match &self.state.last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, seq),
-            None => format!("--{seq}"),
+            Some(id) => format!("{}-{}-{nonce}", id.leader_id, id.index),
+            None => format!("--{nonce}"),
         };
         let meta = SnapshotMeta {
             last_log_id: self.state.last_applied,
@@ -608,7 +602,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             responses.push(response);
         }
-        self.persist_state(false)?;
+        self.persist_state()?;
         if image_changed {
             self.publish.send_replace(self.state.image.clone());
         }
@@ -619,7 +613,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             db: self.db.clone(),
             state: self.state.clone(),
-            seq: self.snapshot_seq.clone(),
         }
     }
 
