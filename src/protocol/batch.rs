@@ -55,7 +55,9 @@ pub enum Error {
     #[error("corrupt record batch: {0}")]
     Corrupt(String),
     /// A batch larger than `message.max.bytes`: MESSAGE_TOO_LARGE (10).
-    #[error("record batch at byte {position} is {size} bytes, larger than the limit of {max} bytes")]
+    #[error(
+        "record batch at byte {position} is {size} bytes, larger than the limit of {max} bytes"
+    )]
     TooLarge {
         position: usize,
         size: usize,
@@ -470,7 +472,8 @@ pub fn for_each_record(
         Compression::Zstd => codec::Zstd::decompress(&mut compressed, walk),
         Compression::None => codec::None::decompress(&mut compressed, walk),
     };
-    outcome.map_err(|e| Error::Corrupt(format!("cannot decompress {compression:?} records: {e:#}")))?
+    outcome
+        .map_err(|e| Error::Corrupt(format!("cannot decompress {compression:?} records: {e:#}")))?
 }
 
 struct RawRecord {
@@ -669,7 +672,17 @@ mod tests {
         let mut two = batch(3, 0, Compression::None);
         let first_len = two.len();
         two.extend(batch(2, 0, Compression::None));
-        for cut in [1, 10, 16, 17, 40, 60, first_len - 1, first_len + 5, two.len() - 1] {
+        for cut in [
+            1,
+            10,
+            16,
+            17,
+            40,
+            60,
+            first_len - 1,
+            first_len + 5,
+            two.len() - 1,
+        ] {
             match validate_batches(&two[..cut], 1 << 20) {
                 Err(Error::Corrupt(_)) => {}
                 other => panic!("cut at {cut}: {other:?}"),
@@ -733,7 +746,10 @@ mod tests {
 
         let mut v1 = b.clone();
         v1[16] = 1;
-        assert_eq!(validate_batches(&v1, 1 << 20), Err(Error::UnsupportedMagic(1)));
+        assert_eq!(
+            validate_batches(&v1, 1 << 20),
+            Err(Error::UnsupportedMagic(1))
+        );
 
         let with_crc = |mut b: Vec<u8>| {
             let crc = compute_crc(&b);
