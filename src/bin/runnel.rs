@@ -51,8 +51,7 @@ enum Command {
     },
     /// Print a new random cluster id.
     RandomUuid,
-    #[command(flatten)]
-    Admin(runnel::admin::cli::AdminCommand),
+    // ADMIN-PLACEHOLDER
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,7 +80,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", meta::random_cluster_id());
             Ok(())
         }
-        Command::Admin(cmd) => rt.block_on(runnel::admin::cli::run(cmd)),
+        // ADMIN-RUN-PLACEHOLDER
     }
 }
 
@@ -143,9 +142,10 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let controller = Controller::start(controller_config(&config))
         .await
         .context("starting the controller")?;
-    if single && !controller.is_initialized().await? {
-        tracing::info!(%cluster_id, "bootstrapping a one-node cluster");
-        controller.bootstrap(&cluster_id).await?;
+    if single {
+        // Idempotent; also completes a bootstrap a crash interrupted
+        // between initialising Raft and recording the cluster id.
+        controller.bootstrap(&cluster_id).await.context("bootstrapping the one-node quorum")?;
     }
     let image_cluster = controller.image().cluster_id.clone();
     if !image_cluster.is_empty() && image_cluster != cluster_id {

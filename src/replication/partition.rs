@@ -26,7 +26,7 @@ pub type Result<T, E = PartitionError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum PartitionError {
     #[error(transparent)]
-    Log(#[from] crate::log::LogError),
+    Log(#[from] crate::log::Error),
     #[error("storage task failed: {0}")]
     Task(String),
 }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchResponse, ResponseKind, TopicName};
 use tokio::time::Instant;
 
-use crate::log::LogError;
+use crate::log::Error as LogError;
 use crate::protocol::Request;
 use crate::replication::PartitionError;
 use crate::server::{Ctx, Reply};

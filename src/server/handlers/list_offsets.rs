@@ -42,7 +42,17 @@ async fn lookup(p: &Arc<Partition>, spec: OffsetSpec) -> Result<(i64, i64), Resp
     match spec {
         OffsetSpec::Latest => Ok((-1, hw)),
         OffsetSpec::Earliest | OffsetSpec::EarliestLocal => Ok((-1, p.log_start_offset())),
-        OffsetSpec::MaxTimestamp => Ok(p.log().max_timestamp().filter(|(_, off)| *off < hw).unwrap_or((-1, -1))),
+        OffsetSpec::MaxTimestamp => {
+            let log = p.log().clone();
+            let found = tokio::task::spawn_blocking(move || log.max_timestamp())
+                .await
+                .map_err(|_| ResponseError::UnknownServerError)?
+                .map_err(|_| ResponseError::KafkaStorageError)?;
+            Ok(match found {
+                Some(t) if t.offset < hw => (t.timestamp, t.offset),
+                _ => (-1, -1),
+            })
+        }
         OffsetSpec::Timestamp(ts) => {
             let log = p.log().clone();
             let found = tokio::task::spawn_blocking(move || log.offset_for_timestamp(ts))
@@ -50,7 +60,7 @@ async fn lookup(p: &Arc<Partition>, spec: OffsetSpec) -> Result<(i64, i64), Resp
                 .map_err(|_| ResponseError::UnknownServerError)?
                 .map_err(|_| ResponseError::KafkaStorageError)?;
             Ok(match found {
-                Some((off, t)) if off < hw => (t, off),
+                Some(t) if t.offset < hw => (t.timestamp, t.offset),
                 _ => (-1, -1),
             })
         }
@@ -59,6 +69,7 @@ async fn lookup(p: &Arc<Partition>, spec: OffsetSpec) -> Result<(i64, i64), Resp
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
+        let version = req.version;
         let body = super::body!(req, ListOffsets);
         let image = ctx.controller.image();
         let mut topics = Vec::with_capacity(body.topics.len());
@@ -84,7 +95,11 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     continue;
                 };
                 parts.push(match lookup(&p, spec).await {
-                    Ok((ts, off)) => resp.with_timestamp(ts).with_offset(off).with_leader_epoch(p.leader_epoch()),
+                    Ok((ts, off)) => resp
+                        .with_timestamp(ts)
+                        .with_offset(off)
+                        // Only v4+ carries the epoch (KIP-320).
+                        .with_leader_epoch(if version >= 4 { p.leader_epoch() } else { -1 }),
                     Err(e) => resp.with_error_code(e.code()),
                 });
             }

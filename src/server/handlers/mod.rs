@@ -19,7 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Ctx;
 use crate::controller::records::{MetadataCommand, MetadataError, MetadataResponse};
-use crate::controller::ControllerError;
+use crate::controller::Error as ControllerError;
 
 /// Takes the typed body out of a request, or closes the connection.
 macro_rules! body {
@@ -44,7 +44,6 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        _ => ResponseError::UnknownServerError,
     }
 }
 
