@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use bytes::Bytes;
 
 use crate::protocol::batch::{self, BatchHeader, HEADER_LEN};
-use checkpoint::{CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
+use checkpoint::CLEAN_SHUTDOWN_FILE;
 use segment::{io_err, OpenMode, Segment};
 
 /// Errors of the log. `OffsetOutOfRange` is the only one a client causes;
@@ -583,6 +583,9 @@ impl Log {
     pub fn truncate_to(&self, offset: i64) -> Result<()> {
         let mut fs = self.lock_flush()?;
         let mut g = self.exclusive()?;
+        if g.closed_cleanly {
+            return Err(Error::Closed(self.dir.clone()));
+        }
         if offset >= g.active.next_offset {
             return Ok(());
         }
@@ -708,7 +711,7 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
                 .ok()
                 .filter(|b| *b >= 0 && stem.len() == 20)
         };
-        if name.ends_with(".tmp") && name != format!("{RECOVERY_POINT_FILE}.tmp") {
+        if name.ends_with(".tmp") {
             remove_quietly(&entry.path());
         } else if let Some(base) = name.strip_suffix(".log").and_then(base_of) {
             bases.push(base);

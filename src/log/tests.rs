@@ -580,6 +580,12 @@ fn concurrent_appends_share_flushes() -> TestResult {
 }
 
 #[test]
+fn log_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Log>();
+}
+
+#[test]
 fn delete_removes_the_directory() -> TestResult {
     let parent = tempfile::tempdir()?;
     let dir = parent.path().join("topic-0");
