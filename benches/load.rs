@@ -47,6 +47,10 @@ fn free_port() -> u16 {
 }
 
 fn spawn(dir: &std::path::Path, port: u16) -> (Child, Duration) {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .create()
+        .expect("client");
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
         .args(["serve", "--override"])
@@ -56,10 +60,6 @@ fn spawn(dir: &std::path::Path, port: u16) -> (Child, Duration) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn runnel");
-    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
-        .create()
-        .expect("client");
     loop {
         use rdkafka::consumer::Consumer;
         if consumer
