@@ -46,6 +46,8 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+// The child is returned to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
 fn spawn(dir: &std::path::Path, port: u16) -> (Child, Duration) {
     let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", format!("127.0.0.1:{port}"))
