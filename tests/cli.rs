@@ -155,12 +155,23 @@ fn cli(args: &[&str], stdin: Option<&str>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn runnel");
-    if let Some(input) = stdin {
+    // Feed stdin from another thread so that a child busy writing its own
+    // output cannot deadlock against us; a child that exits early (an
+    // expected failure) just makes the write fail, which the caller's
+    // assertions on the output judge.
+    let feeder = stdin.map(|input| {
         let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(input.as_bytes()).expect("write stdin");
-        // Dropping the pipe closes it: the producer sees end of input.
+        let input = input.to_owned();
+        // Dropping the pipe at the end closes it: end of input.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(input.as_bytes());
+        })
+    });
+    let out = child.wait_with_output().expect("wait runnel");
+    if let Some(f) = feeder {
+        let _ = f.join();
     }
-    child.wait_with_output().expect("wait runnel")
+    out
 }
 
 fn stdout(out: &Output) -> String {
@@ -701,6 +712,63 @@ fn offsets_by_time_latest_start_and_round_robin() {
         None,
     );
     assert_eq!(stdout(&out), "a\nb\nc\nd\ne\nf\n");
+
+    step("headers and keys survive the round trip");
+    create_topic(bs, "headers", 1);
+    ok(
+        &[
+            "console-producer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "headers",
+            "--property",
+            "parse.headers=true",
+            "--property",
+            "parse.key=true",
+        ],
+        Some("h1:x,h2:y\tk1\tv1\n"),
+    );
+    let out = ok(
+        &[
+            "console-consumer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "headers",
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "10000",
+            "--property",
+            "print.headers=true",
+            "--property",
+            "print.key=true",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&out), "h1:x,h2:y\tk1\tv1\n");
+
+    step("a record the broker refuses fails the producer");
+    let huge = format!("{}\n", "x".repeat(3 * 1024 * 1024));
+    step("runnel console-producer --topic timed < 3 MiB line (must fail)");
+    let out = cli(
+        &[
+            "console-producer",
+            "--bootstrap-server",
+            bs,
+            "--topic",
+            "timed",
+        ],
+        Some(&huge),
+    );
+    assert!(!out.status.success(), "{}", describe_output(&out));
+    assert!(
+        stderr(&out).contains("Error when sending message to topic timed"),
+        "{}",
+        describe_output(&out)
+    );
 }
 
 #[test]

@@ -130,20 +130,22 @@ impl LineReader {
         let mut parsed_headers = Vec::new();
         if let Some(h) = headers.filter(|h| !self.is_null(h)) {
             for pair in h.split(self.headers_separator.as_str()) {
-                let (k, v) = match pair.find(self.headers_key_separator.as_str()) {
-                    Some(i) => (
-                        &pair[..i],
-                        bytes(&pair[i + self.headers_key_separator.len()..]),
-                    ),
-                    None => (pair, None),
+                let Some(i) = pair.find(self.headers_key_separator.as_str()) else {
+                    if self.ignore_error {
+                        parsed_headers.push((pair.to_owned(), None));
+                        continue;
+                    }
+                    return Err(format!(
+                        "No header key separator found in pair '{pair}' on line number {number}"
+                    ));
                 };
+                let k = &pair[..i];
                 if self.is_null(k) {
-                    return Err(
-                        "Header keys should not be equal to the null marker '".to_owned()
-                            + k
-                            + "' as they can't be null values",
-                    );
+                    return Err(format!(
+                        "Header keys should not be equal to the null marker '{k}' as they can't be null"
+                    ));
                 }
+                let v = bytes(&pair[i + self.headers_key_separator.len()..]);
                 parsed_headers.push((k.to_owned(), v));
             }
         }
@@ -410,7 +412,11 @@ mod tests {
             ("parse.key", "true"),
             ("null.marker", "NULL"),
         ]));
-        let r = reader.parse("h1:a,h2\tNULL\tv", 1).unwrap();
+        assert_eq!(
+            reader.parse("h1:a,h2\tk\tv", 4).unwrap_err(),
+            "No header key separator found in pair 'h2' on line number 4"
+        );
+        let r = reader.parse("h1:a,h2:NULL\tNULL\tv", 1).unwrap();
         assert_eq!(
             r.headers,
             vec![
