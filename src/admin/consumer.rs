@@ -617,7 +617,10 @@ mod tests {
         let crc = crc32c::crc32c(&data[21..]);
         data[17..21].copy_from_slice(&crc.to_be_bytes());
         let err = decode_records(0, &Bytes::from(data), 0).unwrap_err();
-        assert!(err.to_string().contains("claims 2147483647 records"), "{err}");
+        assert!(
+            err.to_string().contains("claims 2147483647 records"),
+            "{err}"
+        );
     }
 
     #[test]
