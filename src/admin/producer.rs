@@ -169,10 +169,19 @@ pub(crate) struct ProduceOptions {
 }
 
 /// Picks partitions like Kafka's default partitioner: murmur2 of the key,
-/// or round robin for records without a key.
-#[derive(Debug, Default)]
+/// or round robin for records without a key. The round robin starts at a
+/// random partition, so that one-line invocations spread out.
+#[derive(Debug)]
 pub(crate) struct Partitioner {
     next: u32,
+}
+
+impl Default for Partitioner {
+    fn default() -> Self {
+        Partitioner {
+            next: rand::random::<u16>() as u32,
+        }
+    }
 }
 
 impl Partitioner {
@@ -430,7 +439,7 @@ mod tests {
 
     #[test]
     fn partitioner_hashes_keys_and_round_robins_the_rest() {
-        let mut p = Partitioner::default();
+        let mut p = Partitioner { next: 0 };
         assert_eq!(
             p.partition(Some(b"foobar"), 3),
             partition_for_key(b"foobar", 3)

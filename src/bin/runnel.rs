@@ -55,7 +55,8 @@ enum Command {
     },
     /// Print a new random cluster id.
     RandomUuid,
-    // ADMIN-PLACEHOLDER
+    #[command(flatten)]
+    Admin(runnel::admin::cli::AdminCommand),
 }
 
 fn main() -> anyhow::Result<()> {
