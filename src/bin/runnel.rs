@@ -86,7 +86,8 @@ fn main() -> anyhow::Result<()> {
         Command::RandomUuid => {
             println!("{}", meta::random_cluster_id());
             Ok(())
-        } // ADMIN-RUN-PLACEHOLDER
+        }
+        Command::Admin(cmd) => rt.block_on(runnel::admin::cli::run(cmd)),
     }
 }
 
