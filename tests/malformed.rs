@@ -325,8 +325,9 @@ fn produce_with_corrupt_crc_is_corrupt_message() {
     create_topic(&node, "crc");
     let mut batch = record_batch(&[b"hello".to_vec(), b"world".to_vec()]);
     let last = batch.len() - 1;
-    // The last byte belongs to the last record (its header count); the CRC
-    // no longer matches but every length still does.
+    // The last byte is the last record's header count; the two before it are
+    // the end of its value "world". Flip one: the CRC no longer matches, but
+    // every length field still does.
     batch[last - 2] ^= 0x55;
     let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
     step!("Produce v9 with a batch whose CRC does not match");

@@ -648,6 +648,9 @@ fn acked_records_survive_kill9() {
     }
 }
 
+/// (partition, offset, key) from one delivery report.
+type Acked = (i32, i64, Vec<u8>);
+
 #[test]
 fn acked_records_survive_kill9_during_produce() {
     let mut node = Node::start(&[]);
@@ -658,7 +661,7 @@ fn acked_records_survive_kill9_during_produce() {
     // Every record it got an ack for must be in the log at the acked offset;
     // records in flight at the crash may be lost or (no idempotence) repeated.
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(i32, i64, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let failed = Arc::new(Mutex::new(0usize));
     let bootstrap = node.bootstrap();
     let worker = {

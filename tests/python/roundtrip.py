@@ -10,7 +10,6 @@ import sys
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
 
 TOPIC = "kpy-roundtrip"
 PARTITIONS = 3
@@ -28,7 +27,7 @@ def main():
     bootstrap = sys.argv[1]
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
-    admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+    admin.create_topics({TOPIC: {"num_partitions": PARTITIONS, "replication_factor": 1}})
     deadline = time.time() + 30
     while True:
         parts = None
