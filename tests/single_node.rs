@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::executor::block_on;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{FetchRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::{DescribeClusterRequest, FetchRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
@@ -1013,6 +1013,48 @@ fn long_poll_fetch_wakes_on_new_data_raw() {
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].offset, 0);
     assert_eq!(recs[0].value.as_deref(), Some(&b"wake-up"[..]));
+}
+
+#[test]
+fn describe_cluster_and_metadata_agree_and_survive_restart() {
+    let mut node = Node::start(&[]);
+    let describe = |node: &Node| {
+        let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
+        let dc = conn
+            .roundtrip(0, 1, &DescribeClusterRequest::default())
+            .expect("DescribeCluster v0");
+        let md = conn
+            .roundtrip(12, 2, &MetadataRequest::default().with_topics(None))
+            .expect("Metadata v12");
+        (dc, md)
+    };
+    let (dc, md) = describe(&node);
+    step!(
+        "DescribeCluster: cluster {:?}, controller {}",
+        dc.cluster_id,
+        dc.controller_id.0
+    );
+    assert_eq!(dc.error_code, 0);
+    assert!(!dc.cluster_id.is_empty(), "empty cluster id");
+    assert_eq!(
+        md.cluster_id.as_ref(),
+        Some(&dc.cluster_id),
+        "Metadata and DescribeCluster disagree"
+    );
+    assert_eq!(dc.controller_id.0, 1);
+    assert_eq!(md.controller_id.0, 1);
+    assert_eq!(dc.brokers.len(), 1);
+    let b = &dc.brokers[0];
+    assert_eq!(
+        (b.broker_id.0, b.host.as_str(), b.port),
+        (1, "127.0.0.1", i32::from(node.port()))
+    );
+
+    step!("the cluster id is formatted once and kept across restarts");
+    node.stop();
+    node.restart();
+    let (dc2, _) = describe(&node);
+    assert_eq!(dc2.cluster_id, dc.cluster_id);
 }
 
 /// Runs a command with a bound on its time; returns (status ok, stdout, stderr).
