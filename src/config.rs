@@ -1,1 +1,591 @@
-//! Configuration.
+//! Typed configuration with Kafka's property names, read once at start from a
+//! `server.properties`-style file plus `--override key=value` pairs.
+//!
+//! Every key is validated here: an unknown key, or a value of the wrong type
+//! or out of range, stops startup with an error that names the key. Kafka keys
+//! that Runnel accepts but does not act on (thread counts, socket buffers…)
+//! are listed in [`ACCEPTED_NO_EFFECT`] so that existing files keep working.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unknown configuration key '{0}'")]
+    UnknownKey(String),
+    #[error("invalid value {value:?} for configuration key '{key}': {why}")]
+    Invalid {
+        key: String,
+        value: String,
+        why: String,
+    },
+    #[error("--override expects key=value, got {0:?}")]
+    BadOverride(String),
+}
+
+fn invalid(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+/// One `NAME://host:port` entry of `listeners` / `advertised.listeners`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    /// The address to bind: an empty host means all interfaces, as in Kafka.
+    pub fn bind_addr(&self) -> String {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host
+        };
+        format!("{host}:{}", self.port)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Defaults for partition logs; topics may override some of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogDefaults {
+    pub segment_bytes: u64,
+    pub roll_ms: i64,
+    pub index_interval_bytes: usize,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    /// `log.flush.interval.messages`: `None` (the default) means acks=-1
+    /// waits for fsync; set it to opt into Kafka's flush-later behaviour.
+    pub flush_interval_messages: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_id: i32,
+    pub roles: Roles,
+    pub listeners: Vec<Listener>,
+    pub advertised_listeners: Vec<Listener>,
+    pub controller_listener_names: Vec<String>,
+    pub security_protocol_map: BTreeMap<String, String>,
+    pub quorum_voters: Vec<Voter>,
+    pub log_dirs: Vec<PathBuf>,
+    pub metadata_log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub min_insync_replicas: i32,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub log: LogDefaults,
+    pub rack: Option<String>,
+    pub metrics_listener: Option<SocketAddr>,
+    pub cluster_id: Option<String>,
+    /// Every key as given (after overrides), for DescribeConfigs.
+    pub raw: BTreeMap<String, String>,
+}
+
+/// Kafka broker keys that are accepted for compatibility and have no effect.
+pub const ACCEPTED_NO_EFFECT: &[&str] = &[
+    "num.network.threads",
+    "num.io.threads",
+    "num.replica.fetchers",
+    "num.recovery.threads.per.data.dir",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "offsets.topic.replication.factor",
+    "offsets.topic.num.partitions",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "log.retention.check.interval.ms",
+    "log.cleaner.enable",
+    "group.initial.rebalance.delay.ms",
+    "inter.broker.listener.name",
+    "log.flush.interval.ms",
+    "queued.max.requests",
+    "background.threads",
+    "compression.type",
+];
+
+/// Keys that Runnel reads, with their defaults. Absent from here and from
+/// `ACCEPTED_NO_EFFECT` means unknown.
+const KNOWN: &[(&str, &str)] = &[
+    ("node.id", "1"),
+    ("process.roles", "broker,controller"),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+    ("advertised.listeners", ""),
+    ("controller.listener.names", "CONTROLLER"),
+    (
+        "listener.security.protocol.map",
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+    ),
+    ("controller.quorum.voters", ""),
+    ("log.dirs", ""),
+    ("log.dir", "./data"),
+    ("metadata.log.dir", ""),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("min.insync.replicas", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("delete.topic.enable", "true"),
+    ("message.max.bytes", "1048588"),
+    ("socket.request.max.bytes", "104857600"),
+    ("max.connections", "10000"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.ms", ""),
+    ("log.roll.hours", "168"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.retention.ms", ""),
+    ("log.retention.minutes", ""),
+    ("log.retention.hours", "168"),
+    ("log.retention.bytes", "-1"),
+    ("log.flush.interval.messages", ""),
+    ("broker.rack", ""),
+    ("metrics.listener", ""),
+    ("cluster.id", ""),
+    ("broker.heartbeat.interval.ms", "2000"),
+    ("broker.session.timeout.ms", "9000"),
+];
+
+/// Parses Java `.properties` text: `key=value`, `key: value` or `key value`,
+/// `#`/`!` comments, and lines continued with a trailing backslash.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut pending = String::new();
+    for raw in text.lines() {
+        let line = raw.trim_start();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
+        {
+            continue;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            continue;
+        }
+        pending.push_str(line);
+        let entry = std::mem::take(&mut pending);
+        let split = entry.find(['=', ':', ' ', '\t']);
+        let (k, v) = match split {
+            Some(i) => {
+                let v = entry[i + 1..].trim_start();
+                let v = v.strip_prefix(['=', ':']).unwrap_or(v);
+                (entry[..i].trim(), v.trim())
+            }
+            None => (entry.trim(), ""),
+        };
+        if !k.is_empty() {
+            out.insert(k.to_string(), v.to_string());
+        }
+    }
+    out
+}
+
+/// Parses `NAME://host:port,…`.
+pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>> {
+    let mut out: Vec<Listener> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, rest) = item
+            .split_once("://")
+            .ok_or_else(|| invalid(key, value, format!("{item:?} is not NAME://host:port")))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(key, value, format!("{item:?} has no port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| invalid(key, value, format!("{item:?} has a bad port")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = name.to_ascii_uppercase();
+        if out.iter().any(|l| l.name == name) {
+            return Err(invalid(key, value, format!("listener {name} appears twice")));
+        }
+        out.push(Listener {
+            name,
+            host: host.to_string(),
+            port,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_voters(value: &str) -> Result<Vec<Voter>> {
+    let key = "controller.quorum.voters";
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || invalid(key, value, format!("{item:?} is not id@host:port"));
+        let (id, addr) = item.split_once('@').ok_or_else(bad)?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        out.push(Voter {
+            id: id.parse().map_err(|_| bad())?,
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port: port.parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(out)
+}
+
+struct Props(BTreeMap<String, String>);
+
+impl Props {
+    fn get(&self, key: &str) -> &str {
+        self.0.get(key).map(String::as_str).unwrap_or("")
+    }
+
+    fn num<T: std::str::FromStr>(&self, key: &str, min: T) -> Result<T>
+    where
+        T: PartialOrd + std::fmt::Display,
+    {
+        let v = self.get(key);
+        let n: T = v
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, v, "not a number in range"))?;
+        if n < min {
+            return Err(invalid(key, v, format!("must be at least {min}")));
+        }
+        Ok(n)
+    }
+
+    fn opt_num<T>(&self, key: &str, min: T) -> Result<Option<T>>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        if self.get(key).trim().is_empty() {
+            Ok(None)
+        } else {
+            self.num(key, min).map(Some)
+        }
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool> {
+        let v = self.get(key);
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(invalid(key, v, "expected true or false")),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `file` (if any), applies `overrides` (`key=value`), validates.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Config> {
+        let mut given = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                parse_properties(&text)
+            }
+            None => BTreeMap::new(),
+        };
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
+            given.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Config::from_map(given)
+    }
+
+    pub fn from_map(given: BTreeMap<String, String>) -> Result<Config> {
+        for key in given.keys() {
+            if KNOWN.iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            if ACCEPTED_NO_EFFECT.contains(&key.as_str()) {
+                tracing::warn!(key = %key, "configuration key accepted for compatibility; it has no effect in Runnel");
+                continue;
+            }
+            return Err(ConfigError::UnknownKey(key.clone()));
+        }
+        let mut all: BTreeMap<String, String> = KNOWN
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.extend(given.clone());
+        let p = Props(all);
+
+        let node_id: i32 = p.num("node.id", 0)?;
+        let roles_v = p.get("process.roles");
+        let mut roles = Roles {
+            broker: false,
+            controller: false,
+        };
+        for r in roles_v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match r {
+                "broker" => roles.broker = true,
+                "controller" => roles.controller = true,
+                other => {
+                    return Err(invalid(
+                        "process.roles",
+                        roles_v,
+                        format!("unknown role {other:?}; use broker, controller or both"),
+                    ))
+                }
+            }
+        }
+        if !roles.broker && !roles.controller {
+            return Err(invalid("process.roles", roles_v, "names no role"));
+        }
+
+        let listeners = parse_listeners("listeners", p.get("listeners"))?;
+        let controller_listener_names: Vec<String> = p
+            .get("controller.listener.names")
+            .split(',')
+            .map(|s| s.trim().to_ascii_uppercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut security_protocol_map = BTreeMap::new();
+        let map_v = p.get("listener.security.protocol.map");
+        for item in map_v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (l, proto) = item.split_once(':').ok_or_else(|| {
+                invalid("listener.security.protocol.map", map_v, format!("{item:?} is not NAME:PROTOCOL"))
+            })?;
+            security_protocol_map.insert(l.trim().to_ascii_uppercase(), proto.trim().to_ascii_uppercase());
+        }
+        for l in &listeners {
+            match security_protocol_map.get(&l.name).map(String::as_str) {
+                Some("PLAINTEXT") => {}
+                Some(other) => {
+                    return Err(invalid(
+                        "listeners",
+                        p.get("listeners"),
+                        format!("listener {} uses {other}, which Runnel does not support yet", l.name),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        "listener.security.protocol.map",
+                        map_v,
+                        format!("no security protocol for listener {}", l.name),
+                    ))
+                }
+            }
+        }
+        let client_listeners: Vec<Listener> = listeners
+            .iter()
+            .filter(|l| !controller_listener_names.contains(&l.name))
+            .cloned()
+            .collect();
+        if roles.broker && client_listeners.is_empty() {
+            return Err(invalid(
+                "listeners",
+                p.get("listeners"),
+                "a broker needs at least one listener that is not a controller listener",
+            ));
+        }
+        let advertised_listeners = if p.get("advertised.listeners").trim().is_empty() {
+            client_listeners.clone()
+        } else {
+            let adv = parse_listeners("advertised.listeners", p.get("advertised.listeners"))?;
+            for a in &adv {
+                if !listeners.iter().any(|l| l.name == a.name) {
+                    return Err(invalid(
+                        "advertised.listeners",
+                        p.get("advertised.listeners"),
+                        format!("listener {} is not in listeners", a.name),
+                    ));
+                }
+            }
+            adv
+        };
+
+        let quorum_voters = parse_voters(p.get("controller.quorum.voters"))?;
+        if roles.controller
+            && !quorum_voters.is_empty()
+            && !quorum_voters.iter().any(|v| v.id == node_id)
+        {
+            return Err(invalid(
+                "controller.quorum.voters",
+                p.get("controller.quorum.voters"),
+                format!("this node (node.id={node_id}) has the controller role but is not a voter"),
+            ));
+        }
+
+        let dirs_v = if p.get("log.dirs").trim().is_empty() {
+            p.get("log.dir").to_string()
+        } else {
+            p.get("log.dirs").to_string()
+        };
+        let log_dirs: Vec<PathBuf> = dirs_v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if log_dirs.is_empty() {
+            return Err(invalid("log.dirs", &dirs_v, "names no directory"));
+        }
+        let metadata_log_dir = if p.get("metadata.log.dir").trim().is_empty() {
+            log_dirs[0].clone()
+        } else {
+            PathBuf::from(p.get("metadata.log.dir").trim())
+        };
+
+        let roll_ms = match p.opt_num::<i64>("log.roll.ms", 1)? {
+            Some(ms) => ms,
+            None => p.num::<i64>("log.roll.hours", 1)? * 3_600_000,
+        };
+        let retention_ms = if let Some(ms) = p.opt_num::<i64>("log.retention.ms", -1)? {
+            ms
+        } else if let Some(m) = p.opt_num::<i64>("log.retention.minutes", -1)? {
+            if m < 0 { -1 } else { m * 60_000 }
+        } else {
+            let h = p.num::<i64>("log.retention.hours", -1)?;
+            if h < 0 { -1 } else { h * 3_600_000 }
+        };
+        let message_max_bytes: usize = p.num("message.max.bytes", 0)?;
+        let segment_bytes: u64 = p.num("log.segment.bytes", 14)?;
+
+        let metrics_listener = match p.get("metrics.listener").trim() {
+            "" => None,
+            v => Some(
+                v.trim_start_matches("http://")
+                    .parse()
+                    .map_err(|_| invalid("metrics.listener", v, "expected host:port, e.g. 127.0.0.1:9308"))?,
+            ),
+        };
+        let nonempty = |k: &str| {
+            let v = p.get(k).trim();
+            (!v.is_empty()).then(|| v.to_string())
+        };
+
+        Ok(Config {
+            node_id,
+            roles,
+            listeners,
+            advertised_listeners,
+            controller_listener_names,
+            security_protocol_map,
+            quorum_voters,
+            log_dirs,
+            metadata_log_dir,
+            num_partitions: p.num("num.partitions", 1)?,
+            default_replication_factor: p.num("default.replication.factor", 1)?,
+            min_insync_replicas: p.num("min.insync.replicas", 1)?,
+            auto_create_topics_enable: p.boolean("auto.create.topics.enable")?,
+            delete_topic_enable: p.boolean("delete.topic.enable")?,
+            message_max_bytes,
+            socket_request_max_bytes: p.num("socket.request.max.bytes", 1)?,
+            max_connections: p.num("max.connections", 1)?,
+            log: LogDefaults {
+                segment_bytes,
+                roll_ms,
+                index_interval_bytes: p.num("log.index.interval.bytes", 0)?,
+                retention_ms,
+                retention_bytes: p.num("log.retention.bytes", -1)?,
+                flush_interval_messages: p.opt_num("log.flush.interval.messages", 1)?,
+            },
+            rack: nonempty("broker.rack"),
+            metrics_listener,
+            cluster_id: nonempty("cluster.id"),
+            raw: given,
+        })
+    }
+
+    /// The listeners clients connect to (every listener but the controller's).
+    pub fn client_listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners
+            .iter()
+            .filter(|l| !self.controller_listener_names.contains(&l.name))
+    }
+
+    /// A node with no `controller.quorum.voters` is a one-node cluster.
+    pub fn is_single_node(&self) -> bool {
+        self.quorum_voters.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[&str]) -> Result<Config> {
+        let ov: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();
+        Config::load(None, &ov)
+    }
+
+    #[test]
+    fn defaults_are_a_single_node_on_9092() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert!(c.roles.broker && c.roles.controller);
+        assert_eq!(c.advertised_listeners[0].bind_addr(), "127.0.0.1:9092");
+        assert_eq!(c.log_dirs, vec![PathBuf::from("./data")]);
+        assert!(c.is_single_node());
+        assert_eq!(c.message_max_bytes, 1048588);
+        assert_eq!(c.log.retention_ms, 168 * 3_600_000);
+    }
+
+    #[test]
+    fn properties_syntax() {
+        let m = parse_properties(
+            "# comment\n! also\nnode.id=3\nlog.dirs : /a,\\\n   /b\nnum.partitions 4\n\n",
+        );
+        assert_eq!(m["node.id"], "3");
+        assert_eq!(m["log.dirs"], "/a,/b");
+        assert_eq!(m["num.partitions"], "4");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load(&["no.such.key=1"]).unwrap_err().to_string();
+        assert!(e.contains("'no.such.key'"), "{e}");
+        let e = load(&["num.partitions=zero"]).unwrap_err().to_string();
+        assert!(e.contains("'num.partitions'"), "{e}");
+        let e = load(&["num.partitions=0"]).unwrap_err().to_string();
+        assert!(e.contains("at least 1"), "{e}");
+        let e = load(&["listeners=PLAINTEXT//x:1"]).unwrap_err().to_string();
+        assert!(e.contains("'listeners'"), "{e}");
+        let e = load(&["auto.create.topics.enable=yes"]).unwrap_err().to_string();
+        assert!(e.contains("'auto.create.topics.enable'"), "{e}");
+        assert!(matches!(load(&["oops"]), Err(ConfigError::BadOverride(_))));
+    }
+
+    #[test]
+    fn kafka_style_cluster_file() {
+        let c = load(&[
+            "node.id=2",
+            "listeners=PLAINTEXT://10.0.0.2:9092,CONTROLLER://10.0.0.2:9093",
+            "controller.quorum.voters=1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093",
+            "log.dirs=/var/lib/runnel",
+            "num.network.threads=3",
+        ])
+        .unwrap();
+        assert_eq!(c.quorum_voters.len(), 3);
+        assert_eq!(c.advertised_listeners.len(), 1);
+        assert_eq!(c.advertised_listeners[0].name, "PLAINTEXT");
+        assert!(!c.is_single_node());
+        let e = load(&["node.id=4", "controller.quorum.voters=1@h:1"]).unwrap_err();
+        assert!(e.to_string().contains("not a voter"));
+    }
+}

@@ -12,5 +12,6 @@ pub mod controller;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod telemetry;

@@ -1,1 +1,238 @@
-//! See ARCHITECTURE.md.
+//! The broker: the local partition replicas and how they follow the
+//! committed metadata image (create, open, delete).
+//!
+//! Partition directories are `<log.dir>/<topic>-<partition>` as in Kafka,
+//! each with a `partition.metadata` naming the topic id, so that a topic
+//! deleted and re-created under the same name never inherits old data.
+
+pub mod meta;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{watch, RwLock};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::controller::image::{MetadataImage, TopicImage};
+use crate::log::LogConfig;
+use crate::replication::partition::FlushPolicy;
+use crate::replication::Partition;
+
+const PARTITION_METADATA: &str = "partition.metadata";
+
+pub type PartitionKey = (Uuid, i32);
+
+pub struct Broker {
+    config: Arc<Config>,
+    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    /// Index of the last metadata image applied locally.
+    applied: watch::Sender<u64>,
+    /// Bumped when any local HW moves (wakes long-poll fetches).
+    progress: Arc<watch::Sender<u64>>,
+}
+
+impl Broker {
+    pub fn new(config: Arc<Config>) -> Arc<Broker> {
+        Arc::new(Broker {
+            config,
+            partitions: RwLock::new(HashMap::new()),
+            applied: watch::channel(0).0,
+            progress: Arc::new(watch::channel(0).0),
+        })
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub async fn partition(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
+        self.partitions.read().await.get(&(topic_id, index)).cloned()
+    }
+
+    pub fn progress(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    /// Waits (bounded) until the image at `index` has been applied locally,
+    /// so that a topic just created is served by the next request.
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|a| *a >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Follows the image: applies every published image until the sender
+    /// goes away.
+    pub async fn follow(self: Arc<Self>, mut images: watch::Receiver<Arc<MetadataImage>>) {
+        loop {
+            let image = images.borrow_and_update().clone();
+            self.apply_image(&image).await;
+            if images.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Brings local partitions in line with `image`: opens the replicas this
+    /// node holds, deletes those of topics that are gone.
+    pub async fn apply_image(&self, image: &MetadataImage) {
+        let me = self.config.node_id;
+        let mut wanted: HashMap<PartitionKey, (&TopicImage, i32)> = HashMap::new();
+        for t in image.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if p.replicas.contains(&me) {
+                    wanted.insert((t.id, i as i32), (t, p.leader_epoch));
+                }
+            }
+        }
+        let mut parts = self.partitions.write().await;
+        let stale: Vec<PartitionKey> = parts.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
+        for key in stale {
+            if let Some(p) = parts.remove(&key) {
+                tracing::info!(partition = ?p, "deleting partition: its topic is gone");
+                delete_partition(p).await;
+            }
+        }
+        for (key, (topic, epoch)) in wanted {
+            if let Some(p) = parts.get(&key) {
+                p.set_leader_epoch(epoch);
+                continue;
+            }
+            match self.open_partition(topic, key.1, epoch).await {
+                Ok(p) => {
+                    parts.insert(key, p);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition = key.1, error = %e, "cannot open partition")
+                }
+            }
+        }
+        drop(parts);
+        self.applied.send_if_modified(|a| {
+            let moved = image.last_applied > *a;
+            *a = (*a).max(image.last_applied);
+            moved
+        });
+    }
+
+    fn log_config(&self, topic: &TopicImage) -> LogConfig {
+        let d = &self.config.log;
+        let num = |key: &str| topic.configs.get(key).and_then(|v| v.parse::<i64>().ok());
+        LogConfig {
+            segment_bytes: num("segment.bytes").map(|v| v as u64).unwrap_or(d.segment_bytes),
+            segment_ms: num("segment.ms").unwrap_or(d.roll_ms),
+            index_interval_bytes: num("index.interval.bytes")
+                .map(|v| v as usize)
+                .unwrap_or(d.index_interval_bytes),
+            max_batch_bytes: self.max_message_bytes(topic),
+        }
+    }
+
+    /// `max.message.bytes` of the topic, else the broker's `message.max.bytes`.
+    pub fn max_message_bytes(&self, topic: &TopicImage) -> usize {
+        topic
+            .configs
+            .get("max.message.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.config.message_max_bytes)
+    }
+
+    async fn open_partition(&self, topic: &TopicImage, index: i32, epoch: i32) -> anyhow::Result<Arc<Partition>> {
+        let dir = self.partition_dir(&topic.name, topic.id, index)?;
+        let policy = match self.config.log.flush_interval_messages {
+            Some(n) => FlushPolicy::EveryMessages(n),
+            None => FlushPolicy::BeforeAck,
+        };
+        let p = Partition::open(
+            &dir,
+            topic.name.clone(),
+            topic.id,
+            index,
+            self.log_config(topic),
+            epoch,
+            policy,
+            self.progress.clone(),
+        )
+        .await?;
+        write_partition_metadata(&dir, topic.id)?;
+        Ok(p)
+    }
+
+    /// Finds this partition's directory in any log dir, moving aside one
+    /// that belongs to an older topic of the same name; new partitions go
+    /// to the log dir with the fewest partitions.
+    fn partition_dir(&self, topic: &str, id: Uuid, index: i32) -> anyhow::Result<PathBuf> {
+        let name = format!("{topic}-{index}");
+        for d in &self.config.log_dirs {
+            let dir = d.join(&name);
+            if dir.exists() {
+                match read_partition_metadata(&dir) {
+                    Some(found) if found == id => return Ok(dir),
+                    found => {
+                        tracing::warn!(dir = %dir.display(), ?found, expected = %id, "partition directory belongs to another topic id; removing it");
+                        let aside = d.join(format!("{name}.{}-delete", Uuid::new_v4().simple()));
+                        std::fs::rename(&dir, &aside)?;
+                        std::fs::remove_dir_all(&aside)?;
+                    }
+                }
+            }
+        }
+        let least = self
+            .config
+            .log_dirs
+            .iter()
+            .min_by_key(|d| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0))
+            .ok_or_else(|| anyhow::anyhow!("no log.dirs"))?;
+        Ok(least.join(name))
+    }
+
+    /// Flushes and closes every partition (clean shutdown).
+    pub async fn shutdown(&self) {
+        let parts: Vec<Arc<Partition>> = self.partitions.write().await.drain().map(|(_, p)| p).collect();
+        for p in parts {
+            if let Err(e) = p.close().await {
+                tracing::error!(partition = ?p, error = %e, "closing partition failed");
+            }
+        }
+    }
+}
+
+async fn delete_partition(p: Arc<Partition>) {
+    let log = p.log().clone();
+    drop(p);
+    let res = tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {
+        Ok(log) => log.delete().map_err(|e| e.to_string()),
+        Err(log) => {
+            // Still read by an in-flight request: remove the files anyway;
+            // readers holding open descriptors finish their read.
+            let dir = log.dir().to_path_buf();
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+        }
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "deleting partition failed"),
+        Err(e) => tracing::error!(error = %e, "deleting partition panicked"),
+    }
+}
+
+fn read_partition_metadata(dir: &Path) -> Option<Uuid> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA)).ok()?;
+    let props = crate::config::parse_properties(&text);
+    props.get("topic_id").and_then(|s| Uuid::parse_str(s).ok())
+}
+
+fn write_partition_metadata(dir: &Path, id: Uuid) -> std::io::Result<()> {
+    if read_partition_metadata(dir) == Some(id) {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
+    std::fs::write(&tmp, format!("version: 0\ntopic_id: {id}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(PARTITION_METADATA))?;
+    std::fs::File::open(dir)?.sync_all()
+}

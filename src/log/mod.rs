@@ -1,1 +1,739 @@
-//! See ARCHITECTURE.md.
+//! One partition's log on disk, laid out like Kafka's: a directory of
+//! segments named by base offset (`{:020}.log`), each with a sparse offset
+//! index (`.index`) and time index (`.timeindex`). Batches are stored exactly
+//! as received, with only the base offset and partition leader epoch
+//! rewritten, so reads hand out file bytes without re-encoding.
+//!
+//! This module owns offsets assignment, segment rolling, group-committed
+//! fsync, reads by offset and by timestamp, truncation, and recovery of a torn
+//! tail after a crash. It never decides what is committed (the high
+//! watermark is the caller's `upper_bound`) and it does no async I/O:
+//! callers run it on a blocking pool.
+//!
+//! Locking: one `RwLock` over the segments (appends and truncation write,
+//! reads and flush snapshots read), plus a flush mutex held during fsync so
+//! that appends proceed while the disk syncs. Lock order: flush, then
+//! segments.
+
+mod checkpoint;
+mod index;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+
+use crate::protocol::batch::{self, BatchHeader, HEADER_LEN};
+use checkpoint::CLEAN_SHUTDOWN_FILE;
+use segment::{io_err, OpenMode, Segment};
+
+/// Errors of the log. `OffsetOutOfRange` is the only one a client causes;
+/// the others mean the disk or the files are in trouble.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// OFFSET_OUT_OF_RANGE (1) for a fetch.
+    #[error("offset {offset} is out of range: the log holds offsets {start} to {end} (exclusive)")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes handed to `append` are not whole v2 batches.
+    #[error(transparent)]
+    Batch(#[from] batch::Error),
+    /// Data already on disk does not parse (found outside recovery).
+    #[error("corrupt log file {}: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+    #[error("the log in {} is closed", .0.display())]
+    Closed(PathBuf),
+    /// A thread panicked while holding the log's lock.
+    #[error("the log's lock is poisoned by a panic")]
+    Poisoned,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Per-partition settings, with Kafka's property names and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `log.segment.bytes` / `segment.bytes`: roll when a segment would exceed it.
+    pub segment_bytes: u64,
+    /// `log.roll.ms` / `segment.ms`: roll a segment older than this.
+    pub segment_ms: i64,
+    /// `log.index.interval.bytes`: bytes between offset index entries.
+    pub index_interval_bytes: usize,
+    /// `message.max.bytes`: the largest batch accepted.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            index_interval_bytes: 4096,
+            max_batch_bytes: 1_048_588,
+        }
+    }
+}
+
+impl LogConfig {
+    fn validate(&self) -> Result<()> {
+        // Index positions are u32, and Kafka caps segment.bytes at i32::MAX.
+        if self.segment_bytes < HEADER_LEN as u64 || self.segment_bytes > i32::MAX as u64 {
+            return Err(Error::Config(format!(
+                "segment.bytes must be between {HEADER_LEN} and {}, got {}",
+                i32::MAX,
+                self.segment_bytes
+            )));
+        }
+        if self.segment_ms < 1 {
+            return Err(Error::Config(format!(
+                "segment.ms must be positive, got {}",
+                self.segment_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// Largest batch `maxTimestamp` in the append.
+    pub max_timestamp: i64,
+    /// Last offset of the batch that holds `max_timestamp`.
+    pub offset_of_max_timestamp: i64,
+    pub log_start_offset: i64,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole batches, the first one holding the requested offset (so it may
+    /// start before it); empty when nothing below the bound exists.
+    pub records: Bytes,
+    /// Base offset of the first batch returned.
+    pub first_offset: Option<i64>,
+    /// The offset after the last batch returned, or the requested offset if
+    /// none: where the next read continues.
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// A record found by timestamp (ListOffsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+struct Inner {
+    /// Segments before the active one, by base offset.
+    closed: BTreeMap<i64, Segment>,
+    active: Segment,
+    closed_cleanly: bool,
+}
+
+impl Inner {
+    fn start_offset(&self) -> i64 {
+        self.closed
+            .first_key_value()
+            .map_or(self.active.base, |(base, _)| *base)
+    }
+
+    fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.closed.values().chain(std::iter::once(&self.active))
+    }
+
+    /// The segment that would hold `offset`, and every later one.
+    fn segments_from(&self, offset: i64) -> impl Iterator<Item = &Segment> {
+        let from = if offset >= self.active.base {
+            self.active.base
+        } else {
+            self.closed
+                .range(..=offset)
+                .next_back()
+                .map_or(i64::MIN, |(base, _)| *base)
+        };
+        self.closed
+            .range(from..)
+            .map(|(_, s)| s)
+            .chain(std::iter::once(&self.active))
+    }
+}
+
+struct FlushState {
+    /// Last recovery point written: every segment below it is fully synced.
+    recovery_point: i64,
+}
+
+/// One partition's log; see the module docs. Share it as `Arc<Log>`.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    inner: RwLock<Inner>,
+    flush_state: Mutex<FlushState>,
+    start_offset: AtomicI64,
+    end_offset: AtomicI64,
+    flushed: AtomicI64,
+    /// Segment files were created or removed since the last directory fsync.
+    dir_dirty: AtomicBool,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("start_offset", &self.start_offset())
+            .field("end_offset", &self.end_offset())
+            .field("flushed_offset", &self.flushed_offset())
+            .finish()
+    }
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if missing. Without a clean
+    /// shutdown marker, segments from the recovery point on are checked batch
+    /// by batch and cut at the first torn or corrupt batch; later segments
+    /// are then dropped. Everything returned by a later read was on disk.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log> {
+        config.validate()?;
+        std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.try_exists().map_err(io_err("stat", &marker))?;
+        let recovery_point = if clean {
+            None
+        } else {
+            checkpoint::read_recovery_point(dir)
+        };
+        let bases = list_segments(dir)?;
+        let interval = config.index_interval_bytes;
+
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+        let mut recovered = Vec::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let last = i + 1 == bases.len();
+            let mode = if !clean && (last || recovery_point.is_none_or(|rp| base >= rp)) {
+                OpenMode::Recover
+            } else {
+                OpenMode::Trust
+            };
+            let (seg, cut) = Segment::open(dir, base, interval, mode)?;
+            if let Some(prev) = segments.last() {
+                if prev.next_offset > base {
+                    return Err(Error::Corrupt {
+                        path: seg.log_path().to_path_buf(),
+                        detail: format!(
+                            "segment starts at {base} but the previous one ends at {}",
+                            prev.next_offset
+                        ),
+                    });
+                }
+            }
+            if mode == OpenMode::Recover {
+                recovered.push(segments.len());
+            }
+            segments.push(seg);
+            if let Some(cut) = cut {
+                tracing::warn!(
+                    segment = %log_path_display(dir, base),
+                    position = cut.position,
+                    bytes_dropped = cut.dropped_bytes,
+                    next_offset = cut.next_offset,
+                    reason = %cut.reason,
+                    "truncated torn or corrupt log tail"
+                );
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(segment = %log_path_display(dir, later),
+                        "removing segment that follows a truncated one");
+                    segment::remove_segment_files(dir, later)?;
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0, interval)?);
+            recovered.push(0);
+        }
+        // Recovered data may sit in the page cache of a crashed process:
+        // make it durable so that the flushed offset can start at the end.
+        for &i in &recovered {
+            let seg = &segments[i];
+            seg.log
+                .sync_all()
+                .map_err(io_err("fsync", seg.log_path()))?;
+            seg.sync_indexes()?;
+        }
+        if clean {
+            std::fs::remove_file(&marker).map_err(io_err("remove", &marker))?;
+        }
+        // Also makes the marker's removal durable before any append.
+        checkpoint::sync_dir(dir)?;
+
+        let mut active = segments
+            .pop()
+            .ok_or_else(|| Error::Config("no segment".into()))?;
+        if active.size == 0 {
+            active.rolling_base_ms = None;
+        }
+        let closed: BTreeMap<i64, Segment> = segments.into_iter().map(|s| (s.base, s)).collect();
+        let inner = Inner {
+            closed,
+            active,
+            closed_cleanly: false,
+        };
+        let (start, end, active_base) = (
+            inner.start_offset(),
+            inner.active.next_offset,
+            inner.active.base,
+        );
+        checkpoint::write_recovery_point(dir, active_base)?;
+        tracing::debug!(dir = %dir.display(), start, end, clean, "opened log");
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config,
+            inner: RwLock::new(inner),
+            flush_state: Mutex::new(FlushState {
+                recovery_point: active_base,
+            }),
+            start_offset: AtomicI64::new(start),
+            end_offset: AtomicI64::new(end),
+            flushed: AtomicI64::new(end),
+            dir_dirty: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Appends whole v2 batches (validated by the caller), assigning offsets
+    /// from the log end offset and stamping `leader_epoch`. Not fsynced: see
+    /// [`Log::flush`].
+    pub fn append(&self, batches: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        let mut headers: Vec<(usize, BatchHeader)> = Vec::new();
+        let mut offset_count = 0i64;
+        for b in batch::batches(batches) {
+            let b = b?;
+            if b.header.last_offset_delta < 0 {
+                return Err(batch::Error::InvalidRecord(format!(
+                    "batch at byte {} has last offset delta {}",
+                    b.position, b.header.last_offset_delta
+                ))
+                .into());
+            }
+            offset_count += b.header.offset_count();
+            headers.push((b.position, b.header));
+        }
+        if headers.is_empty() {
+            return Err(batch::Error::InvalidRecord("no record batches".into()).into());
+        }
+        let mut buf = batches.to_vec();
+
+        let mut g = self.exclusive()?;
+        if g.closed_cleanly {
+            return Err(Error::Closed(self.dir.clone()));
+        }
+        let first_offset = g.active.next_offset;
+        if self.should_roll(&g.active, buf.len(), offset_count, now_ms) {
+            self.roll(&mut g, first_offset)?;
+        }
+        let mut next = first_offset;
+        let mut max = (i64::MIN, first_offset);
+        for (at, h) in &mut headers {
+            batch::set_base_offset(&mut buf[*at..], next);
+            batch::set_partition_leader_epoch(&mut buf[*at..], leader_epoch);
+            h.base_offset = next;
+            h.partition_leader_epoch = leader_epoch;
+            if h.max_timestamp > max.0 {
+                max = (h.max_timestamp, h.last_offset());
+            }
+            next = h.last_offset() + 1;
+        }
+        g.active.append(&buf, &headers, now_ms)?;
+        self.end_offset.store(next, Ordering::Release);
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: next - 1,
+            max_timestamp: max.0,
+            offset_of_max_timestamp: max.1,
+            log_start_offset: g.start_offset(),
+        })
+    }
+
+    fn should_roll(&self, active: &Segment, len: usize, offsets: i64, now_ms: i64) -> bool {
+        if active.size == 0 {
+            return false;
+        }
+        let too_big = active.size + len as u64 > self.config.segment_bytes;
+        let too_old = active
+            .rolling_base_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+        let too_many_offsets = active.next_offset + offsets - 1 - active.base > i64::from(u32::MAX);
+        too_big || too_old || too_many_offsets
+    }
+
+    fn roll(&self, g: &mut Inner, base: i64) -> Result<()> {
+        let new = Segment::create(&self.dir, base, self.config.index_interval_bytes)?;
+        self.dir_dirty.store(true, Ordering::Release);
+        let mut old = std::mem::replace(&mut g.active, new);
+        old.finalize();
+        // The indexes of a closed segment never change again: sync them once
+        // here (small files) so that flush only has to sync log files.
+        old.sync_indexes()?;
+        tracing::debug!(dir = %self.dir.display(), old = old.base, new = base, "rolled segment");
+        g.closed.insert(old.base, old);
+        Ok(())
+    }
+
+    /// fsyncs everything appended so far and returns the offset flushed up to
+    /// (exclusive). Concurrent callers share fsyncs: a caller whose data a
+    /// running flush already covers waits for it and returns without its own.
+    pub fn flush(&self) -> Result<i64> {
+        let target = self.end_offset.load(Ordering::Acquire);
+        let done = self.flushed.load(Ordering::Acquire);
+        if done >= target {
+            return Ok(done);
+        }
+        let mut fs = self.lock_flush()?;
+        let done = self.flushed.load(Ordering::Acquire);
+        if done >= target {
+            return Ok(done);
+        }
+        let (end, files, active_base, dir_dirty) = {
+            let g = self.shared()?;
+            let files: Vec<(Arc<File>, PathBuf)> = g
+                .segments()
+                .filter(|s| s.next_offset > done)
+                .map(|s| (s.log.clone(), s.log_path().to_path_buf()))
+                .collect();
+            let dirty = self.dir_dirty.swap(false, Ordering::AcqRel);
+            (g.active.next_offset, files, g.active.base, dirty)
+        };
+        for (file, path) in &files {
+            file.sync_data().map_err(io_err("fsync", path))?;
+        }
+        if dir_dirty {
+            if let Err(e) = checkpoint::sync_dir(&self.dir) {
+                self.dir_dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        self.flushed.store(end, Ordering::Release);
+        if active_base > fs.recovery_point {
+            checkpoint::write_recovery_point(&self.dir, active_base)?;
+            fs.recovery_point = active_base;
+        }
+        Ok(end)
+    }
+
+    /// Offset up to which (exclusive) the log is known to be on disk.
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed.load(Ordering::Acquire)
+    }
+
+    /// Log start offset: the first offset still stored.
+    pub fn start_offset(&self) -> i64 {
+        self.start_offset.load(Ordering::Acquire)
+    }
+
+    /// Log end offset: the next offset `append` assigns.
+    pub fn end_offset(&self) -> i64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, within
+    /// one segment, up to `max_bytes`, and only batches whose last offset is
+    /// below `upper_bound` (e.g. the high watermark). The first batch is
+    /// returned even if it is larger than `max_bytes` (KIP-74). Callers bound
+    /// `max_bytes` (fetch.max.bytes); the read never exceeds a segment.
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<ReadResult> {
+        let g = self.shared()?;
+        let (start, end) = (g.start_offset(), g.active.next_offset);
+        if offset < start || offset > end {
+            return Err(Error::OffsetOutOfRange { offset, start, end });
+        }
+        let mut result = ReadResult {
+            records: Bytes::new(),
+            first_offset: None,
+            next_offset: offset,
+            log_start_offset: start,
+            log_end_offset: end,
+        };
+        if offset >= end.min(upper_bound) {
+            return Ok(result);
+        }
+        let mut found = None;
+        for seg in g.segments_from(offset) {
+            if let Some((pos, h)) = seg.find_batch(offset)? {
+                found = Some((seg, pos, h));
+                break;
+            }
+        }
+        let Some((seg, pos, first)) = found else {
+            return Ok(result);
+        };
+        if first.last_offset() >= upper_bound {
+            return Ok(result);
+        }
+        let want = (max_bytes.max(first.size()) as u64).min(seg.size - pos) as usize;
+        let mut buf = seg.read_bytes(pos, want)?;
+        let mut keep = 0;
+        for b in batch::batches(&buf) {
+            match b {
+                Ok(b) if b.header.last_offset() < upper_bound => {
+                    keep = b.position + b.bytes.len();
+                    result.next_offset = b.header.last_offset() + 1;
+                }
+                // A batch cut by `max_bytes`, or at the bound: stop there.
+                _ => break,
+            }
+        }
+        buf.truncate(keep);
+        result.records = Bytes::from(buf);
+        result.first_offset = Some(first.base_offset);
+        Ok(result)
+    }
+
+    /// ListOffsets by timestamp: the first record (in offset order) whose
+    /// timestamp is at least `timestamp`, or `None`. The caller hides
+    /// offsets at or above the high watermark.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        let g = self.shared()?;
+        for seg in g.segments() {
+            if seg.max_ts.is_none_or(|(max, _)| max < timestamp) {
+                continue;
+            }
+            // Every record up to this offset is older than `timestamp`.
+            let from = seg
+                .time_index
+                .last_before(timestamp)
+                .map_or(seg.base, |rel| seg.base + i64::from(rel));
+            let Some((mut pos, _)) = seg.find_batch(from)? else {
+                continue;
+            };
+            while pos < seg.size {
+                let h = seg.read_header(pos)?;
+                if h.max_timestamp >= timestamp {
+                    let found = first_record(seg, pos, &h, |ts| ts >= timestamp)?;
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                pos += h.size() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP (KIP-734): the largest timestamp and the
+    /// first record that has it; `None` for an empty log.
+    pub fn max_timestamp(&self) -> Result<Option<TimestampOffset>> {
+        let g = self.shared()?;
+        let mut best: Option<((i64, i64), &Segment)> = None;
+        for seg in g.segments() {
+            if let Some(m) = seg.max_ts {
+                if best.is_none_or(|(b, _)| m.0 > b.0) {
+                    best = Some((m, seg));
+                }
+            }
+        }
+        let Some(((ts, offset), seg)) = best else {
+            return Ok(None);
+        };
+        let fallback = TimestampOffset {
+            timestamp: ts,
+            offset,
+        };
+        let Some((pos, h)) = seg.find_batch(offset)? else {
+            return Ok(Some(fallback));
+        };
+        // The header's maxTimestamp is the producer's word; fall back to the
+        // batch's last offset if no record carries it.
+        Ok(Some(
+            first_record(seg, pos, &h, |t| t == ts)?.unwrap_or(fallback),
+        ))
+    }
+
+    /// Drops every batch whose last offset is `offset` or more (a batch that
+    /// straddles `offset` goes entirely), durably. The log end offset becomes
+    /// the end of what remains; if nothing below `offset` remains, the log
+    /// restarts empty at `offset`.
+    pub fn truncate_to(&self, offset: i64) -> Result<()> {
+        let mut fs = self.lock_flush()?;
+        let mut g = self.exclusive()?;
+        if g.closed_cleanly {
+            return Err(Error::Closed(self.dir.clone()));
+        }
+        if offset >= g.active.next_offset {
+            return Ok(());
+        }
+        let interval = self.config.index_interval_bytes;
+        if offset <= g.start_offset() {
+            for seg in std::mem::take(&mut g.closed).into_values() {
+                seg.remove_files()?;
+            }
+            g.active.remove_files()?;
+            g.active = Segment::create(&self.dir, offset.max(0), interval)?;
+        } else {
+            while g.active.base >= offset {
+                let Some((_, prev)) = g.closed.pop_last() else {
+                    break;
+                };
+                std::mem::replace(&mut g.active, prev).remove_files()?;
+            }
+            g.active.truncate_to(offset)?;
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        let (start, end, active_base) = (g.start_offset(), g.active.next_offset, g.active.base);
+        self.start_offset.store(start, Ordering::Release);
+        self.end_offset.store(end, Ordering::Release);
+        self.flushed.fetch_min(end, Ordering::AcqRel);
+        if fs.recovery_point > active_base {
+            checkpoint::write_recovery_point(&self.dir, active_base)?;
+            fs.recovery_point = active_base;
+        }
+        tracing::info!(dir = %self.dir.display(), requested = offset, end, "truncated log");
+        Ok(())
+    }
+
+    /// Removes the log's directory and everything in it.
+    pub fn delete(self) -> Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).map_err(io_err("remove directory", &dir))
+    }
+
+    /// Flushes everything, writes the final index entries and the
+    /// clean-shutdown marker, and refuses further appends. The next open then
+    /// trusts the files instead of checking every batch.
+    pub fn close(&self) -> Result<()> {
+        self.flush()?;
+        let _fs = self.lock_flush()?;
+        let mut g = self.exclusive()?;
+        if g.closed_cleanly {
+            return Ok(());
+        }
+        // Appends that slipped in after the flush above.
+        let done = self.flushed.load(Ordering::Acquire);
+        for seg in g.segments().filter(|s| s.next_offset > done) {
+            seg.log
+                .sync_data()
+                .map_err(io_err("fsync", seg.log_path()))?;
+        }
+        g.active.finalize();
+        g.active.sync_indexes()?;
+        if self.dir_dirty.swap(false, Ordering::AcqRel) {
+            checkpoint::sync_dir(&self.dir)?;
+        }
+        self.flushed.store(g.active.next_offset, Ordering::Release);
+        checkpoint::write_atomic(&self.dir, CLEAN_SHUTDOWN_FILE, b"")?;
+        g.closed_cleanly = true;
+        Ok(())
+    }
+
+    fn shared(&self) -> Result<RwLockReadGuard<'_, Inner>> {
+        self.inner.read().map_err(|_| Error::Poisoned)
+    }
+
+    fn exclusive(&self) -> Result<RwLockWriteGuard<'_, Inner>> {
+        self.inner.write().map_err(|_| Error::Poisoned)
+    }
+
+    fn lock_flush(&self) -> Result<MutexGuard<'_, FlushState>> {
+        self.flush_state.lock().map_err(|_| Error::Poisoned)
+    }
+}
+
+/// The first record of the batch at `pos` whose timestamp satisfies `pred`.
+fn first_record(
+    seg: &Segment,
+    pos: u64,
+    h: &BatchHeader,
+    pred: impl Fn(i64) -> bool,
+) -> Result<Option<TimestampOffset>> {
+    let bytes = seg.read_bytes(pos, h.size())?;
+    let mut hit = None;
+    batch::for_each_record(&bytes, |r| {
+        if pred(r.timestamp) {
+            hit = Some(TimestampOffset {
+                timestamp: r.timestamp,
+                offset: r.offset,
+            });
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .map_err(|e| Error::Corrupt {
+        path: seg.log_path().to_path_buf(),
+        detail: format!("batch at byte {pos}: {e}"),
+    })?;
+    Ok(hit)
+}
+
+fn log_path_display(dir: &Path, base: i64) -> String {
+    segment::log_path(dir, base).display().to_string()
+}
+
+/// Base offsets of the segments in `dir`, sorted; removes leftovers of
+/// interrupted writes and index files without a log.
+fn list_segments(dir: &Path) -> Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let base_of = |stem: &str| {
+            stem.parse::<i64>()
+                .ok()
+                .filter(|b| *b >= 0 && stem.len() == 20)
+        };
+        if name.ends_with(".tmp") {
+            remove_quietly(&entry.path());
+        } else if let Some(base) = name.strip_suffix(".log").and_then(base_of) {
+            bases.push(base);
+        } else if let Some(base) = name
+            .strip_suffix(".index")
+            .or_else(|| name.strip_suffix(".timeindex"))
+            .and_then(base_of)
+        {
+            indexes.push((base, entry.path()));
+        }
+    }
+    bases.sort_unstable();
+    for (base, path) in indexes {
+        if bases.binary_search(&base).is_err() {
+            remove_quietly(&path);
+        }
+    }
+    Ok(bases)
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove leftover file");
+    }
+}

@@ -1,3 +1,15 @@
-//! Kafka wire protocol: framing, headers, supported versions, RecordBatch validation.
+//! Kafka wire protocol: framing, request and response headers, the table of
+//! supported API versions, and RecordBatch validation.
+//!
+//! Message bodies are the `kafka-protocol` crate's types (vendored with
+//! allocation guards, see `vendor/README.md`). Nothing here knows about
+//! sockets or tokio: the server feeds bytes in and writes bytes out.
 
 pub mod batch;
+pub mod codec;
+pub mod versions;
+
+pub use codec::{
+    decode_request, encode_api_versions_fallback, encode_response, frame_length, Decoded,
+    ProtocolError, Request,
+};

@@ -1,0 +1,38 @@
+# Runnel: the two commands a user needs are `make run` and `make test`.
+# Both install what the build needs on a fresh Debian machine first.
+
+CARGO ?= cargo
+BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)/release/runnel
+APT_PACKAGES := libclang-dev clang kcat
+PIP_PACKAGES := kafka-python==3.0.12
+
+.PHONY: run build test deps lint bench librdkafka-suite
+
+run: deps build
+	$(BIN) serve $(ARGS)
+
+build:
+	$(CARGO) build --release --bin runnel
+
+# Everything CI runs as tests: unit and integration tests with real clients,
+# then librdkafka's own test suite against a live broker.
+test: deps
+	$(CARGO) test --release
+	bash tests/librdkafka/run.sh $(BIN)
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@python3 -c 'import kafka' 2>/dev/null || python3 -m pip install --quiet $(PIP_PACKAGES)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+bench: build
+	$(CARGO) bench --bench log_append
+	$(CARGO) bench --bench load

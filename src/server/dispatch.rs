@@ -1,0 +1,49 @@
+//! The dispatch table: one handler per API key. `ROUTES` and
+//! `protocol::versions::SUPPORTED` must name the same keys (tested), so that
+//! nothing unrouted is ever advertised.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kafka_protocol::messages::ApiKey;
+
+use super::handlers;
+use super::{Ctx, Reply};
+use crate::protocol::Request;
+
+pub type Handler = fn(Arc<Ctx>, Request) -> BoxFuture<'static, Reply>;
+
+pub const ROUTES: &[(ApiKey, Handler)] = &[
+    (ApiKey::ApiVersions, handlers::api_versions::handle),
+    (ApiKey::Metadata, handlers::metadata::handle),
+    (ApiKey::Produce, handlers::produce::handle),
+    (ApiKey::Fetch, handlers::fetch::handle),
+    (ApiKey::ListOffsets, handlers::list_offsets::handle),
+    (ApiKey::CreateTopics, handlers::create_topics::handle),
+    (ApiKey::DeleteTopics, handlers::delete_topics::handle),
+    (ApiKey::CreatePartitions, handlers::create_partitions::handle),
+    (ApiKey::DescribeCluster, handlers::describe_cluster::handle),
+];
+
+pub async fn handle(ctx: Arc<Ctx>, req: Request) -> Reply {
+    match ROUTES.iter().find(|(k, _)| *k == req.api_key) {
+        Some((_, h)) => h(ctx, req).await,
+        None => Reply::Close(format!("{:?} is not routed", req.api_key)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::versions::SUPPORTED;
+
+    #[test]
+    fn every_advertised_api_is_routed_and_vice_versa() {
+        for r in SUPPORTED {
+            assert!(ROUTES.iter().any(|(k, _)| *k == r.key), "{:?} advertised, not routed", r.key);
+        }
+        for (k, _) in ROUTES {
+            assert!(SUPPORTED.iter().any(|r| r.key == *k), "{k:?} routed, not advertised");
+        }
+    }
+}

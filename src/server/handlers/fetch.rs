@@ -1,0 +1,148 @@
+//! Fetch (1), v4-16 (topic ids from v13). Consumers only: records below the
+//! high watermark. Long poll: answers once `min_bytes` are available or
+//! `max_wait_ms` has passed, waking whenever a local HW moves. Sessionless
+//! (KIP-227 session id 0: every fetch is a full fetch).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchResponse, ResponseKind, TopicName};
+use tokio::time::Instant;
+
+use crate::log::Error as LogError;
+use crate::protocol::Request;
+use crate::replication::PartitionError;
+use crate::server::{Ctx, Reply};
+
+/// Checks a client's `current_leader_epoch` against ours (KIP-320).
+pub fn epoch_check(requested: i32, ours: i32) -> Option<ResponseError> {
+    if requested < 0 || requested == ours {
+        None
+    } else if requested < ours {
+        Some(ResponseError::FencedLeaderEpoch)
+    } else {
+        Some(ResponseError::UnknownLeaderEpoch)
+    }
+}
+
+async fn read_all(ctx: &Ctx, topics: &[FetchTopic], version: i16, max_bytes: usize) -> (Vec<FetchableTopicResponse>, usize) {
+    let image = ctx.controller.image();
+    let mut remaining = max_bytes;
+    let mut total = 0usize;
+    let mut out = Vec::with_capacity(topics.len());
+    for ft in topics {
+        let topic = if version >= 13 {
+            image.topic_by_id(&ft.topic_id)
+        } else {
+            image.topics.get(ft.topic.0.as_str())
+        };
+        let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+        let mut parts = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let mut pd = PartitionData::default().with_partition_index(fp.partition).with_high_watermark(-1);
+            let partition = match topic {
+                Some(t) => ctx.broker.partition(t.id, fp.partition).await,
+                None => None,
+            };
+            let Some(p) = partition else {
+                parts.push(pd.with_error_code(unknown.code()));
+                continue;
+            };
+            if let Some(e) = epoch_check(fp.current_leader_epoch, p.leader_epoch()) {
+                parts.push(pd.with_error_code(e.code()));
+                continue;
+            }
+            let hw = p.high_watermark();
+            pd = pd
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(p.log_start_offset());
+            if fp.fetch_offset == hw {
+                parts.push(pd);
+                continue;
+            }
+            let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+            let first = total == 0;
+            if limit == 0 && !first {
+                parts.push(pd);
+                continue;
+            }
+            match p.read(fp.fetch_offset, limit.max(1)).await {
+                Ok(r) => {
+                    // KIP-74: only the first non-empty partition may exceed
+                    // the limits, so that a large batch still makes progress.
+                    if !first && r.records.len() > limit {
+                        parts.push(pd);
+                        continue;
+                    }
+                    total += r.records.len();
+                    remaining = remaining.saturating_sub(r.records.len());
+                    parts.push(pd.with_records(Some(r.records)));
+                }
+                Err(PartitionError::Log(LogError::OffsetOutOfRange { .. })) => {
+                    parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
+                }
+                Err(e) => {
+                    tracing::error!(partition = ?p, error = %e, "read failed");
+                    parts.push(pd.with_error_code(ResponseError::KafkaStorageError.code()));
+                }
+            }
+        }
+        out.push(
+            FetchableTopicResponse::default()
+                .with_topic(if version >= 13 { TopicName::default() } else { ft.topic.clone() })
+                .with_topic_id(ft.topic_id)
+                .with_partitions(parts),
+        );
+    }
+    (out, total)
+}
+
+fn has_error(topics: &[FetchableTopicResponse]) -> bool {
+    topics.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0)
+}
+
+pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
+    Box::pin(async move {
+        let version = req.version;
+        let body = super::body!(req, Fetch);
+        if body.replica_id.0 >= 0 {
+            return Reply::Close("follower fetches are not served yet".into());
+        }
+        let max_bytes = if body.max_bytes <= 0 { usize::MAX } else { body.max_bytes as usize };
+        let min_bytes = body.min_bytes.max(0) as usize;
+        let deadline = Instant::now() + Duration::from_millis(body.max_wait_ms.max(0) as u64);
+        let mut progress = ctx.broker.progress();
+        Reply::Later(Box::pin(async move {
+            loop {
+                progress.borrow_and_update();
+                let (topics, total) = read_all(&ctx, &body.topics, version, max_bytes).await;
+                if total >= min_bytes.max(1) || has_error(&topics) || Instant::now() >= deadline || body.topics.is_empty() && min_bytes == 0 {
+                    metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
+                    return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(topics));
+                }
+                if tokio::time::timeout_at(deadline, progress.changed()).await.is_err() {
+                    // Deadline: one last read so data that arrived is not missed.
+                    continue;
+                }
+            }
+        }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_epoch_fencing() {
+        assert_eq!(epoch_check(-1, 5), None);
+        assert_eq!(epoch_check(5, 5), None);
+        assert_eq!(epoch_check(4, 5), Some(ResponseError::FencedLeaderEpoch));
+        assert_eq!(epoch_check(6, 5), Some(ResponseError::UnknownLeaderEpoch));
+    }
+}

@@ -1,0 +1,124 @@
+//! ListOffsets (2), v1-8: earliest (-2), latest (-1, the high watermark),
+//! max timestamp (-3, v7+), earliest local (-4, v8+), and by timestamp.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsResponse, ResponseKind};
+
+use super::fetch::epoch_check;
+use crate::protocol::Request;
+use crate::replication::Partition;
+use crate::server::{Ctx, Reply};
+
+/// The sentinel timestamps of ListOffsets, decoded once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Latest,
+    Earliest,
+    MaxTimestamp,
+    EarliestLocal,
+    Timestamp(i64),
+}
+
+impl TryFrom<i64> for OffsetSpec {
+    type Error = i64;
+    fn try_from(ts: i64) -> Result<Self, i64> {
+        Ok(match ts {
+            -1 => OffsetSpec::Latest,
+            -2 => OffsetSpec::Earliest,
+            -3 => OffsetSpec::MaxTimestamp,
+            -4 => OffsetSpec::EarliestLocal,
+            t if t >= 0 => OffsetSpec::Timestamp(t),
+            other => return Err(other),
+        })
+    }
+}
+
+async fn lookup(p: &Arc<Partition>, spec: OffsetSpec) -> Result<(i64, i64), ResponseError> {
+    let hw = p.high_watermark();
+    match spec {
+        OffsetSpec::Latest => Ok((-1, hw)),
+        OffsetSpec::Earliest | OffsetSpec::EarliestLocal => Ok((-1, p.log_start_offset())),
+        OffsetSpec::MaxTimestamp => {
+            let log = p.log().clone();
+            let found = tokio::task::spawn_blocking(move || log.max_timestamp())
+                .await
+                .map_err(|_| ResponseError::UnknownServerError)?
+                .map_err(|_| ResponseError::KafkaStorageError)?;
+            Ok(match found {
+                Some(t) if t.offset < hw => (t.timestamp, t.offset),
+                _ => (-1, -1),
+            })
+        }
+        OffsetSpec::Timestamp(ts) => {
+            let log = p.log().clone();
+            let found = tokio::task::spawn_blocking(move || log.offset_for_timestamp(ts))
+                .await
+                .map_err(|_| ResponseError::UnknownServerError)?
+                .map_err(|_| ResponseError::KafkaStorageError)?;
+            Ok(match found {
+                Some(t) if t.offset < hw => (t.timestamp, t.offset),
+                _ => (-1, -1),
+            })
+        }
+    }
+}
+
+pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
+    Box::pin(async move {
+        let version = req.version;
+        let body = super::body!(req, ListOffsets);
+        let image = ctx.controller.image();
+        let mut topics = Vec::with_capacity(body.topics.len());
+        for t in body.topics {
+            let topic = image.topics.get(t.name.0.as_str());
+            let mut parts = Vec::with_capacity(t.partitions.len());
+            for lp in t.partitions {
+                let resp = ListOffsetsPartitionResponse::default().with_partition_index(lp.partition_index);
+                let partition = match topic {
+                    Some(ti) => ctx.broker.partition(ti.id, lp.partition_index).await,
+                    None => None,
+                };
+                let Some(p) = partition else {
+                    parts.push(resp.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                };
+                if let Some(e) = epoch_check(lp.current_leader_epoch, p.leader_epoch()) {
+                    parts.push(resp.with_error_code(e.code()));
+                    continue;
+                }
+                let Ok(spec) = OffsetSpec::try_from(lp.timestamp) else {
+                    parts.push(resp.with_error_code(ResponseError::UnsupportedVersion.code()));
+                    continue;
+                };
+                parts.push(match lookup(&p, spec).await {
+                    Ok((ts, off)) => resp
+                        .with_timestamp(ts)
+                        .with_offset(off)
+                        // Only v4+ carries the epoch (KIP-320).
+                        .with_leader_epoch(if version >= 4 { p.leader_epoch() } else { -1 }),
+                    Err(e) => resp.with_error_code(e.code()),
+                });
+            }
+            topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(parts));
+        }
+        Reply::Now(ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinels_decode_once() {
+        assert_eq!(OffsetSpec::try_from(-1), Ok(OffsetSpec::Latest));
+        assert_eq!(OffsetSpec::try_from(-2), Ok(OffsetSpec::Earliest));
+        assert_eq!(OffsetSpec::try_from(-3), Ok(OffsetSpec::MaxTimestamp));
+        assert_eq!(OffsetSpec::try_from(0), Ok(OffsetSpec::Timestamp(0)));
+        assert_eq!(OffsetSpec::try_from(-7), Err(-7));
+    }
+}

@@ -1,0 +1,174 @@
+//! Metadata (3), v0-12: brokers, controller, topics with partitions, leaders,
+//! replicas and ISR; topic ids from v10. Auto-creates requested topics when
+//! `auto.create.topics.enable` (and, from v4, the request allows it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataResponse, ResponseKind, TopicName};
+use uuid::Uuid;
+
+use crate::controller::image::{BrokerRegistration, MetadataImage, TopicImage};
+use crate::controller::records::MetadataCommand;
+use crate::protocol::Request;
+use crate::server::{Ctx, Reply};
+
+/// The host and port a broker advertises on the listener this request came
+/// in on; falls back to its first endpoint.
+pub fn broker_endpoint(ctx: &Ctx, b: &BrokerRegistration) -> Option<(String, i32)> {
+    let listener = ctx.config.advertised_listeners.first().map(|l| l.name.as_str());
+    b.endpoints
+        .iter()
+        .find(|e| Some(e.listener.as_str()) == listener)
+        .or(b.endpoints.first())
+        .map(|e| (e.host.clone(), e.port as i32))
+}
+
+/// The active controller as clients see it: the Raft leader's node id.
+pub fn controller_id(ctx: &Ctx) -> i32 {
+    ctx.controller.leader_id().map(|id| id as i32).unwrap_or(-1)
+}
+
+pub fn topic_response(t: &TopicImage, version: i16) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+            MetadataResponsePartition::default()
+                .with_error_code(if p.leader < 0 { ResponseError::LeaderNotAvailable.code() } else { 0 })
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(super::str(t.name.clone()))))
+        .with_topic_id(if version >= 10 { t.id } else { Uuid::nil() })
+        .with_is_internal(false)
+        .with_partitions(partitions)
+}
+
+fn unknown(name: Option<TopicName>, id: Uuid, code: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(code.code())
+        .with_name(name)
+        .with_topic_id(id)
+}
+
+/// Creates a topic with the broker defaults, as auto-creation does.
+pub async fn auto_create(ctx: &Ctx, image: &MetadataImage, name: &str) -> Result<(), (ResponseError, String)> {
+    crate::controller::image::validate_topic_name(name)
+        .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
+    let assignments = super::place(
+        image,
+        ctx.config.num_partitions as usize,
+        ctx.config.default_replication_factor as usize,
+        image.topics.len(),
+    )
+    .map_err(|e| (super::metadata_error_code(&e), e.to_string()))?;
+    let cmd = MetadataCommand::CreateTopic {
+        name: name.to_string(),
+        topic_id: Uuid::new_v4(),
+        assignments,
+        configs: BTreeMap::new(),
+    };
+    match super::propose(ctx, cmd).await {
+        Ok(_) => {
+            tracing::info!(topic = name, "auto-created topic");
+            Ok(())
+        }
+        // Created concurrently by another request: that is success too.
+        Err((ResponseError::TopicAlreadyExists, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
+    Box::pin(async move {
+        let version = req.version;
+        let body = super::body!(req, Metadata);
+        let mut image = ctx.controller.image();
+        // v0: an empty list means all topics; v1+: null means all.
+        let requested = match body.topics {
+            None => None,
+            Some(t) if t.is_empty() && version == 0 => None,
+            Some(t) => Some(t),
+        };
+        let allow_auto = ctx.config.auto_create_topics_enable && (version < 4 || body.allow_auto_topic_creation);
+
+        let mut topics = Vec::new();
+        match requested {
+            None => {
+                topics.extend(image.topics.values().map(|t| topic_response(t, version)));
+            }
+            Some(reqs) => {
+                // Auto-create first so one image answers all topics.
+                let mut created = false;
+                if allow_auto {
+                    for r in &reqs {
+                        if let Some(name) = &r.name {
+                            if !image.topics.contains_key(name.0.as_str()) {
+                                if let Err((code, msg)) = auto_create(&ctx, &image, name.0.as_str()).await {
+                                    tracing::debug!(topic = %name.0.as_str(), ?code, "auto-create failed: {msg}");
+                                }
+                                created = true;
+                            }
+                        }
+                    }
+                }
+                if created {
+                    image = ctx.controller.image();
+                }
+                for r in reqs {
+                    let found = match &r.name {
+                        Some(name) => image.topics.get(name.0.as_str()),
+                        None => image.topic_by_id(&r.topic_id),
+                    };
+                    topics.push(match (found, r.name) {
+                        (Some(t), _) => topic_response(t, version),
+                        (None, Some(name)) => {
+                            let code = if crate::controller::image::validate_topic_name(name.0.as_str()).is_err() {
+                                ResponseError::InvalidTopicException
+                            } else {
+                                ResponseError::UnknownTopicOrPartition
+                            };
+                            unknown(Some(name), Uuid::nil(), code)
+                        }
+                        (None, None) => unknown(None, r.topic_id, ResponseError::UnknownTopicId),
+                    });
+                }
+            }
+        }
+
+        let brokers = image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| {
+                broker_endpoint(&ctx, b).map(|(host, port)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(super::str(host))
+                        .with_port(port)
+                        .with_rack(b.rack.clone().map(super::str))
+                })
+            })
+            .collect();
+        Reply::Now(ResponseKind::Metadata(
+            MetadataResponse::default()
+                .with_brokers(brokers)
+                .with_cluster_id(Some(super::str(image.cluster_id.clone())))
+                .with_controller_id(BrokerId(controller_id(&ctx)))
+                .with_topics(topics),
+        ))
+    })
+}

@@ -1,0 +1,171 @@
+//! Produce (0), v3-11 (v0-2 advertised, rejected: KAFKA-18659).
+//!
+//! In order: resolve, validate each partition's batches (CRC, sizes, magic),
+//! check leadership and `min.insync.replicas`, append. Then acks=1 answers
+//! at once, acks=-1 waits in the background until the high watermark passes
+//! the last appended offset (or `timeout_ms`), acks=0 never answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{join_all, BoxFuture};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceResponse, ResponseKind};
+
+use crate::protocol::batch::{self, Error as BatchError};
+use crate::protocol::Request;
+use crate::replication::Partition;
+use crate::server::{Ctx, Reply};
+
+struct Appended {
+    partition: Arc<Partition>,
+    end_offset: i64,
+}
+
+fn error(index: i32, code: ResponseError, msg: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.code())
+        .with_base_offset(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(msg.map(super::str))
+}
+
+pub fn batch_error_code(e: &BatchError) -> ResponseError {
+    match e {
+        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        BatchError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        BatchError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
+        _ => ResponseError::CorruptMessage,
+    }
+}
+
+async fn produce_one(
+    ctx: &Ctx,
+    topic: &str,
+    index: i32,
+    records: Option<Bytes>,
+    acks: i16,
+) -> (PartitionProduceResponse, Option<Appended>) {
+    let image = ctx.controller.image();
+    let Some(t) = image.topics.get(topic) else {
+        return (error(index, ResponseError::UnknownTopicOrPartition, None), None);
+    };
+    let Some(meta) = t.partitions.get(index as usize).filter(|_| index >= 0) else {
+        return (error(index, ResponseError::UnknownTopicOrPartition, None), None);
+    };
+    if meta.leader != ctx.config.node_id {
+        return (error(index, ResponseError::NotLeaderOrFollower, None), None);
+    }
+    let Some(partition) = ctx.broker.partition(t.id, index).await else {
+        return (error(index, ResponseError::NotLeaderOrFollower, None), None);
+    };
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return (error(index, ResponseError::InvalidRecord, Some("no record batch".into())), None);
+    };
+    let summary = match batch::validate_batches(&records, ctx.broker.max_message_bytes(t)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(topic, partition = index, error = %e, "rejected produce");
+            metrics::counter!("runnel_produce_rejected_total").increment(1);
+            return (error(index, batch_error_code(&e), Some(e.to_string())), None);
+        }
+    };
+    if acks == -1 {
+        let min_isr = t
+            .configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ctx.config.min_insync_replicas);
+        if (meta.isr.len() as i32) < min_isr {
+            return (
+                error(
+                    index,
+                    ResponseError::NotEnoughReplicas,
+                    Some(format!("ISR has {} replicas, min.insync.replicas is {min_isr}", meta.isr.len())),
+                ),
+                None,
+            );
+        }
+    }
+    match partition.append(records, summary.record_count as u64).await {
+        Ok(info) => {
+            metrics::counter!("runnel_produce_records_total").increment(summary.record_count as u64);
+            let resp = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_base_offset(info.first_offset)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(partition.log_start_offset());
+            let end_offset = info.last_offset + 1;
+            (resp, Some(Appended { partition, end_offset }))
+        }
+        Err(e) => {
+            tracing::error!(topic, partition = index, error = %e, "append failed");
+            (error(index, ResponseError::KafkaStorageError, Some(e.to_string())), None)
+        }
+    }
+}
+
+pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
+    Box::pin(async move {
+        let body = super::body!(req, Produce);
+        let acks = body.acks;
+        if !matches!(acks, -1..=1) {
+            return Reply::Close(format!("invalid acks {acks}"));
+        }
+        if body.transactional_id.is_some() {
+            // Transactions come later; refuse clearly rather than pretend.
+            let topics = body
+                .topic_data
+                .into_iter()
+                .map(|t| {
+                    let parts = t
+                        .partition_data
+                        .iter()
+                        .map(|p| error(p.index, ResponseError::TransactionalIdAuthorizationFailed, Some("transactions are not supported".into())))
+                        .collect();
+                    TopicProduceResponse::default().with_name(t.name).with_partition_responses(parts)
+                })
+                .collect();
+            return Reply::Now(ResponseKind::Produce(ProduceResponse::default().with_responses(topics)));
+        }
+        let timeout = Duration::from_millis(body.timeout_ms.max(0) as u64);
+        let mut topics = Vec::with_capacity(body.topic_data.len());
+        let mut waits = Vec::new();
+        for t in body.topic_data {
+            let name = t.name.0.to_string();
+            let results = join_all(
+                t.partition_data
+                    .into_iter()
+                    .map(|p| produce_one(&ctx, &name, p.index, p.records, acks)),
+            )
+            .await;
+            let mut parts = Vec::with_capacity(results.len());
+            for (i, (resp, appended)) in results.into_iter().enumerate() {
+                if let Some(a) = appended {
+                    waits.push((topics.len(), i, a));
+                }
+                parts.push(resp);
+            }
+            topics.push(TopicProduceResponse::default().with_name(t.name).with_partition_responses(parts));
+        }
+        match acks {
+            0 => Reply::Nothing,
+            1 => Reply::Now(ResponseKind::Produce(ProduceResponse::default().with_responses(topics))),
+            _ => Reply::Later(Box::pin(async move {
+                let done = join_all(waits.iter().map(|(_, _, a)| a.partition.wait_for_hw(a.end_offset, timeout))).await;
+                for ((ti, pi, _), ok) in waits.iter().zip(done) {
+                    if !ok {
+                        let p = &mut topics[*ti].partition_responses[*pi];
+                        p.error_code = ResponseError::RequestTimedOut.code();
+                        p.error_message = Some(super::str("timed out waiting for the high watermark"));
+                    }
+                }
+                ResponseKind::Produce(ProduceResponse::default().with_responses(topics))
+            })),
+        }
+    })
+}
