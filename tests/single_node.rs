@@ -94,6 +94,9 @@ fn consumer(node: &Node) -> BaseConsumer {
         // An out-of-range answer must show up as an error, not a silent jump.
         .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false")
+        // librdkafka refuses assign() without a group.id ("Unknown group");
+        // nothing is committed, so the group is never used.
+        .set("group.id", "runnel-tests-assign")
         .create()
         .expect("create consumer")
 }
@@ -929,6 +932,7 @@ fn long_poll_fetch_wakes_on_new_data_rdkafka() {
         .set("auto.offset.reset", "error")
         // The broker holds the fetch up to 10 s; new data must cut that short.
         .set("fetch.wait.max.ms", "10000")
+        .set("group.id", "runnel-tests-assign")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();

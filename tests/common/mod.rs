@@ -319,6 +319,13 @@ impl Drop for Node {
             if !self.tail_shown {
                 eprintln!("{}", self.log_tail(80));
             }
+            // A broker that exited while the test still held it was stopped
+            // by something else (a crash, or a signal from outside the test).
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                eprintln!(
+                    "runnel had already exited ({status}) although this test did not stop it"
+                );
+            }
             // Keep the data for a post-mortem.
             if let Some(tmp) = self.tmp.take() {
                 let kept = tmp.keep();
