@@ -19,29 +19,42 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-struct Counter {
+#[derive(Default)]
+struct Counts {
     ok: AtomicU64,
     failed: AtomicU64,
 }
 
-impl ClientContext for Arc<Counter> {}
-impl ProducerContext for Arc<Counter> {
+#[derive(Clone, Default)]
+struct Counter(Arc<Counts>);
+
+impl ClientContext for Counter {}
+impl ProducerContext for Counter {
     type DeliveryOpaque = ();
     fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
         match r {
-            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self.0.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
         };
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
+// The child is returned to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
 fn spawn(dir: &std::path::Path, port: u16) -> (Child, Duration) {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .create()
+        .expect("client");
     let start = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
         .args(["serve", "--override"])
         .arg(format!("listeners=PLAINTEXT://127.0.0.1:{port}"))
         .arg("--override")
@@ -49,22 +62,25 @@ fn spawn(dir: &std::path::Path, port: u16) -> (Child, Duration) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn runnel");
-    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
-        .create()
-        .expect("client");
     loop {
         use rdkafka::consumer::Consumer;
-        if consumer.fetch_metadata(None, Duration::from_millis(200)).is_ok() {
+        if consumer
+            .fetch_metadata(None, Duration::from_millis(200))
+            .is_ok()
+        {
             return (child, start.elapsed());
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "runnel did not start");
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("runnel did not start within 60 s");
+        }
     }
 }
 
 fn produce(bootstrap: &str, topic: &str, acks: &str, records: u64) -> (f64, u64) {
-    let counter = Arc::new(Counter { ok: AtomicU64::new(0), failed: AtomicU64::new(0) });
-    let producer: ThreadedProducer<Arc<Counter>> = ClientConfig::new()
+    let counter = Counter::default();
+    let producer: ThreadedProducer<Counter> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", acks)
         .set("linger.ms", "5")
@@ -92,25 +108,40 @@ fn produce(bootstrap: &str, topic: &str, acks: &str, records: u64) -> (f64, u64)
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
     let secs = start.elapsed().as_secs_f64();
-    let ok = counter.ok.load(Ordering::Relaxed);
-    assert_eq!(counter.failed.load(Ordering::Relaxed), 0, "deliveries failed");
+    let ok = counter.0.ok.load(Ordering::Relaxed);
+    assert_eq!(
+        counter.0.failed.load(Ordering::Relaxed),
+        0,
+        "deliveries failed"
+    );
     (ok as f64 / secs, ok)
 }
 
 fn main() {
-    let records: u64 = std::env::var("RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let records: u64 = std::env::var("RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
     let (mut child, cold) = spawn(dir.path(), port);
-    println!("start to serving (fresh dir): {:.0} ms", cold.as_secs_f64() * 1000.0);
+    println!(
+        "start to serving (fresh dir): {:.0} ms",
+        cold.as_secs_f64() * 1000.0
+    );
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("admin");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin");
     for t in ["load-acks1", "load-acksall"] {
         let res = rt
-            .block_on(admin.create_topics(&[NewTopic::new(t, 1, TopicReplication::Fixed(1))], &AdminOptions::new()))
+            .block_on(admin.create_topics(
+                &[NewTopic::new(t, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            ))
             .expect("create topics");
         assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
     }

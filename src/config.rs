@@ -224,7 +224,11 @@ pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = name.to_ascii_uppercase();
         if out.iter().any(|l| l.name == name) {
-            return Err(invalid(key, value, format!("listener {name} appears twice")));
+            return Err(invalid(
+                key,
+                value,
+                format!("listener {name} appears twice"),
+            ));
         }
         out.push(Listener {
             name,
@@ -244,7 +248,10 @@ fn parse_voters(value: &str) -> Result<Vec<Voter>> {
         let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
         out.push(Voter {
             id: id.parse().map_err(|_| bad())?,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port: port.parse().map_err(|_| bad())?,
         });
     }
@@ -258,9 +265,9 @@ impl Props {
         self.0.get(key).map(String::as_str).unwrap_or("")
     }
 
-    fn num<T: std::str::FromStr>(&self, key: &str, min: T) -> Result<T>
+    fn num<T>(&self, key: &str, min: T) -> Result<T>
     where
-        T: PartialOrd + std::fmt::Display,
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
     {
         let v = self.get(key);
         let n: T = v
@@ -368,9 +375,16 @@ impl Config {
         let map_v = p.get("listener.security.protocol.map");
         for item in map_v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (l, proto) = item.split_once(':').ok_or_else(|| {
-                invalid("listener.security.protocol.map", map_v, format!("{item:?} is not NAME:PROTOCOL"))
+                invalid(
+                    "listener.security.protocol.map",
+                    map_v,
+                    format!("{item:?} is not NAME:PROTOCOL"),
+                )
             })?;
-            security_protocol_map.insert(l.trim().to_ascii_uppercase(), proto.trim().to_ascii_uppercase());
+            security_protocol_map.insert(
+                l.trim().to_ascii_uppercase(),
+                proto.trim().to_ascii_uppercase(),
+            );
         }
         for l in &listeners {
             match security_protocol_map.get(&l.name).map(String::as_str) {
@@ -379,7 +393,10 @@ impl Config {
                     return Err(invalid(
                         "listeners",
                         p.get("listeners"),
-                        format!("listener {} uses {other}, which Runnel does not support yet", l.name),
+                        format!(
+                            "listener {} uses {other}, which Runnel does not support yet",
+                            l.name
+                        ),
                     ))
                 }
                 None => {
@@ -458,21 +475,31 @@ impl Config {
         let retention_ms = if let Some(ms) = p.opt_num::<i64>("log.retention.ms", -1)? {
             ms
         } else if let Some(m) = p.opt_num::<i64>("log.retention.minutes", -1)? {
-            if m < 0 { -1 } else { m * 60_000 }
+            if m < 0 {
+                -1
+            } else {
+                m * 60_000
+            }
         } else {
             let h = p.num::<i64>("log.retention.hours", -1)?;
-            if h < 0 { -1 } else { h * 3_600_000 }
+            if h < 0 {
+                -1
+            } else {
+                h * 3_600_000
+            }
         };
         let message_max_bytes: usize = p.num("message.max.bytes", 0)?;
         let segment_bytes: u64 = p.num("log.segment.bytes", 14)?;
 
         let metrics_listener = match p.get("metrics.listener").trim() {
             "" => None,
-            v => Some(
-                v.trim_start_matches("http://")
-                    .parse()
-                    .map_err(|_| invalid("metrics.listener", v, "expected host:port, e.g. 127.0.0.1:9308"))?,
-            ),
+            v => Some(v.trim_start_matches("http://").parse().map_err(|_| {
+                invalid(
+                    "metrics.listener",
+                    v,
+                    "expected host:port, e.g. 127.0.0.1:9308",
+                )
+            })?),
         };
         let nonempty = |k: &str| {
             let v = p.get(k).trim();
@@ -566,7 +593,9 @@ mod tests {
         assert!(e.contains("at least 1"), "{e}");
         let e = load(&["listeners=PLAINTEXT//x:1"]).unwrap_err().to_string();
         assert!(e.contains("'listeners'"), "{e}");
-        let e = load(&["auto.create.topics.enable=yes"]).unwrap_err().to_string();
+        let e = load(&["auto.create.topics.enable=yes"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'auto.create.topics.enable'"), "{e}");
         assert!(matches!(load(&["oops"]), Err(ConfigError::BadOverride(_))));
     }

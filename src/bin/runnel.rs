@@ -17,7 +17,11 @@ use runnel::controller::{Controller, ControllerConfig};
 use runnel::server::{self, Ctx};
 
 #[derive(Parser)]
-#[command(name = "runnel", version, about = "A replicated, Kafka-compatible message broker")]
+#[command(
+    name = "runnel",
+    version,
+    about = "A replicated, Kafka-compatible message broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -57,7 +61,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     runnel::telemetry::init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command.unwrap_or(Command::Serve {
         file: None,
         overrides: vec![],
@@ -79,8 +85,7 @@ fn main() -> anyhow::Result<()> {
         Command::RandomUuid => {
             println!("{}", meta::random_cluster_id());
             Ok(())
-        }
-        // ADMIN-RUN-PLACEHOLDER
+        } // ADMIN-RUN-PLACEHOLDER
     }
 }
 
@@ -98,7 +103,9 @@ fn controller_config(config: &Config) -> ControllerConfig {
         .iter()
         .find(|l| config.controller_listener_names.contains(&l.name));
     let voters: BTreeMap<u64, String> = if config.quorum_voters.is_empty() {
-        let addr = controller_listener.map(|l| format!("{}:{}", l.host, l.port)).unwrap_or_default();
+        let addr = controller_listener
+            .map(|l| format!("{}:{}", l.host, l.port))
+            .unwrap_or_default();
         BTreeMap::from([(config.node_id as u64, addr)])
     } else {
         config
@@ -115,7 +122,12 @@ fn controller_config(config: &Config) -> ControllerConfig {
 }
 
 async fn format(config: &Config, cluster_id: &str, ignore_formatted: bool) -> anyhow::Result<()> {
-    meta::format(&all_dirs(config), cluster_id, config.node_id, ignore_formatted)?;
+    meta::format(
+        &all_dirs(config),
+        cluster_id,
+        config.node_id,
+        ignore_formatted,
+    )?;
     if config.roles.controller {
         let controller = Controller::start(controller_config(config)).await?;
         if !controller.is_initialized().await? {
@@ -136,8 +148,15 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         bail!("a broker-only node (process.roles=broker) needs a controller quorum, which arrives with cluster support; use process.roles=broker,controller");
     }
     let single = config.is_single_node();
-    let fresh_id = config.cluster_id.clone().unwrap_or_else(meta::random_cluster_id);
-    let cluster_id = meta::ensure(&all_dirs(&config), config.node_id, single.then_some(fresh_id.as_str()))?;
+    let fresh_id = config
+        .cluster_id
+        .clone()
+        .unwrap_or_else(meta::random_cluster_id);
+    let cluster_id = meta::ensure(
+        &all_dirs(&config),
+        config.node_id,
+        single.then_some(fresh_id.as_str()),
+    )?;
 
     let controller = Controller::start(controller_config(&config))
         .await
@@ -145,7 +164,10 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     if single {
         // Idempotent; also completes a bootstrap a crash interrupted
         // between initialising Raft and recording the cluster id.
-        controller.bootstrap(&cluster_id).await.context("bootstrapping the one-node quorum")?;
+        controller
+            .bootstrap(&cluster_id)
+            .await
+            .context("bootstrapping the one-node quorum")?;
     }
     let image_cluster = controller.image().cluster_id.clone();
     if !image_cluster.is_empty() && image_cluster != cluster_id {
@@ -171,7 +193,11 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr} (listener {})", l.name))?;
         tracing::info!(listener = %l.name, %addr, "listening for Kafka clients");
-        listeners.push(tokio::spawn(server::serve(ctx.clone(), socket, stop.subscribe())));
+        listeners.push(tokio::spawn(server::serve(
+            ctx.clone(),
+            socket,
+            stop.subscribe(),
+        )));
     }
     tracing::info!(
         node_id = config.node_id,
@@ -199,9 +225,17 @@ async fn register(config: &Config, controller: &Controller) -> anyhow::Result<()
         .iter()
         .map(|l| Endpoint {
             listener: l.name.clone(),
-            host: if l.host.is_empty() { "localhost".into() } else { l.host.clone() },
+            host: if l.host.is_empty() {
+                "localhost".into()
+            } else {
+                l.host.clone()
+            },
             port: l.port,
-            security_protocol: config.security_protocol_map.get(&l.name).cloned().unwrap_or_else(|| "PLAINTEXT".into()),
+            security_protocol: config
+                .security_protocol_map
+                .get(&l.name)
+                .cloned()
+                .unwrap_or_else(|| "PLAINTEXT".into()),
         })
         .collect();
     let cmd = MetadataCommand::RegisterBroker {

@@ -38,7 +38,9 @@ pub enum MetaError {
         found: i32,
         expected: i32,
     },
-    #[error("{0} is not formatted: run `runnel format --cluster-id <id>` with this configuration first")]
+    #[error(
+        "{0} is not formatted: run `runnel format --cluster-id <id>` with this configuration first"
+    )]
     NotFormatted(PathBuf),
     #[error("cluster id {0:?} is not valid: use letters, digits, - and _ (`runnel random-uuid` makes one)")]
     BadClusterId(String),
@@ -129,7 +131,12 @@ pub fn write(dir: &Path, meta: &MetaProperties) -> Result<()> {
 /// Formats every directory for (cluster, node). A directory that is already
 /// formatted is an error unless `ignore_formatted`, and then only if it
 /// matches.
-pub fn format(dirs: &[PathBuf], cluster_id: &str, node_id: i32, ignore_formatted: bool) -> Result<()> {
+pub fn format(
+    dirs: &[PathBuf],
+    cluster_id: &str,
+    node_id: i32,
+    ignore_formatted: bool,
+) -> Result<()> {
     validate_cluster_id(cluster_id)?;
     for dir in dirs {
         if let Some(m) = read(dir)? {
@@ -235,17 +242,29 @@ mod tests {
         let dirs = vec![t.path().join("a"), t.path().join("b")];
         format(&dirs, "abc", 1, false).unwrap();
         assert_eq!(ensure(&dirs, 1, None).unwrap(), "abc");
-        assert!(matches!(format(&dirs, "abc", 1, false), Err(MetaError::AlreadyFormatted { .. })));
+        assert!(matches!(
+            format(&dirs, "abc", 1, false),
+            Err(MetaError::AlreadyFormatted { .. })
+        ));
         format(&dirs, "abc", 1, true).unwrap();
-        assert!(matches!(format(&dirs, "xyz", 1, true), Err(MetaError::ClusterMismatch { .. })));
-        assert!(matches!(ensure(&dirs, 2, None), Err(MetaError::NodeMismatch { .. })));
+        assert!(matches!(
+            format(&dirs, "xyz", 1, true),
+            Err(MetaError::ClusterMismatch { .. })
+        ));
+        assert!(matches!(
+            ensure(&dirs, 2, None),
+            Err(MetaError::NodeMismatch { .. })
+        ));
     }
 
     #[test]
     fn unformatted_dirs_need_format_unless_single_node() {
         let t = tempfile::tempdir().unwrap();
         let dirs = vec![t.path().join("a")];
-        assert!(matches!(ensure(&dirs, 1, None), Err(MetaError::NotFormatted(_))));
+        assert!(matches!(
+            ensure(&dirs, 1, None),
+            Err(MetaError::NotFormatted(_))
+        ));
         assert_eq!(ensure(&dirs, 1, Some("fresh")).unwrap(), "fresh");
         assert_eq!(ensure(&dirs, 1, Some("other")).unwrap(), "fresh");
     }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::controller::image::{MetadataImage, TopicImage};
 use crate::log::LogConfig;
-use crate::replication::partition::FlushPolicy;
+use crate::replication::partition::{FlushPolicy, PartitionId};
 use crate::replication::Partition;
 
 const PARTITION_METADATA: &str = "partition.metadata";
@@ -48,7 +48,11 @@ impl Broker {
     }
 
     pub async fn partition(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
-        self.partitions.read().await.get(&(topic_id, index)).cloned()
+        self.partitions
+            .read()
+            .await
+            .get(&(topic_id, index))
+            .cloned()
     }
 
     pub fn progress(&self) -> watch::Receiver<u64> {
@@ -89,7 +93,11 @@ impl Broker {
             }
         }
         let mut parts = self.partitions.write().await;
-        let stale: Vec<PartitionKey> = parts.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
+        let stale: Vec<PartitionKey> = parts
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
         for key in stale {
             if let Some(p) = parts.remove(&key) {
                 tracing::info!(partition = ?p, "deleting partition: its topic is gone");
@@ -122,7 +130,9 @@ impl Broker {
         let d = &self.config.log;
         let num = |key: &str| topic.configs.get(key).and_then(|v| v.parse::<i64>().ok());
         LogConfig {
-            segment_bytes: num("segment.bytes").map(|v| v as u64).unwrap_or(d.segment_bytes),
+            segment_bytes: num("segment.bytes")
+                .map(|v| v as u64)
+                .unwrap_or(d.segment_bytes),
             segment_ms: num("segment.ms").unwrap_or(d.roll_ms),
             index_interval_bytes: num("index.interval.bytes")
                 .map(|v| v as usize)
@@ -140,7 +150,12 @@ impl Broker {
             .unwrap_or(self.config.message_max_bytes)
     }
 
-    async fn open_partition(&self, topic: &TopicImage, index: i32, epoch: i32) -> anyhow::Result<Arc<Partition>> {
+    async fn open_partition(
+        &self,
+        topic: &TopicImage,
+        index: i32,
+        epoch: i32,
+    ) -> anyhow::Result<Arc<Partition>> {
         let dir = self.partition_dir(&topic.name, topic.id, index)?;
         let policy = match self.config.log.flush_interval_messages {
             Some(n) => FlushPolicy::EveryMessages(n),
@@ -148,9 +163,11 @@ impl Broker {
         };
         let p = Partition::open(
             &dir,
-            topic.name.clone(),
-            topic.id,
-            index,
+            PartitionId {
+                topic: topic.name.clone(),
+                topic_id: topic.id,
+                index,
+            },
             self.log_config(topic),
             epoch,
             policy,
@@ -191,7 +208,13 @@ impl Broker {
 
     /// Flushes and closes every partition (clean shutdown).
     pub async fn shutdown(&self) {
-        let parts: Vec<Arc<Partition>> = self.partitions.write().await.drain().map(|(_, p)| p).collect();
+        let parts: Vec<Arc<Partition>> = self
+            .partitions
+            .write()
+            .await
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
         for p in parts {
             if let Err(e) = p.close().await {
                 tracing::error!(partition = ?p, error = %e, "closing partition failed");

@@ -66,7 +66,11 @@ pub struct MetadataImage {
 
 /// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not "." or "..".
 pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
-    let bad = |why: &str| Err(MetadataError::InvalidTopic(format!("topic name {name:?} {why}")));
+    let bad = |why: &str| {
+        Err(MetadataError::InvalidTopic(format!(
+            "topic name {name:?} {why}"
+        )))
+    };
     if name.is_empty() {
         return bad("is empty");
     }
@@ -87,7 +91,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
 
 impl MetadataImage {
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
-        self.topic_ids.get(id).and_then(|name| self.topics.get(name))
+        self.topic_ids
+            .get(id)
+            .and_then(|name| self.topics.get(name))
     }
 
     /// Applies one committed command at Raft log index `index`.
@@ -118,7 +124,9 @@ impl MetadataImage {
                         fenced: false,
                     },
                 );
-                MetadataResponse::BrokerRegistered { broker_epoch: epoch }
+                MetadataResponse::BrokerRegistered {
+                    broker_epoch: epoch,
+                }
             }
             MetadataCommand::CreateTopic {
                 name,
@@ -159,7 +167,9 @@ impl MetadataImage {
                     self.topics.remove(&name);
                     MetadataResponse::Ok
                 }
-                None => MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string())),
+                None => {
+                    MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string()))
+                }
             },
             MetadataCommand::CreatePartitions {
                 topic_id,
@@ -237,7 +247,10 @@ mod tests {
         let mut img = MetadataImage::default();
         img.apply(1, &create("a", 1));
         let id = img.topics["a"].id;
-        assert_eq!(img.apply(2, &MetadataCommand::DeleteTopic { topic_id: id }), MetadataResponse::Ok);
+        assert_eq!(
+            img.apply(2, &MetadataCommand::DeleteTopic { topic_id: id }),
+            MetadataResponse::Ok
+        );
         assert!(img.topics.is_empty() && img.topic_ids.is_empty());
         assert!(matches!(
             img.apply(3, &MetadataCommand::DeleteTopic { topic_id: id }),
@@ -256,7 +269,10 @@ mod tests {
             new_assignments: vec![vec![1]],
         };
         assert_eq!(img.apply(2, &grow(2)), MetadataResponse::Ok);
-        assert!(matches!(img.apply(3, &grow(2)), MetadataResponse::Rejected(_)));
+        assert!(matches!(
+            img.apply(3, &grow(2)),
+            MetadataResponse::Rejected(_)
+        ));
         assert_eq!(img.topics["a"].partitions.len(), 3);
     }
 

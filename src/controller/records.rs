@@ -12,7 +12,9 @@ use super::image::Endpoint;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
     /// Written once, by the node that bootstraps the quorum.
-    SetClusterId { cluster_id: String },
+    SetClusterId {
+        cluster_id: String,
+    },
     RegisterBroker {
         id: i32,
         incarnation_id: Uuid,
@@ -26,7 +28,9 @@ pub enum MetadataCommand {
         assignments: Vec<Vec<i32>>,
         configs: BTreeMap<String, String>,
     },
-    DeleteTopic { topic_id: Uuid },
+    DeleteTopic {
+        topic_id: Uuid,
+    },
     CreatePartitions {
         topic_id: Uuid,
         /// The partition count the placement was computed against.

@@ -71,13 +71,17 @@ pub struct Request {
     pub body: RequestKind,
 }
 
+// One `Decoded` exists per frame and is moved once: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Decoded {
     Request(Request),
     /// An ApiVersions request at a version this broker does not know: answer
     /// in the v0 layout with UNSUPPORTED_VERSION and the supported ranges so
     /// that the client retries with one it can use (KIP-511).
-    ApiVersionsFallback { correlation_id: i32 },
+    ApiVersionsFallback {
+        correlation_id: i32,
+    },
 }
 
 /// Decodes one frame (without its size prefix).
@@ -107,7 +111,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded> {
         .map_err(malformed)?;
     let body = RequestKind::decode(api, &mut frame, version).map_err(malformed)?;
     if frame.has_remaining() {
-        tracing::debug!(?api, version, left = frame.remaining(), "request has trailing bytes");
+        tracing::debug!(
+            ?api,
+            version,
+            left = frame.remaining(),
+            "request has trailing bytes"
+        );
     }
     Ok(Decoded::Request(Request {
         header,
@@ -155,8 +164,7 @@ pub fn encode_api_versions_fallback(correlation_id: i32, error_code: i16) -> Byt
             .with_api_keys(advertised_api_versions()),
     );
     // v0 of ApiVersionsResponse has only plain fields: encoding cannot fail.
-    encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
-        .unwrap_or_else(|_| Bytes::new())
+    encode_response(ApiKey::ApiVersions, 0, correlation_id, &body).unwrap_or_else(|_| Bytes::new())
 }
 
 /// The ApiVersions entries this broker advertises.
@@ -262,6 +270,9 @@ mod tests {
         assert_eq!(body.get_i32(), 9); // correlation id, header v0
         let resp = ApiVersionsResponse::decode(&mut body, 0).unwrap();
         assert_eq!(resp.error_code, 35);
-        assert!(resp.api_keys.iter().any(|k| k.api_key == 18 && k.max_version == 4));
+        assert!(resp
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == 18 && k.max_version == 4));
     }
 }

@@ -31,6 +31,14 @@ pub enum PartitionError {
     Task(String),
 }
 
+/// Which partition a replica is of.
+#[derive(Clone, Debug)]
+pub struct PartitionId {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+}
+
 /// How the partition makes appended data durable.
 #[derive(Clone, Copy, Debug)]
 pub enum FlushPolicy {
@@ -70,14 +78,17 @@ impl Partition {
     /// Opens (recovering if needed) the log in `dir` and starts its flusher.
     pub async fn open(
         dir: &Path,
-        topic: String,
-        topic_id: Uuid,
-        index: i32,
+        id: PartitionId,
         config: LogConfig,
         leader_epoch: i32,
         policy: FlushPolicy,
         progress: Arc<watch::Sender<u64>>,
     ) -> Result<Arc<Partition>> {
+        let PartitionId {
+            topic,
+            topic_id,
+            index,
+        } = id;
         let dir = dir.to_path_buf();
         let log = Arc::new(blocking(move || Log::open(&dir, config)).await??);
         // Whatever survived recovery is made durable before it is served.

@@ -21,7 +21,10 @@ pub const ROUTES: &[(ApiKey, Handler)] = &[
     (ApiKey::ListOffsets, handlers::list_offsets::handle),
     (ApiKey::CreateTopics, handlers::create_topics::handle),
     (ApiKey::DeleteTopics, handlers::delete_topics::handle),
-    (ApiKey::CreatePartitions, handlers::create_partitions::handle),
+    (
+        ApiKey::CreatePartitions,
+        handlers::create_partitions::handle,
+    ),
     (ApiKey::DescribeCluster, handlers::describe_cluster::handle),
 ];
 
@@ -40,10 +43,17 @@ mod tests {
     #[test]
     fn every_advertised_api_is_routed_and_vice_versa() {
         for r in SUPPORTED {
-            assert!(ROUTES.iter().any(|(k, _)| *k == r.key), "{:?} advertised, not routed", r.key);
+            assert!(
+                ROUTES.iter().any(|(k, _)| *k == r.key),
+                "{:?} advertised, not routed",
+                r.key
+            );
         }
         for (k, _) in ROUTES {
-            assert!(SUPPORTED.iter().any(|r| r.key == *k), "{k:?} routed, not advertised");
+            assert!(
+                SUPPORTED.iter().any(|r| r.key == *k),
+                "{k:?} routed, not advertised"
+            );
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Ctx {
 
 /// A handler's answer. `Later` runs in the background after the handler's
 /// in-order part is done; its response still goes out in request order.
+// One `Reply` per request, moved once: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Now(ResponseKind),
     Later(BoxFuture<'static, ResponseKind>),
@@ -120,13 +122,15 @@ async fn connection(
                     correlation_id,
                     fut,
                 } => match fut.await {
-                    Ok(body) => match protocol::encode_response(api, version, correlation_id, &body) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::error!(%peer, error = %e, "closing connection");
-                            return;
+                    Ok(body) => {
+                        match protocol::encode_response(api, version, correlation_id, &body) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::error!(%peer, error = %e, "closing connection");
+                                return;
+                            }
                         }
-                    },
+                    }
                     Err(e) => {
                         tracing::error!(%peer, error = %e, "request task failed; closing connection");
                         return;
@@ -187,13 +191,15 @@ async fn connection(
         let (api, version, correlation_id) = (req.api_key, req.version, req.header.correlation_id);
         metrics::counter!("runnel_requests_total", "api" => format!("{api:?}")).increment(1);
         let out = match dispatch::handle(ctx.clone(), req).await {
-            Reply::Now(body) => match protocol::encode_response(api, version, correlation_id, &body) {
-                Ok(b) => Outgoing::Ready(b),
-                Err(e) => {
-                    tracing::error!(%peer, error = %e, "closing connection");
-                    break;
+            Reply::Now(body) => {
+                match protocol::encode_response(api, version, correlation_id, &body) {
+                    Ok(b) => Outgoing::Ready(b),
+                    Err(e) => {
+                        tracing::error!(%peer, error = %e, "closing connection");
+                        break;
+                    }
                 }
-            },
+            }
             Reply::Later(fut) => Outgoing::Pending {
                 api,
                 version,

@@ -13,34 +13,58 @@ use crate::controller::records::MetadataCommand;
 use crate::protocol::Request;
 use crate::server::{Ctx, Reply};
 
-async fn grow(ctx: &Ctx, t: &CreatePartitionsTopic, validate_only: bool) -> Result<(), (ResponseError, String)> {
+async fn grow(
+    ctx: &Ctx,
+    t: &CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
     let image = ctx.controller.image();
     let name = t.name.0.as_str();
-    let topic = image
-        .topics
-        .get(name)
-        .ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")))?;
+    let topic = image.topics.get(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition,
+            format!("Topic '{name}' does not exist."),
+        )
+    })?;
     let current = topic.partitions.len();
     if t.count < 0 || (t.count as usize) < current {
-        return Err((ResponseError::InvalidPartitions, format!("Topic currently has {current} partitions, which is higher than the requested {}.", t.count)));
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!(
+                "Topic currently has {current} partitions, which is higher than the requested {}.",
+                t.count
+            ),
+        ));
     }
     if t.count as usize == current {
-        return Err((ResponseError::InvalidPartitions, format!("Topic already has {current} partitions.")));
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!("Topic already has {current} partitions."),
+        ));
     }
     let new = t.count as usize - current;
     if new > 100_000 {
-        return Err((ResponseError::InvalidPartitions, format!("{new} new partitions is more than 100000")));
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!("{new} new partitions is more than 100000"),
+        ));
     }
     let assignments = match &t.assignments {
         Some(a) => {
             if a.len() != new {
-                return Err((ResponseError::InvalidReplicaAssignment, format!("{} assignments for {new} new partitions", a.len())));
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("{} assignments for {new} new partitions", a.len()),
+                ));
             }
             let mut out = Vec::with_capacity(new);
             for x in a {
                 let ids: Vec<i32> = x.broker_ids.iter().map(|b| b.0).collect();
                 if ids.is_empty() || ids.iter().any(|b| !image.brokers.contains_key(b)) {
-                    return Err((ResponseError::InvalidReplicaAssignment, format!("bad replicas {ids:?}")));
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("bad replicas {ids:?}"),
+                    ));
                 }
                 out.push(ids);
             }
@@ -48,7 +72,8 @@ async fn grow(ctx: &Ctx, t: &CreatePartitionsTopic, validate_only: bool) -> Resu
         }
         None => {
             let rf = topic.partitions[0].replicas.len();
-            super::place(&image, new, rf, current).map_err(|e| (super::metadata_error_code(&e), e.to_string()))?
+            super::place(&image, new, rf, current)
+                .map_err(|e| (super::metadata_error_code(&e), e.to_string()))?
         }
     };
     if validate_only {
@@ -74,9 +99,13 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             results.push(match grow(&ctx, t, body.validate_only).await {
                 Ok(()) => r,
-                Err((code, msg)) => r.with_error_code(code.code()).with_error_message(Some(super::str(msg))),
+                Err((code, msg)) => r
+                    .with_error_code(code.code())
+                    .with_error_message(Some(super::str(msg))),
             });
         }
-        Reply::Now(ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results)))
+        Reply::Now(ResponseKind::CreatePartitions(
+            CreatePartitionsResponse::default().with_results(results),
+        ))
     })
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsResponse, ResponseKind};
 use uuid::Uuid;
 
@@ -24,13 +26,20 @@ fn plan(ctx: &Ctx, t: &CreatableTopic) -> Result<Planned, (ResponseError, String
     let name = t.name.0.as_str();
     validate_topic_name(name).map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
     if image.topics.contains_key(name) {
-        return Err((ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")));
+        return Err((
+            ResponseError::TopicAlreadyExists,
+            format!("Topic '{name}' already exists."),
+        ));
     }
     let mut configs = BTreeMap::new();
     for c in &t.configs {
         let key = c.name.as_str();
-        super::validate_topic_config(key, c.value.as_deref()).map_err(|m| (ResponseError::InvalidConfig, m))?;
-        configs.insert(key.to_string(), c.value.as_deref().unwrap_or_default().to_string());
+        super::validate_topic_config(key, c.value.as_deref())
+            .map_err(|m| (ResponseError::InvalidConfig, m))?;
+        configs.insert(
+            key.to_string(),
+            c.value.as_deref().unwrap_or_default().to_string(),
+        );
     }
     let assignments = if !t.assignments.is_empty() {
         if t.num_partitions != -1 || t.replication_factor != -1 {
@@ -43,29 +52,55 @@ fn plan(ctx: &Ctx, t: &CreatableTopic) -> Result<Planned, (ResponseError, String
         for a in &t.assignments {
             let i = a.partition_index;
             if i < 0 || i as usize >= out.len() || !out[i as usize].is_empty() {
-                return Err((ResponseError::InvalidReplicaAssignment, format!("bad partition index {i} in assignments")));
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("bad partition index {i} in assignments"),
+                ));
             }
             let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
             let mut dedup = ids.clone();
             dedup.sort_unstable();
             dedup.dedup();
-            if ids.is_empty() || dedup.len() != ids.len() || ids.iter().any(|b| !image.brokers.contains_key(b)) {
-                return Err((ResponseError::InvalidReplicaAssignment, format!("bad replicas {ids:?} for partition {i}")));
+            if ids.is_empty()
+                || dedup.len() != ids.len()
+                || ids.iter().any(|b| !image.brokers.contains_key(b))
+            {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("bad replicas {ids:?} for partition {i}"),
+                ));
             }
             out[i as usize] = ids;
         }
         out
     } else {
-        let partitions = if t.num_partitions == -1 { ctx.config.num_partitions } else { t.num_partitions };
-        let rf = if t.replication_factor == -1 { ctx.config.default_replication_factor } else { t.replication_factor };
+        let partitions = if t.num_partitions == -1 {
+            ctx.config.num_partitions
+        } else {
+            t.num_partitions
+        };
+        let rf = if t.replication_factor == -1 {
+            ctx.config.default_replication_factor
+        } else {
+            t.replication_factor
+        };
         if partitions < 1 {
-            return Err((ResponseError::InvalidPartitions, "Number of partitions must be larger than 0.".into()));
+            return Err((
+                ResponseError::InvalidPartitions,
+                "Number of partitions must be larger than 0.".into(),
+            ));
         }
         if partitions > 100_000 {
-            return Err((ResponseError::InvalidPartitions, format!("{partitions} partitions is more than 100000")));
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!("{partitions} partitions is more than 100000"),
+            ));
         }
         if rf < 1 {
-            return Err((ResponseError::InvalidReplicationFactor, "Replication factor must be larger than 0.".into()));
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                "Replication factor must be larger than 0.".into(),
+            ));
         }
         super::place(&image, partitions as usize, rf as usize, image.topics.len())
             .map_err(|e| (super::metadata_error_code(&e), e.to_string()))?
@@ -80,14 +115,22 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         let mut results = Vec::with_capacity(body.topics.len());
         let mut seen = std::collections::HashSet::new();
         for t in &body.topics {
-            let mut r = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+            let mut r = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
             if !seen.insert(t.name.0.to_string()) {
-                results.push(r.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(super::str("duplicate topic in request"))));
+                results.push(
+                    r.with_error_code(ResponseError::InvalidRequest.code())
+                        .with_error_message(Some(super::str("duplicate topic in request"))),
+                );
                 continue;
             }
             let outcome = match plan(&ctx, t) {
                 Err(e) => Err(e),
-                Ok((assignments, configs)) if body.validate_only => Ok((Uuid::nil(), assignments, configs)),
+                Ok((assignments, configs)) if body.validate_only => {
+                    Ok((Uuid::nil(), assignments, configs))
+                }
                 Ok((assignments, configs)) => {
                     let topic_id = Uuid::new_v4();
                     let cmd = MetadataCommand::CreateTopic {
@@ -97,7 +140,9 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                         configs: configs.clone(),
                     };
                     match super::propose(&ctx, cmd).await {
-                        Ok(MetadataResponse::TopicCreated { topic_id }) => Ok((topic_id, assignments, configs)),
+                        Ok(MetadataResponse::TopicCreated { topic_id }) => {
+                            Ok((topic_id, assignments, configs))
+                        }
                         Ok(_) => Ok((topic_id, assignments, configs)),
                         Err(e) => Err(e),
                     }
@@ -116,15 +161,25 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                         r = r.with_configs(Some(
                             configs
                                 .into_iter()
-                                .map(|(k, v)| CreatableTopicConfigs::default().with_name(super::str(k)).with_value(Some(super::str(v))).with_config_source(1))
+                                .map(|(k, v)| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(super::str(k))
+                                        .with_value(Some(super::str(v)))
+                                        .with_config_source(1)
+                                })
                                 .collect(),
                         ));
                     }
                     results.push(r);
                 }
-                Err((code, msg)) => results.push(r.with_error_code(code.code()).with_error_message(Some(super::str(msg)))),
+                Err((code, msg)) => results.push(
+                    r.with_error_code(code.code())
+                        .with_error_message(Some(super::str(msg))),
+                ),
             }
         }
-        Reply::Now(ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results)))
+        Reply::Now(ResponseKind::CreateTopics(
+            CreateTopicsResponse::default().with_topics(results),
+        ))
     })
 }

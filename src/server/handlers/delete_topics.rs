@@ -17,9 +17,15 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         let version = req.version;
         let body = super::body!(req, DeleteTopics);
         let targets: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
-            body.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+            body.topics
+                .into_iter()
+                .map(|t| (t.name, t.topic_id))
+                .collect()
         } else {
-            body.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+            body.topic_names
+                .into_iter()
+                .map(|n| (Some(n), Uuid::nil()))
+                .collect()
         };
         let mut results = Vec::with_capacity(targets.len());
         for (name, id) in targets {
@@ -28,9 +34,15 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 Some(n) => image.topics.get(n.0.as_str()),
                 None => image.topic_by_id(&id),
             };
-            let mut r = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+            let mut r = DeletableTopicResult::default()
+                .with_name(name.clone())
+                .with_topic_id(id);
             let Some(t) = found else {
-                let code = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
+                let code = if name.is_some() {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    ResponseError::UnknownTopicId
+                };
                 results.push(r.with_error_code(code.code()));
                 continue;
             };
@@ -38,15 +50,22 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 results.push(r.with_error_code(ResponseError::TopicDeletionDisabled.code()));
                 continue;
             }
-            r = r.with_name(Some(TopicName(super::str(t.name.clone())))).with_topic_id(if version >= 6 { t.id } else { Uuid::nil() });
+            r = r
+                .with_name(Some(TopicName(super::str(t.name.clone()))))
+                .with_topic_id(if version >= 6 { t.id } else { Uuid::nil() });
             match super::propose(&ctx, MetadataCommand::DeleteTopic { topic_id: t.id }).await {
                 Ok(_) => {
                     tracing::info!(topic = %t.name, "deleted topic");
                     results.push(r)
                 }
-                Err((code, msg)) => results.push(r.with_error_code(code.code()).with_error_message(Some(super::str(msg)))),
+                Err((code, msg)) => results.push(
+                    r.with_error_code(code.code())
+                        .with_error_message(Some(super::str(msg))),
+                ),
             }
         }
-        Reply::Now(ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(results)))
+        Reply::Now(ResponseKind::DeleteTopics(
+            DeleteTopicsResponse::default().with_responses(results),
+        ))
     })
 }

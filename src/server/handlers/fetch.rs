@@ -18,6 +18,10 @@ use crate::protocol::Request;
 use crate::replication::PartitionError;
 use crate::server::{Ctx, Reply};
 
+/// The most one partition read may return, whatever the client asks for:
+/// a read allocates what it returns.
+const MAX_PARTITION_READ: usize = 64 << 20;
+
 /// Checks a client's `current_leader_epoch` against ours (KIP-320).
 pub fn epoch_check(requested: i32, ours: i32) -> Option<ResponseError> {
     if requested < 0 || requested == ours {
@@ -29,7 +33,12 @@ pub fn epoch_check(requested: i32, ours: i32) -> Option<ResponseError> {
     }
 }
 
-async fn read_all(ctx: &Ctx, topics: &[FetchTopic], version: i16, max_bytes: usize) -> (Vec<FetchableTopicResponse>, usize) {
+async fn read_all(
+    ctx: &Ctx,
+    topics: &[FetchTopic],
+    version: i16,
+    max_bytes: usize,
+) -> (Vec<FetchableTopicResponse>, usize) {
     let image = ctx.controller.image();
     let mut remaining = max_bytes;
     let mut total = 0usize;
@@ -40,10 +49,16 @@ async fn read_all(ctx: &Ctx, topics: &[FetchTopic], version: i16, max_bytes: usi
         } else {
             image.topics.get(ft.topic.0.as_str())
         };
-        let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+        let unknown = if version >= 13 {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
         let mut parts = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
-            let mut pd = PartitionData::default().with_partition_index(fp.partition).with_high_watermark(-1);
+            let mut pd = PartitionData::default()
+                .with_partition_index(fp.partition)
+                .with_high_watermark(-1);
             let partition = match topic {
                 Some(t) => ctx.broker.partition(t.id, fp.partition).await,
                 None => None,
@@ -65,7 +80,9 @@ async fn read_all(ctx: &Ctx, topics: &[FetchTopic], version: i16, max_bytes: usi
                 parts.push(pd);
                 continue;
             }
-            let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+            let limit = (fp.partition_max_bytes.max(0) as usize)
+                .min(remaining)
+                .min(MAX_PARTITION_READ);
             let first = total == 0;
             if limit == 0 && !first {
                 parts.push(pd);
@@ -94,7 +111,11 @@ async fn read_all(ctx: &Ctx, topics: &[FetchTopic], version: i16, max_bytes: usi
         }
         out.push(
             FetchableTopicResponse::default()
-                .with_topic(if version >= 13 { TopicName::default() } else { ft.topic.clone() })
+                .with_topic(if version >= 13 {
+                    TopicName::default()
+                } else {
+                    ft.topic.clone()
+                })
                 .with_topic_id(ft.topic_id)
                 .with_partitions(parts),
         );
@@ -103,7 +124,10 @@ async fn read_all(ctx: &Ctx, topics: &[FetchTopic], version: i16, max_bytes: usi
 }
 
 fn has_error(topics: &[FetchableTopicResponse]) -> bool {
-    topics.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0)
+    topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .any(|p| p.error_code != 0)
 }
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
@@ -113,7 +137,11 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         if body.replica_id.0 >= 0 {
             return Reply::Close("follower fetches are not served yet".into());
         }
-        let max_bytes = if body.max_bytes <= 0 { usize::MAX } else { body.max_bytes as usize };
+        let max_bytes = if body.max_bytes <= 0 {
+            usize::MAX
+        } else {
+            body.max_bytes as usize
+        };
         let min_bytes = body.min_bytes.max(0) as usize;
         let deadline = Instant::now() + Duration::from_millis(body.max_wait_ms.max(0) as u64);
         let mut progress = ctx.broker.progress();
@@ -121,11 +149,22 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             loop {
                 progress.borrow_and_update();
                 let (topics, total) = read_all(&ctx, &body.topics, version, max_bytes).await;
-                if total >= min_bytes.max(1) || has_error(&topics) || Instant::now() >= deadline || body.topics.is_empty() && min_bytes == 0 {
+                if total >= min_bytes.max(1)
+                    || has_error(&topics)
+                    || Instant::now() >= deadline
+                    || body.topics.is_empty() && min_bytes == 0
+                {
                     metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
-                    return ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(topics));
+                    return ResponseKind::Fetch(
+                        FetchResponse::default()
+                            .with_session_id(0)
+                            .with_responses(topics),
+                    );
                 }
-                if tokio::time::timeout_at(deadline, progress.changed()).await.is_err() {
+                if tokio::time::timeout_at(deadline, progress.changed())
+                    .await
+                    .is_err()
+                {
                     // Deadline: one last read so data that arrived is not missed.
                     continue;
                 }

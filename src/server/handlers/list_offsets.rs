@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsResponse, ResponseKind};
 
 use super::fetch::epoch_check;
@@ -77,7 +79,8 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             let topic = image.topics.get(t.name.0.as_str());
             let mut parts = Vec::with_capacity(t.partitions.len());
             for lp in t.partitions {
-                let resp = ListOffsetsPartitionResponse::default().with_partition_index(lp.partition_index);
+                let resp = ListOffsetsPartitionResponse::default()
+                    .with_partition_index(lp.partition_index);
                 let partition = match topic {
                     Some(ti) => ctx.broker.partition(ti.id, lp.partition_index).await,
                     None => None,
@@ -103,9 +106,15 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     Err(e) => resp.with_error_code(e.code()),
                 });
             }
-            topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(parts));
+            topics.push(
+                ListOffsetsTopicResponse::default()
+                    .with_name(t.name)
+                    .with_partitions(parts),
+            );
         }
-        Reply::Now(ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics)))
+        Reply::Now(ResponseKind::ListOffsets(
+            ListOffsetsResponse::default().with_topics(topics),
+        ))
     })
 }
 

@@ -21,7 +21,11 @@ use crate::server::{Ctx, Reply};
 /// The host and port a broker advertises on the listener this request came
 /// in on; falls back to its first endpoint.
 pub fn broker_endpoint(ctx: &Ctx, b: &BrokerRegistration) -> Option<(String, i32)> {
-    let listener = ctx.config.advertised_listeners.first().map(|l| l.name.as_str());
+    let listener = ctx
+        .config
+        .advertised_listeners
+        .first()
+        .map(|l| l.name.as_str());
     b.endpoints
         .iter()
         .find(|e| Some(e.listener.as_str()) == listener)
@@ -42,7 +46,11 @@ pub fn topic_response(t: &TopicImage, version: i16) -> MetadataResponseTopic {
         .map(|(i, p)| {
             let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
             MetadataResponsePartition::default()
-                .with_error_code(if p.leader < 0 { ResponseError::LeaderNotAvailable.code() } else { 0 })
+                .with_error_code(if p.leader < 0 {
+                    ResponseError::LeaderNotAvailable.code()
+                } else {
+                    0
+                })
                 .with_partition_index(i as i32)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
@@ -65,7 +73,11 @@ fn unknown(name: Option<TopicName>, id: Uuid, code: ResponseError) -> MetadataRe
 }
 
 /// Creates a topic with the broker defaults, as auto-creation does.
-pub async fn auto_create(ctx: &Ctx, image: &MetadataImage, name: &str) -> Result<(), (ResponseError, String)> {
+pub async fn auto_create(
+    ctx: &Ctx,
+    image: &MetadataImage,
+    name: &str,
+) -> Result<(), (ResponseError, String)> {
     crate::controller::image::validate_topic_name(name)
         .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
     let assignments = super::place(
@@ -103,7 +115,8 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             Some(t) if t.is_empty() && version == 0 => None,
             Some(t) => Some(t),
         };
-        let allow_auto = ctx.config.auto_create_topics_enable && (version < 4 || body.allow_auto_topic_creation);
+        let allow_auto =
+            ctx.config.auto_create_topics_enable && (version < 4 || body.allow_auto_topic_creation);
 
         let mut topics = Vec::new();
         match requested {
@@ -117,7 +130,9 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     for r in &reqs {
                         if let Some(name) = &r.name {
                             if !image.topics.contains_key(name.0.as_str()) {
-                                if let Err((code, msg)) = auto_create(&ctx, &image, name.0.as_str()).await {
+                                if let Err((code, msg)) =
+                                    auto_create(&ctx, &image, name.0.as_str()).await
+                                {
                                     tracing::debug!(topic = %name.0.as_str(), ?code, "auto-create failed: {msg}");
                                 }
                                 created = true;
@@ -136,11 +151,14 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     topics.push(match (found, r.name) {
                         (Some(t), _) => topic_response(t, version),
                         (None, Some(name)) => {
-                            let code = if crate::controller::image::validate_topic_name(name.0.as_str()).is_err() {
-                                ResponseError::InvalidTopicException
-                            } else {
-                                ResponseError::UnknownTopicOrPartition
-                            };
+                            let code =
+                                if crate::controller::image::validate_topic_name(name.0.as_str())
+                                    .is_err()
+                                {
+                                    ResponseError::InvalidTopicException
+                                } else {
+                                    ResponseError::UnknownTopicOrPartition
+                                };
                             unknown(Some(name), Uuid::nil(), code)
                         }
                         (None, None) => unknown(None, r.topic_id, ResponseError::UnknownTopicId),

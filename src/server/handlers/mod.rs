@@ -26,7 +26,11 @@ macro_rules! body {
     ($req:expr, $kind:ident) => {
         match $req.body {
             kafka_protocol::messages::RequestKind::$kind(b) => b,
-            _ => return $crate::server::Reply::Close("request body does not match its API key".into()),
+            _ => {
+                return $crate::server::Reply::Close(
+                    "request body does not match its API key".into(),
+                )
+            }
         }
     };
 }
@@ -57,11 +61,16 @@ pub fn controller_error_code(e: &ControllerError) -> ResponseError {
 
 /// A metadata change: proposes it, then waits (bounded) until this broker
 /// has applied the result so that the next request sees it.
-pub async fn propose(ctx: &Ctx, cmd: MetadataCommand) -> Result<MetadataResponse, (ResponseError, String)> {
+pub async fn propose(
+    ctx: &Ctx,
+    cmd: MetadataCommand,
+) -> Result<MetadataResponse, (ResponseError, String)> {
     match ctx.controller.propose(cmd).await {
         Ok(resp) => {
             let index = ctx.controller.image().last_applied;
-            ctx.broker.wait_applied(index, Duration::from_secs(10)).await;
+            ctx.broker
+                .wait_applied(index, Duration::from_secs(10))
+                .await;
             match resp {
                 MetadataResponse::Rejected(e) => Err((metadata_error_code(&e), e.to_string())),
                 ok => Ok(ok),
@@ -109,19 +118,25 @@ pub fn validate_topic_config(key: &str, value: Option<&str>) -> Result<(), Strin
     let numeric = |min: i64| -> Result<(), String> {
         match v.parse::<i64>() {
             Ok(n) if n >= min => Ok(()),
-            _ => Err(format!("invalid value {v:?} for topic config {key}: expected an integer >= {min}")),
+            _ => Err(format!(
+                "invalid value {v:?} for topic config {key}: expected an integer >= {min}"
+            )),
         }
     };
     match key {
         "segment.bytes" => numeric(14),
-        "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" => numeric(if key == "min.insync.replicas" { 1 } else { 0 }),
+        "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" => {
+            numeric(if key == "min.insync.replicas" { 1 } else { 0 })
+        }
         "retention.ms" | "retention.bytes" => numeric(-1),
         "segment.ms" | "flush.messages" | "flush.ms" | "delete.retention.ms" => numeric(0),
         "cleanup.policy" => v
             .split(',')
             .all(|p| matches!(p.trim(), "delete" | "compact"))
             .then_some(())
-            .ok_or_else(|| format!("invalid value {v:?} for cleanup.policy: use delete, compact or both")),
+            .ok_or_else(|| {
+                format!("invalid value {v:?} for cleanup.policy: use delete, compact or both")
+            }),
         "message.timestamp.type" => matches!(v, "CreateTime" | "LogAppendTime")
             .then_some(())
             .ok_or_else(|| format!("invalid value {v:?} for message.timestamp.type")),

@@ -52,10 +52,16 @@ async fn produce_one(
 ) -> (PartitionProduceResponse, Option<Appended>) {
     let image = ctx.controller.image();
     let Some(t) = image.topics.get(topic) else {
-        return (error(index, ResponseError::UnknownTopicOrPartition, None), None);
+        return (
+            error(index, ResponseError::UnknownTopicOrPartition, None),
+            None,
+        );
     };
     let Some(meta) = t.partitions.get(index as usize).filter(|_| index >= 0) else {
-        return (error(index, ResponseError::UnknownTopicOrPartition, None), None);
+        return (
+            error(index, ResponseError::UnknownTopicOrPartition, None),
+            None,
+        );
     };
     if meta.leader != ctx.config.node_id {
         return (error(index, ResponseError::NotLeaderOrFollower, None), None);
@@ -64,14 +70,24 @@ async fn produce_one(
         return (error(index, ResponseError::NotLeaderOrFollower, None), None);
     };
     let Some(records) = records.filter(|r| !r.is_empty()) else {
-        return (error(index, ResponseError::InvalidRecord, Some("no record batch".into())), None);
+        return (
+            error(
+                index,
+                ResponseError::InvalidRecord,
+                Some("no record batch".into()),
+            ),
+            None,
+        );
     };
     let summary = match batch::validate_batches(&records, ctx.broker.max_message_bytes(t)) {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(topic, partition = index, error = %e, "rejected produce");
             metrics::counter!("runnel_produce_rejected_total").increment(1);
-            return (error(index, batch_error_code(&e), Some(e.to_string())), None);
+            return (
+                error(index, batch_error_code(&e), Some(e.to_string())),
+                None,
+            );
         }
     };
     if acks == -1 {
@@ -85,7 +101,10 @@ async fn produce_one(
                 error(
                     index,
                     ResponseError::NotEnoughReplicas,
-                    Some(format!("ISR has {} replicas, min.insync.replicas is {min_isr}", meta.isr.len())),
+                    Some(format!(
+                        "ISR has {} replicas, min.insync.replicas is {min_isr}",
+                        meta.isr.len()
+                    )),
                 ),
                 None,
             );
@@ -93,18 +112,28 @@ async fn produce_one(
     }
     match partition.append(records, summary.record_count as u64).await {
         Ok(info) => {
-            metrics::counter!("runnel_produce_records_total").increment(summary.record_count as u64);
+            metrics::counter!("runnel_produce_records_total")
+                .increment(summary.record_count as u64);
             let resp = PartitionProduceResponse::default()
                 .with_index(index)
                 .with_base_offset(info.first_offset)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(partition.log_start_offset());
             let end_offset = info.last_offset + 1;
-            (resp, Some(Appended { partition, end_offset }))
+            (
+                resp,
+                Some(Appended {
+                    partition,
+                    end_offset,
+                }),
+            )
         }
         Err(e) => {
             tracing::error!(topic, partition = index, error = %e, "append failed");
-            (error(index, ResponseError::KafkaStorageError, Some(e.to_string())), None)
+            (
+                error(index, ResponseError::KafkaStorageError, Some(e.to_string())),
+                None,
+            )
         }
     }
 }
@@ -125,12 +154,22 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     let parts = t
                         .partition_data
                         .iter()
-                        .map(|p| error(p.index, ResponseError::TransactionalIdAuthorizationFailed, Some("transactions are not supported".into())))
+                        .map(|p| {
+                            error(
+                                p.index,
+                                ResponseError::TransactionalIdAuthorizationFailed,
+                                Some("transactions are not supported".into()),
+                            )
+                        })
                         .collect();
-                    TopicProduceResponse::default().with_name(t.name).with_partition_responses(parts)
+                    TopicProduceResponse::default()
+                        .with_name(t.name)
+                        .with_partition_responses(parts)
                 })
                 .collect();
-            return Reply::Now(ResponseKind::Produce(ProduceResponse::default().with_responses(topics)));
+            return Reply::Now(ResponseKind::Produce(
+                ProduceResponse::default().with_responses(topics),
+            ));
         }
         let timeout = Duration::from_millis(body.timeout_ms.max(0) as u64);
         let mut topics = Vec::with_capacity(body.topic_data.len());
@@ -150,18 +189,30 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 }
                 parts.push(resp);
             }
-            topics.push(TopicProduceResponse::default().with_name(t.name).with_partition_responses(parts));
+            topics.push(
+                TopicProduceResponse::default()
+                    .with_name(t.name)
+                    .with_partition_responses(parts),
+            );
         }
         match acks {
             0 => Reply::Nothing,
-            1 => Reply::Now(ResponseKind::Produce(ProduceResponse::default().with_responses(topics))),
+            1 => Reply::Now(ResponseKind::Produce(
+                ProduceResponse::default().with_responses(topics),
+            )),
             _ => Reply::Later(Box::pin(async move {
-                let done = join_all(waits.iter().map(|(_, _, a)| a.partition.wait_for_hw(a.end_offset, timeout))).await;
+                let done = join_all(
+                    waits
+                        .iter()
+                        .map(|(_, _, a)| a.partition.wait_for_hw(a.end_offset, timeout)),
+                )
+                .await;
                 for ((ti, pi, _), ok) in waits.iter().zip(done) {
                     if !ok {
                         let p = &mut topics[*ti].partition_responses[*pi];
                         p.error_code = ResponseError::RequestTimedOut.code();
-                        p.error_message = Some(super::str("timed out waiting for the high watermark"));
+                        p.error_message =
+                            Some(super::str("timed out waiting for the high watermark"));
                     }
                 }
                 ResponseKind::Produce(ProduceResponse::default().with_responses(topics))
