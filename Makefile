@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)/release/runnel
-APT_PACKAGES := libclang-dev clang kcat
+APT_PACKAGES := libclang-dev clang kcat rapidjson-dev
 PIP_PACKAGES := kafka-python==3.0.12
 
 .PHONY: run build test deps lint bench librdkafka-suite
