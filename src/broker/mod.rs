@@ -31,6 +31,8 @@ pub struct Broker {
     applied: watch::Sender<u64>,
     /// Bumped when any local HW moves (wakes long-poll fetches).
     progress: Arc<watch::Sender<u64>>,
+    /// This broker's unused producer ids, `next..end`, from the controller.
+    producer_ids: std::sync::Mutex<(i64, i64)>,
 }
 
 impl Broker {
@@ -40,7 +42,25 @@ impl Broker {
             partitions: RwLock::new(HashMap::new()),
             applied: watch::channel(0).0,
             progress: Arc::new(watch::channel(0).0),
+            producer_ids: std::sync::Mutex::new((0, 0)),
         })
+    }
+
+    /// Takes a producer id from this broker's block; `None` when the block
+    /// is used up and the caller must get a new one from the controller.
+    pub fn take_producer_id(&self) -> Option<i64> {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        (ids.0 < ids.1).then(|| {
+            ids.0 += 1;
+            ids.0 - 1
+        })
+    }
+
+    pub fn add_producer_ids(&self, first: i64, count: i64) {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.0 >= ids.1 {
+            *ids = (first, first + count);
+        }
     }
 
     pub fn node_id(&self) -> i32 {

@@ -62,6 +62,9 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerRegistration>,
     pub topics: BTreeMap<String, TopicImage>,
     pub topic_ids: HashMap<Uuid, String>,
+    /// The first producer id not yet handed out.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not "." or "..".
@@ -161,6 +164,15 @@ impl MetadataImage {
                 MetadataResponse::TopicCreated {
                     topic_id: *topic_id,
                 }
+            }
+            MetadataCommand::AllocateProducerIds {
+                broker_id: _,
+                count,
+            } => {
+                let count = (*count).clamp(1, 1 << 20);
+                let first = self.next_producer_id;
+                self.next_producer_id = first.saturating_add(count);
+                MetadataResponse::ProducerIds { first, count }
             }
             MetadataCommand::DeleteTopic { topic_id } => match self.topic_ids.remove(topic_id) {
                 Some(name) => {
@@ -274,6 +286,30 @@ mod tests {
             MetadataResponse::Rejected(_)
         ));
         assert_eq!(img.topics["a"].partitions.len(), 3);
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut img = MetadataImage::default();
+        let alloc = |broker_id| MetadataCommand::AllocateProducerIds {
+            broker_id,
+            count: 1000,
+        };
+        assert_eq!(
+            img.apply(1, &alloc(1)),
+            MetadataResponse::ProducerIds {
+                first: 0,
+                count: 1000
+            }
+        );
+        assert_eq!(
+            img.apply(2, &alloc(2)),
+            MetadataResponse::ProducerIds {
+                first: 1000,
+                count: 1000
+            }
+        );
+        assert_eq!(img.next_producer_id, 2000);
     }
 
     #[test]

@@ -37,13 +37,28 @@ pub enum MetadataCommand {
         expected_count: usize,
         new_assignments: Vec<Vec<i32>>,
     },
+    /// Hands a broker the next block of producer ids, so that ids are
+    /// unique cluster-wide without a Raft round trip per producer.
+    AllocateProducerIds {
+        broker_id: i32,
+        count: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataResponse {
     Ok,
-    BrokerRegistered { broker_epoch: i64 },
-    TopicCreated { topic_id: Uuid },
+    BrokerRegistered {
+        broker_epoch: i64,
+    },
+    TopicCreated {
+        topic_id: Uuid,
+    },
+    /// Producer ids `first..first + count` now belong to the asking broker.
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
     Rejected(MetadataError),
 }
 

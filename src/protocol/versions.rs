@@ -40,6 +40,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 pub fn range(key: ApiKey) -> Option<&'static ApiRange> {

@@ -5,5 +5,6 @@
 //! follower progress and ISR maintenance join here with replication.
 
 pub mod partition;
+pub mod producer_state;
 
-pub use partition::{Partition, PartitionError};
+pub use partition::{Appended, Partition, PartitionError};

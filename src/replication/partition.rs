@@ -18,7 +18,9 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use super::producer_state::{BatchMeta, Check, ProducerStates, SequenceError};
 use crate::log::{AppendInfo, Log, LogConfig, ReadResult};
+use crate::protocol::batch::BatchesSummary;
 
 pub type Result<T, E = PartitionError> = std::result::Result<T, E>;
 
@@ -29,6 +31,32 @@ pub enum PartitionError {
     Log(#[from] crate::log::Error),
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+}
+
+/// What an append did.
+#[derive(Clone, Copy, Debug)]
+pub enum Appended {
+    New(AppendInfo),
+    /// An idempotent producer's retry of a batch already in the log.
+    Duplicate(BatchMeta),
+}
+
+impl Appended {
+    pub fn first_offset(&self) -> i64 {
+        match self {
+            Appended::New(i) => i.first_offset,
+            Appended::Duplicate(m) => m.first_offset,
+        }
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        match self {
+            Appended::New(i) => i.last_offset,
+            Appended::Duplicate(m) => m.last_offset,
+        }
+    }
 }
 
 /// Which partition a replica is of.
@@ -57,6 +85,8 @@ pub struct Partition {
     hw: watch::Sender<i64>,
     policy: FlushPolicy,
     unflushed_messages: AtomicU64,
+    /// Held across check, append and record for idempotent batches.
+    producers: tokio::sync::Mutex<ProducerStates>,
     flush_wanted: Arc<Notify>,
     /// Bumped whenever any partition's HW moves: wakes long-poll fetches.
     progress: Arc<watch::Sender<u64>>,
@@ -106,6 +136,7 @@ impl Partition {
             hw,
             policy,
             unflushed_messages: AtomicU64::new(0),
+            producers: tokio::sync::Mutex::new(ProducerStates::default()),
             flush_wanted: Arc::new(Notify::new()),
             progress,
         });
@@ -137,8 +168,42 @@ impl Partition {
         &self.log
     }
 
-    /// Appends already validated batches as the leader.
-    pub async fn append(&self, records: Bytes, records_count: u64) -> Result<AppendInfo> {
+    /// Appends already validated batches as the leader. Batches of an
+    /// idempotent producer (producer id >= 0) are checked against its
+    /// sequence first: a retry is answered with its original offsets.
+    pub async fn append(&self, records: Bytes, summary: &BatchesSummary) -> Result<Appended> {
+        let (first, last) = (summary.first, summary.last);
+        if first.producer_id < 0 {
+            return Ok(Appended::New(
+                self.append_raw(records, summary.record_count as u64)
+                    .await?,
+            ));
+        }
+        let (pid, epoch) = (first.producer_id, first.producer_epoch);
+        let last_seq = last.base_sequence.wrapping_add(last.last_offset_delta);
+        let mut producers = self.producers.lock().await;
+        match producers.check(pid, epoch, first.base_sequence, last_seq)? {
+            Check::Duplicate(meta) => Ok(Appended::Duplicate(meta)),
+            Check::Append => {
+                let info = self
+                    .append_raw(records, summary.record_count as u64)
+                    .await?;
+                producers.record(
+                    pid,
+                    epoch,
+                    BatchMeta {
+                        first_seq: first.base_sequence,
+                        last_seq,
+                        first_offset: info.first_offset,
+                        last_offset: info.last_offset,
+                    },
+                );
+                Ok(Appended::New(info))
+            }
+        }
+    }
+
+    async fn append_raw(&self, records: Bytes, records_count: u64) -> Result<AppendInfo> {
         let log = self.log.clone();
         let epoch = self.leader_epoch();
         let now = now_ms();

@@ -26,6 +26,7 @@ pub const ROUTES: &[(ApiKey, Handler)] = &[
         handlers::create_partitions::handle,
     ),
     (ApiKey::DescribeCluster, handlers::describe_cluster::handle),
+    (ApiKey::InitProducerId, handlers::init_producer_id::handle),
 ];
 
 pub async fn handle(ctx: Arc<Ctx>, req: Request) -> Reply {

@@ -16,7 +16,8 @@ use kafka_protocol::messages::{ProduceResponse, ResponseKind};
 
 use crate::protocol::batch::{self, Error as BatchError};
 use crate::protocol::Request;
-use crate::replication::Partition;
+use crate::replication::producer_state::SequenceError;
+use crate::replication::{self, Partition, PartitionError};
 use crate::server::{Ctx, Reply};
 
 struct Appended {
@@ -110,16 +111,18 @@ async fn produce_one(
             );
         }
     }
-    match partition.append(records, summary.record_count as u64).await {
-        Ok(info) => {
-            metrics::counter!("runnel_produce_records_total")
-                .increment(summary.record_count as u64);
+    match partition.append(records, &summary).await {
+        Ok(done) => {
+            if matches!(done, replication::Appended::New(_)) {
+                metrics::counter!("runnel_produce_records_total")
+                    .increment(summary.record_count as u64);
+            }
             let resp = PartitionProduceResponse::default()
                 .with_index(index)
-                .with_base_offset(info.first_offset)
+                .with_base_offset(done.first_offset())
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(partition.log_start_offset());
-            let end_offset = info.last_offset + 1;
+            let end_offset = done.last_offset() + 1;
             (
                 resp,
                 Some(Appended {
@@ -127,6 +130,13 @@ async fn produce_one(
                     end_offset,
                 }),
             )
+        }
+        Err(PartitionError::Sequence(e)) => {
+            let code = match e {
+                SequenceError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                _ => ResponseError::OutOfOrderSequenceNumber,
+            };
+            (error(index, code, Some(e.to_string())), None)
         }
         Err(e) => {
             tracing::error!(topic, partition = index, error = %e, "append failed");

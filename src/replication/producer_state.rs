@@ -1,0 +1,191 @@
+//! Idempotent-producer state of one partition: per producer id, its epoch
+//! and the metadata of its last few batches, so that a retried batch is
+//! answered with its original offsets instead of being written twice.
+//!
+//! Pure bookkeeping, no I/O. The partition consults it and records into it
+//! under one lock together with the append, so that check and append are
+//! atomic. (Rebuilding it from the log after a restart, snapshots at segment
+//! roll and expiry come with the idempotence work; until then a producer
+//! unknown to a restarted broker is accepted at any sequence, as Kafka does
+//! for producers whose state was lost.)
+
+use std::collections::{HashMap, VecDeque};
+
+/// Kafka keeps this many batches per producer: the largest
+/// `max.in.flight.requests.per.connection` allowed with idempotence.
+pub const RETAINED_BATCHES: usize = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    epoch: i16,
+    recent: VecDeque<BatchMeta>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// In sequence (or a producer this partition does not know): append.
+    Append,
+    /// Already written: answer with these offsets, write nothing.
+    Duplicate(BatchMeta),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SequenceError {
+    #[error("producer epoch {got} is older than the current epoch {current}")]
+    InvalidEpoch { current: i16, got: i16 },
+    #[error("out of order sequence number: expected {expected}, got {got}")]
+    OutOfOrder { expected: i32, got: i32 },
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerStates {
+    producers: HashMap<i64, Entry>,
+}
+
+impl ProducerStates {
+    /// Decides what to do with a batch `first_seq..=last_seq` of
+    /// (`producer_id`, `epoch`).
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_seq: i32,
+    ) -> Result<Check, SequenceError> {
+        let Some(e) = self.producers.get(&producer_id) else {
+            return Ok(Check::Append);
+        };
+        if epoch < e.epoch {
+            return Err(SequenceError::InvalidEpoch {
+                current: e.epoch,
+                got: epoch,
+            });
+        }
+        if epoch > e.epoch {
+            // A bumped epoch (KIP-360) restarts the sequence at 0.
+            return if first_seq == 0 {
+                Ok(Check::Append)
+            } else {
+                Err(SequenceError::OutOfOrder {
+                    expected: 0,
+                    got: first_seq,
+                })
+            };
+        }
+        if let Some(dup) = e
+            .recent
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        {
+            return Ok(Check::Duplicate(*dup));
+        }
+        match e.recent.back() {
+            Some(last) if first_seq != next_seq(last.last_seq) => Err(SequenceError::OutOfOrder {
+                expected: next_seq(last.last_seq),
+                got: first_seq,
+            }),
+            _ => Ok(Check::Append),
+        }
+    }
+
+    /// Records an appended batch.
+    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta) {
+        let e = self.producers.entry(producer_id).or_default();
+        if epoch != e.epoch {
+            e.epoch = epoch;
+            e.recent.clear();
+        }
+        if e.recent.len() == RETAINED_BATCHES {
+            e.recent.pop_front();
+        }
+        e.recent.push_back(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(first_seq: i32, last_seq: i32, first_offset: i64) -> BatchMeta {
+        BatchMeta {
+            first_seq,
+            last_seq,
+            first_offset,
+            last_offset: first_offset + (last_seq - first_seq) as i64,
+        }
+    }
+
+    #[test]
+    fn in_order_duplicate_gap_and_fencing() {
+        let mut s = ProducerStates::default();
+        assert_eq!(s.check(7, 0, 0, 4), Ok(Check::Append));
+        s.record(7, 0, meta(0, 4, 100));
+        assert_eq!(s.check(7, 0, 5, 9), Ok(Check::Append));
+        s.record(7, 0, meta(5, 9, 105));
+        // A retry of either retained batch gets its original offsets.
+        assert_eq!(s.check(7, 0, 0, 4), Ok(Check::Duplicate(meta(0, 4, 100))));
+        assert_eq!(s.check(7, 0, 5, 9), Ok(Check::Duplicate(meta(5, 9, 105))));
+        assert_eq!(
+            s.check(7, 0, 12, 12),
+            Err(SequenceError::OutOfOrder {
+                expected: 10,
+                got: 12
+            })
+        );
+        assert_eq!(
+            s.check(7, 1, 3, 3),
+            Err(SequenceError::OutOfOrder {
+                expected: 0,
+                got: 3
+            })
+        );
+        assert_eq!(s.check(7, 1, 0, 0), Ok(Check::Append));
+        s.record(7, 1, meta(0, 0, 110));
+        assert_eq!(
+            s.check(7, 0, 10, 10),
+            Err(SequenceError::InvalidEpoch { current: 1, got: 0 })
+        );
+        // Other producers are independent.
+        assert_eq!(s.check(8, 0, 42, 42), Ok(Check::Append));
+    }
+
+    #[test]
+    fn keeps_only_the_last_five_batches() {
+        let mut s = ProducerStates::default();
+        for i in 0..7 {
+            s.record(1, 0, meta(i, i, i as i64));
+        }
+        assert_eq!(
+            s.check(1, 0, 1, 1),
+            Err(SequenceError::OutOfOrder {
+                expected: 7,
+                got: 1
+            })
+        );
+        assert_eq!(s.check(1, 0, 2, 2), Ok(Check::Duplicate(meta(2, 2, 2))));
+    }
+
+    #[test]
+    fn sequence_wraps_at_i32_max() {
+        let mut s = ProducerStates::default();
+        s.record(1, 0, meta(i32::MAX - 1, i32::MAX, 0));
+        assert_eq!(s.check(1, 0, 0, 3), Ok(Check::Append));
+    }
+}
