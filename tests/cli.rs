@@ -794,6 +794,78 @@ fn broker_api_versions_lists_produce_and_fetch() {
 }
 
 #[test]
+fn metadata_quorum_describes_the_one_voter_quorum() {
+    let server = Server::start();
+    let bs = server.bootstrap();
+    let status = stdout(&ok(
+        &[
+            "metadata-quorum",
+            "--bootstrap-server",
+            &bs,
+            "describe",
+            "--status",
+        ],
+        None,
+    ));
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name}:"))
+                    .map(|v| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    assert_eq!(field("LeaderId"), "1");
+    assert_eq!(field("CurrentVoters"), "[1]");
+    assert_eq!(field("MaxFollowerLag"), "0");
+    assert!(field("ClusterId").len() >= 20, "{status}");
+    let hw: i64 = field("HighWatermark")
+        .parse()
+        .expect("numeric high watermark");
+    // Creating a topic is a Raft entry: the high watermark moves.
+    create_topic(&bs, "quorum-moves", 1);
+    let after = stdout(&ok(
+        &[
+            "metadata-quorum",
+            "--bootstrap-server",
+            &bs,
+            "describe",
+            "--status",
+        ],
+        None,
+    ));
+    let hw2: i64 = after
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("HighWatermark:")
+                .map(|v| v.trim().parse().expect("numeric"))
+        })
+        .expect("HighWatermark");
+    assert!(hw2 > hw, "high watermark {hw} -> {hw2}");
+    let repl = stdout(&ok(
+        &[
+            "metadata-quorum",
+            "--bootstrap-server",
+            &bs,
+            "describe",
+            "--replication",
+        ],
+        None,
+    ));
+    let rows: Vec<&str> = repl.lines().collect();
+    assert_eq!(
+        rows[0],
+        "NodeId\tLogEndOffset\tLag\tLastFetchTimestamp\tLastCaughtUpTimestamp\tStatus"
+    );
+    assert!(
+        rows[1].starts_with("1\t") && rows[1].ends_with("\tLeader"),
+        "{repl}"
+    );
+    fails(&["metadata-quorum", "--bootstrap-server", &bs, "describe"]);
+}
+
+#[test]
 fn unreachable_bootstrap_is_an_error_not_a_hang() {
     let port = free_port(); // nothing listens here
     let bs = format!("127.0.0.1:{port}");

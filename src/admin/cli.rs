@@ -35,6 +35,32 @@ pub enum AdminCommand {
     GetOffsets(GetOffsetsArgs),
     /// Print the API versions every broker supports (as kafka-broker-api-versions.sh).
     BrokerApiVersions(BrokerApiVersionsArgs),
+    /// Describe the controller quorum (as kafka-metadata-quorum.sh).
+    MetadataQuorum(MetadataQuorumArgs),
+}
+
+/// `kafka-metadata-quorum.sh` options: `--bootstrap-server X describe --status|--replication`.
+#[derive(Debug, Args)]
+pub struct MetadataQuorumArgs {
+    /// The Kafka server(s) to connect to, HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_name = "SERVERS")]
+    pub bootstrap_server: String,
+    #[command(subcommand)]
+    pub action: QuorumAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuorumAction {
+    /// Describe the metadata quorum.
+    #[command(group(ArgGroup::new("what").required(true).args(["status", "replication"])))]
+    Describe {
+        /// Leader, epoch, high watermark, lag and voters.
+        #[arg(long)]
+        status: bool,
+        /// Each voter's log end offset, lag and timestamps.
+        #[arg(long)]
+        replication: bool,
+    },
 }
 
 /// `kafka-topics.sh` options.
@@ -207,6 +233,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::ConsoleConsumer(args) => run_consumer(args).await,
         AdminCommand::GetOffsets(args) => run_get_offsets(args).await,
         AdminCommand::BrokerApiVersions(args) => run_api_versions(args).await,
+        AdminCommand::MetadataQuorum(args) => run_metadata_quorum(args).await,
     };
     let _ = std::io::stdout().flush();
     if code != 0 {
@@ -664,6 +691,36 @@ pub(crate) fn format_api_versions(
         broker.id,
         broker.rack.as_deref().unwrap_or("null")
     )
+}
+
+async fn run_metadata_quorum(args: MetadataQuorumArgs) -> i32 {
+    let config = match client_config(&args.bootstrap_server, "admin-1") {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let described = async {
+        let mut client = Client::connect(config).await?;
+        let part = client.describe_quorum().await?;
+        Ok::<_, super::Error>((client.cluster_id().unwrap_or_default().to_owned(), part))
+    }
+    .await;
+    let (cluster_id, part) = match described {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("Error while describing the metadata quorum: {e}");
+            return 1;
+        }
+    };
+    let QuorumAction::Describe { status, .. } = args.action;
+    if status {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        emit(&super::quorum::format_status(&cluster_id, &part, now));
+    } else {
+        emit(&super::quorum::format_replication(&part));
+    }
+    0
 }
 
 async fn run_api_versions(args: BrokerApiVersionsArgs) -> i32 {

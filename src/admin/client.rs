@@ -235,6 +235,7 @@ pub struct Client {
     config: ClientConfig,
     brokers: BTreeMap<i32, BrokerInfo>,
     controller_id: Option<i32>,
+    cluster_id: Option<String>,
     /// Keyed by host:port so bootstrap and broker connections share.
     conns: HashMap<String, Connection>,
     topics: HashMap<String, TopicInfo>,
@@ -248,11 +249,60 @@ impl Client {
             config,
             brokers: BTreeMap::new(),
             controller_id: None,
+            cluster_id: None,
             conns: HashMap::new(),
             topics: HashMap::new(),
         };
         client.metadata(Some(&[]), false).await?;
         Ok(client)
+    }
+
+    /// The cluster id of the last Metadata response.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    /// DescribeQuorum from the active controller. Only the quorum leader
+    /// knows its followers' progress, so a NOT_LEADER_OR_FOLLOWER answer
+    /// (the leader moved) refreshes Metadata and asks again.
+    pub async fn describe_quorum(
+        &mut self,
+    ) -> Result<kafka_protocol::messages::describe_quorum_response::PartitionData> {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        use kafka_protocol::messages::DescribeQuorumRequest;
+        let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName::from(StrBytes::from_static_str(
+                "__cluster_metadata",
+            )))
+            .with_partitions(vec![PartitionData::default()])]);
+        let mut last = None;
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                self.metadata(Some(&[]), false).await?;
+            }
+            let resp = self.send_controller(&req).await?;
+            if resp.error_code != 0 {
+                return Err(Error::Kafka {
+                    code: resp.error_code,
+                    message: resp.error_message.map(|m| m.to_string()),
+                });
+            }
+            let part = resp
+                .topics
+                .into_iter()
+                .flat_map(|t| t.partitions)
+                .next()
+                .ok_or_else(|| Error::Metadata("DescribeQuorum answered no partition".into()))?;
+            if part.error_code == 0 {
+                return Ok(part);
+            }
+            last = Some(Error::Kafka {
+                code: part.error_code,
+                message: part.error_message.map(|m| m.to_string()),
+            });
+        }
+        Err(last.unwrap_or_else(|| Error::Metadata("no quorum leader".into())))
     }
 
     /// The brokers of the last Metadata response, by id.
@@ -397,6 +447,7 @@ impl Client {
             self.brokers = brokers;
         }
         self.controller_id = Some(response.controller_id.0).filter(|id| *id >= 0);
+        self.cluster_id = response.cluster_id.as_ref().map(|c| c.to_string());
         if all_topics {
             self.topics.clear();
         }

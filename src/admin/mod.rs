@@ -17,6 +17,7 @@ mod error_text;
 mod get_offsets;
 pub mod murmur2;
 mod producer;
+mod quorum;
 mod topics;
 
 use kafka_protocol::messages::ApiKey;

@@ -41,6 +41,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::InitProducerId, 0, 5),
+    api(ApiKey::DescribeQuorum, 0, 2),
 ];
 
 pub fn range(key: ApiKey) -> Option<&'static ApiRange> {

@@ -27,6 +27,7 @@ pub const ROUTES: &[(ApiKey, Handler)] = &[
     ),
     (ApiKey::DescribeCluster, handlers::describe_cluster::handle),
     (ApiKey::InitProducerId, handlers::init_producer_id::handle),
+    (ApiKey::DescribeQuorum, handlers::describe_quorum::handle),
 ];
 
 pub async fn handle(ctx: Arc<Ctx>, req: Request) -> Reply {
