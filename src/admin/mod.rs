@@ -15,6 +15,8 @@ mod consumer;
 mod decompress;
 mod error_text;
 mod get_offsets;
+pub mod groups;
+mod groups_cli;
 pub mod murmur2;
 mod producer;
 mod quorum;
