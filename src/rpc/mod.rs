@@ -117,3 +117,51 @@ impl Channels {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::error::{Fatal, RaftError};
+    use openraft::raft::VoteResponse;
+    use openraft::Vote;
+
+    use super::*;
+
+    #[test]
+    fn a_remote_raft_error_survives_the_round_trip() {
+        let answer: std::result::Result<VoteResponse<u64>, RaftError<u64>> =
+            Err(RaftError::Fatal(Fatal::Stopped));
+        let bytes = encode("Raft reply", &answer).unwrap();
+        let back: std::result::Result<VoteResponse<u64>, RaftError<u64>> =
+            decode("Raft reply", &bytes).unwrap();
+        assert!(matches!(back, Err(RaftError::Fatal(Fatal::Stopped))));
+
+        let answer: std::result::Result<VoteResponse<u64>, RaftError<u64>> =
+            Ok(VoteResponse::new(Vote::new(3, 2), None, true));
+        let bytes = encode("Raft reply", &answer).unwrap();
+        let back: std::result::Result<VoteResponse<u64>, RaftError<u64>> =
+            decode("Raft reply", &bytes).unwrap();
+        assert_eq!(back.unwrap(), answer.unwrap());
+    }
+
+    #[test]
+    fn a_garbage_payload_is_invalid_argument_not_a_panic() {
+        for payload in [&b""[..], b"\xff\xfe", b"{\"vote\":", b"[1,2,3]"] {
+            let e = decode::<VoteResponse<u64>>("Vote reply", payload).unwrap_err();
+            assert!(e.to_string().contains("Vote reply"), "{e}");
+            assert_eq!(tonic::Status::from(e).code(), tonic::Code::InvalidArgument);
+        }
+    }
+
+    #[tokio::test]
+    async fn channels_are_shared_per_address_and_bad_addresses_are_errors() {
+        let pool = Channels::default();
+        pool.client("127.0.0.1:1").unwrap();
+        pool.client("127.0.0.1:1").unwrap();
+        pool.client("127.0.0.1:2").unwrap();
+        assert_eq!(pool.by_addr.lock().unwrap().len(), 2);
+        assert!(matches!(
+            pool.client("bad host:x"),
+            Err(Error::Address { .. })
+        ));
+    }
+}
