@@ -135,12 +135,12 @@ mod tests {
             decode("Raft reply", &bytes).unwrap();
         assert!(matches!(back, Err(RaftError::Fatal(Fatal::Stopped))));
 
-        let answer: std::result::Result<VoteResponse<u64>, RaftError<u64>> =
-            Ok(VoteResponse::new(Vote::new(3, 2), None, true));
+        let granted = VoteResponse::new(Vote::new(3, 2), None, true);
+        let answer: std::result::Result<VoteResponse<u64>, RaftError<u64>> = Ok(granted.clone());
         let bytes = encode("Raft reply", &answer).unwrap();
         let back: std::result::Result<VoteResponse<u64>, RaftError<u64>> =
             decode("Raft reply", &bytes).unwrap();
-        assert_eq!(back.unwrap(), answer.unwrap());
+        assert_eq!(back.unwrap(), granted);
     }
 
     #[test]
