@@ -13,5 +13,6 @@ pub mod log;
 pub mod metrics;
 pub mod protocol;
 pub mod replication;
+pub mod rpc;
 pub mod server;
 pub mod telemetry;

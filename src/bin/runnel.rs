@@ -113,7 +113,15 @@ fn controller_config(config: &Config) -> ControllerConfig {
         config
             .quorum_voters
             .iter()
-            .map(|v| (v.id as u64, format!("{}:{}", v.host, v.port)))
+            .map(|v| {
+                // The address becomes a URI authority: IPv6 needs brackets.
+                let host = if v.host.contains(':') {
+                    format!("[{}]", v.host)
+                } else {
+                    v.host.clone()
+                };
+                (v.id as u64, format!("{host}:{}", v.port))
+            })
             .collect()
     };
     ControllerConfig {
@@ -160,9 +168,29 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         single.then_some(fresh_id.as_str()),
     )?;
 
+    // In a quorum the peers must reach this node's Raft from its first
+    // vote on, so the CONTROLLER listener is bound before Raft starts.
+    let rpc_socket = if single {
+        None
+    } else {
+        if !config.roles.broker {
+            bail!("a controller-only node (process.roles=controller) is not supported yet; use process.roles=broker,controller");
+        }
+        Some(bind_controller_listener(&config).await?)
+    };
     let controller = Controller::start(controller_config(&config))
         .await
         .context("starting the controller")?;
+    let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rpc_server = rpc_socket.map(|socket| {
+        tokio::spawn(runnel::rpc::server::serve(
+            controller.clone(),
+            socket,
+            async move {
+                let _ = rpc_stopped.await;
+            },
+        ))
+    });
     if single {
         // Idempotent; also completes a bootstrap a crash interrupted
         // between initialising Raft and recording the cluster id.
@@ -170,6 +198,18 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             .bootstrap(&cluster_id)
             .await
             .context("bootstrapping the one-node quorum")?;
+    } else {
+        // `runnel format` initialised Raft; this only repeats it if a crash
+        // came between writing meta.properties and that (the same voter
+        // set on every node, which openraft allows).
+        controller
+            .initialize()
+            .await
+            .context("initialising the controller quorum")?;
+        until_quorum("check the cluster id", || {
+            controller.ensure_cluster_id(&cluster_id)
+        })
+        .await?;
     }
     let image_cluster = controller.image().cluster_id.clone();
     if !image_cluster.is_empty() && image_cluster != cluster_id {
@@ -180,7 +220,10 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let broker = Broker::new(config.clone());
     broker.apply_image(&controller.image()).await;
     tokio::spawn(broker.clone().follow(controller.subscribe()));
-    register(&config, &controller).await?;
+    // A node of a quorum waits for the quorum as long as it takes, like a
+    // Kafka broker waiting for its controllers.
+    let register_deadline = single.then(|| Instant::now() + Duration::from_secs(30));
+    register(&config, &controller, register_deadline).await?;
 
     let ctx = Arc::new(Ctx {
         config: config.clone(),
@@ -216,12 +259,71 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     }
     broker.shutdown().await;
     controller.shutdown().await?;
+    if let Some(server) = rpc_server {
+        let _ = rpc_stop.send(());
+        match tokio::time::timeout(Duration::from_secs(3), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "controller gRPC server failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "controller gRPC server task failed"),
+            Err(_) => tracing::warn!("controller gRPC server did not stop within 3s"),
+        }
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }
 
+/// Binds the listener `controller.listener.names` names, for the gRPC
+/// server that peers reach at this node's `controller.quorum.voters` entry.
+async fn bind_controller_listener(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    let Some(l) = config
+        .listeners
+        .iter()
+        .find(|l| config.controller_listener_names.contains(&l.name))
+    else {
+        bail!(
+            "controller.quorum.voters is set, but listeners has no controller listener (one named {}), e.g. CONTROLLER://host:9093",
+            config.controller_listener_names.join(" or ")
+        );
+    };
+    if let Some(me) = config.quorum_voters.iter().find(|v| v.id == config.node_id) {
+        if me.port != l.port {
+            tracing::warn!(listener = %l.name, port = l.port, voter_port = me.port, "the controller listener's port differs from this node's controller.quorum.voters entry; peers will not reach it");
+        }
+    }
+    let addr = l.bind_addr();
+    let socket = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (listener {})", l.name))?;
+    tracing::info!(listener = %l.name, %addr, "listening for controller RPCs");
+    Ok(socket)
+}
+
+/// Retries `op` for as long as the controller quorum is unavailable (no
+/// leader, no majority), logging each wait; any other error ends it.
+async fn until_quorum<F, Fut, T>(what: &str, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = runnel::controller::Result<T>>,
+{
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e @ runnel::controller::Error::Unavailable(_)) => {
+                tracing::info!(error = %e, "waiting for the controller quorum to {what}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot {what}")),
+        }
+    }
+}
+
 /// Registers this broker with the controller: (id, incarnation, endpoints).
-async fn register(config: &Config, controller: &Controller) -> anyhow::Result<()> {
+/// Retries until `deadline`, or for as long as it takes without one.
+async fn register(
+    config: &Config,
+    controller: &Controller,
+    deadline: Option<Instant>,
+) -> anyhow::Result<()> {
     let endpoints: Vec<Endpoint> = config
         .advertised_listeners
         .iter()
@@ -246,7 +348,6 @@ async fn register(config: &Config, controller: &Controller) -> anyhow::Result<()
         endpoints,
         rack: config.rack.clone(),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match controller.propose(cmd.clone()).await {
             Ok(MetadataResponse::BrokerRegistered { broker_epoch }) => {
@@ -254,7 +355,7 @@ async fn register(config: &Config, controller: &Controller) -> anyhow::Result<()
                 return Ok(());
             }
             Ok(other) => bail!("broker registration refused: {other:?}"),
-            Err(e) if Instant::now() < deadline => {
+            Err(e) if deadline.is_none_or(|d| Instant::now() < d) => {
                 tracing::info!(error = %e, "waiting for the controller quorum to register");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -8,7 +8,11 @@
 //!
 //! * `records`, `image`: the commands and the pure state transition.
 //! * `store`: the RocksDB log store and state machine.
-//! * `network`: the Raft transport between voters.
+//! * `network`: the Raft transport between voters (gRPC, served by
+//!   `rpc::server`).
+//!
+//! Any voter accepts proposals: a follower forwards them to the leader over
+//! the same gRPC channels and returns once the entry is applied locally too.
 //! * `placement`: replica placement for new topics and partitions.
 
 pub mod image;
@@ -26,14 +30,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
-use openraft::metrics::WaitError;
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy, StorageError};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use self::image::MetadataImage;
 use self::network::NetworkFactory;
 use self::records::{MetadataCommand, MetadataResponse};
+use crate::rpc::{self, Channels};
 
 openraft::declare_raft_types!(
     /// Raft types of the controller quorum. `Node::addr` is the host:port of
@@ -49,8 +54,16 @@ openraft::declare_raft_types!(
 /// How long `propose` waits for its entry to be committed and applied,
 /// including waiting out an election.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long `bootstrap` waits for the first leader.
-const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// Pause between attempts while the leader is unknown, moving or
+/// unreachable; short against the election timeout so that a new leader is
+/// used as soon as this node hears of it.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long a forwarded proposal that committed on the leader may take to
+/// be applied here before `propose` returns anyway.
+const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(5);
+/// Snapshot chunk size: one InstallSnapshot message. JSON makes a chunk up
+/// to four times bigger, which must stay under `rpc::MAX_MESSAGE_BYTES`.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 /// How long `shutdown` waits for the storage tasks to release RocksDB.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -112,13 +125,40 @@ fn from_fatal(fatal: Fatal<u64>) -> Error {
     }
 }
 
-fn from_wait(e: WaitError, what: &str) -> Error {
-    match e {
-        WaitError::Timeout(after, _) => Error::Unavailable(format!(
-            "no {what} after {after:?}: is a quorum of voters up?"
-        )),
-        WaitError::ShuttingDown => Error::Shutdown,
-    }
+/// What the leader answers a proposal another voter forwarded to it
+/// (the payload of the Propose RPC's reply).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Forwarded {
+    /// Committed and applied on the leader at Raft log `index`.
+    Applied {
+        index: u64,
+        response: MetadataResponse,
+    },
+    /// Not written: the receiver does not lead (`leader` if it knows who
+    /// does). Safe to retry.
+    NotLeader { leader: Option<u64> },
+    /// The leader could not commit in time or failed; the outcome is
+    /// unknown, so this must not be retried elsewhere.
+    Unavailable(String),
+}
+
+/// One local write attempt.
+enum Written {
+    Applied {
+        index: u64,
+        response: MetadataResponse,
+    },
+    NotLeader {
+        leader: Option<u64>,
+    },
+}
+
+/// Why a forward did not get an answer.
+enum ForwardFailure {
+    /// The request cannot have reached the leader: retry.
+    Unreachable(String),
+    /// It may have: do not retry.
+    Unknown(String),
 }
 
 #[derive(Clone, Debug)]
@@ -140,6 +180,8 @@ pub struct Controller {
 struct Inner {
     node_id: u64,
     voters: BTreeMap<u64, BasicNode>,
+    /// gRPC channels to the other voters, shared with the Raft transport.
+    channels: Channels,
     raft: Raft<TypeConfig>,
     image: watch::Receiver<Arc<MetadataImage>>,
     /// Reports closed once openraft's tasks have dropped the stores.
@@ -153,6 +195,7 @@ fn raft_config() -> Result<Config> {
         election_timeout_min: 600,
         election_timeout_max: 1200,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         enable_tick: true,
         ..Default::default()
     }
@@ -183,10 +226,11 @@ impl Controller {
                 .await
                 .map_err(|e| Error::Unavailable(format!("opening the controller store: {e}")))??;
         let closed = log_store.closed();
+        let channels = Channels::default();
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(raft_config()?),
-            NetworkFactory,
+            NetworkFactory::new(channels.clone()),
             log_store,
             state_machine,
         )
@@ -202,6 +246,7 @@ impl Controller {
             inner: Arc::new(Inner {
                 node_id: cfg.node_id,
                 voters,
+                channels,
                 raft,
                 image,
                 closed,
@@ -218,39 +263,58 @@ impl Controller {
         self.inner.raft.is_initialized().await.map_err(from_fatal)
     }
 
-    /// Initializes the quorum with the configured voters and writes the
-    /// cluster id. Idempotent: on an initialized store it only checks that
-    /// the cluster id is `cluster_id` (and writes it if a crash came between
-    /// initializing and writing it). Returns once this node leads and the
-    /// cluster id is applied, so that `propose` works right after.
-    ///
-    /// Fails with `ClusterIdMismatch` if the store has another cluster id,
-    /// and `NotLeader` if another voter won the election (that voter's own
-    /// bootstrap writes the id).
+    /// Gives a pristine store the configured voter set as its first
+    /// membership; a no-op on an initialized store. Every voter may do this
+    /// with the same voter set (openraft documents it as safe: the entries
+    /// are identical, log id 0), so `runnel format` runs it on each node
+    /// without the peers being up. Different voter sets would split the
+    /// cluster, which is why the set comes from `controller.quorum.voters`
+    /// and nowhere else.
+    pub async fn initialize(&self) -> Result<()> {
+        if self.is_initialized().await? {
+            return Ok(());
+        }
+        match self.inner.raft.initialize(self.inner.voters.clone()).await {
+            Ok(()) => {
+                tracing::info!(voters = ?self.inner.voters.keys(), "initialized controller quorum");
+                Ok(())
+            }
+            // Another call (or a vote from a peer) got there first.
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                tracing::debug!(%e, "controller quorum already initialized");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                Err(Error::Config(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(from_fatal(f)),
+        }
+    }
+
+    /// Initializes the quorum (see `initialize`) and, for a one-voter
+    /// quorum, also writes the cluster id (see `ensure_cluster_id`), so that
+    /// `propose` works right after. With several voters the peers are
+    /// usually not running yet (this is what `runnel format` calls), so the
+    /// cluster id is left to `ensure_cluster_id` when the nodes serve.
     pub async fn bootstrap(&self, cluster_id: &str) -> Result<()> {
         if cluster_id.is_empty() {
             return Err(Error::Config("the cluster id is empty".into()));
         }
-        if !self.is_initialized().await? {
-            match self.inner.raft.initialize(self.inner.voters.clone()).await {
-                Ok(()) => {
-                    tracing::info!(cluster_id, voters = ?self.inner.voters.keys(), "initialized controller quorum")
-                }
-                // Another call (or a vote from a peer) got there first.
-                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
-                    tracing::debug!(%e, "controller quorum already initialized");
-                }
-                Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
-                    return Err(Error::Config(e.to_string()));
-                }
-                Err(RaftError::Fatal(f)) => return Err(from_fatal(f)),
-            }
+        self.initialize().await?;
+        if self.inner.voters.len() > 1 {
+            return Ok(());
         }
-        let leader = self.wait_for_leader(Instant::now() + LEADER_WAIT).await?;
-        if leader != self.inner.node_id {
-            return Err(Error::NotLeader {
-                leader: Some(leader),
-            });
+        self.ensure_cluster_id(cluster_id).await
+    }
+
+    /// Writes the cluster id if the image has none, and checks that the
+    /// image's cluster id is `cluster_id`; fails with `ClusterIdMismatch`
+    /// otherwise. Works on any voter (the proposal is forwarded to the
+    /// leader), and returns once the id is applied on this node. Fails with
+    /// `Unavailable` when no quorum answers within the proposal timeout.
+    pub async fn ensure_cluster_id(&self, cluster_id: &str) -> Result<()> {
+        if cluster_id.is_empty() {
+            return Err(Error::Config("the cluster id is empty".into()));
         }
         // Always proposed: applying it is a no-op when the id is set, and
         // reading the image before it would race with entries of the previous
@@ -270,63 +334,163 @@ impl Controller {
     }
 
     /// Replicates `cmd` and returns what applying it answered (which may be
-    /// `MetadataResponse::Rejected`). Waits out an election in progress, up
-    /// to the proposal timeout.
+    /// `MetadataResponse::Rejected`). On a follower the command is
+    /// forwarded to the leader, and this returns once the entry is applied
+    /// on this node as well, so that the caller's next read of `image()`
+    /// sees it. Waits out an election in progress and follows a leader
+    /// change, up to the proposal timeout; then fails with `Unavailable`.
+    ///
+    /// A forward that may have reached the leader is not retried (the
+    /// entry could commit twice); only "not the leader" answers and
+    /// connections that could not be made are.
     pub async fn propose(&self, cmd: MetadataCommand) -> Result<MetadataResponse> {
         let deadline = Instant::now() + PROPOSE_TIMEOUT;
+        let mut why: String;
         loop {
-            let write = self.inner.raft.client_write(cmd.clone());
-            let res = match tokio::time::timeout_at(deadline, write).await {
-                Ok(res) => res,
-                Err(_) => {
-                    return Err(Error::Unavailable(format!(
-                        "proposal not committed within {PROPOSE_TIMEOUT:?} (a quorum of the {} \
-                         voters may be unreachable); it may still commit later",
-                        self.inner.voters.len()
-                    )))
+            match self.write_here(cmd.clone(), deadline).await? {
+                Written::Applied { response, .. } => return Ok(response),
+                Written::NotLeader { leader: None } => {
+                    why = "no controller leader is elected".into();
                 }
-            };
-            match res {
-                Ok(resp) => return Ok(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
-                    match fwd.leader_id {
-                        Some(id) if id != self.inner.node_id => {
-                            return Err(Error::NotLeader { leader: Some(id) })
-                        }
-                        // An election is under way, or this node was just
-                        // elected and has not taken over yet.
-                        _ => {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            let leader = self.wait_for_leader(deadline).await?;
-                            if leader != self.inner.node_id {
-                                return Err(Error::NotLeader {
-                                    leader: Some(leader),
-                                });
-                            }
-                        }
+                Written::NotLeader {
+                    leader: Some(leader),
+                } => match self.forward(leader, &cmd, deadline).await {
+                    Ok(Forwarded::Applied { index, response }) => {
+                        self.wait_applied_here(index).await;
+                        return Ok(response);
                     }
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    // Only membership changes report this; a command never does.
-                    return Err(Error::Unavailable(e.to_string()));
-                }
-                Err(RaftError::Fatal(f)) => return Err(from_fatal(f)),
+                    Ok(Forwarded::NotLeader { .. }) => {
+                        why = format!("controller {leader} is no longer the leader");
+                    }
+                    Ok(Forwarded::Unavailable(msg)) => {
+                        return Err(Error::Unavailable(format!(
+                            "the leader, controller {leader}: {msg}"
+                        )))
+                    }
+                    Err(ForwardFailure::Unreachable(msg)) => why = msg,
+                    Err(ForwardFailure::Unknown(msg)) => {
+                        return Err(Error::Unavailable(format!(
+                            "{msg}; the proposal may still commit"
+                        )))
+                    }
+                },
             }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "no controller leader took the proposal within {PROPOSE_TIMEOUT:?} \
+                     (last: {why}); is a quorum of the {} voters up?",
+                    self.inner.voters.len()
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 
-    async fn wait_for_leader(&self, deadline: Instant) -> Result<u64> {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let metrics = self
+    /// Serves a proposal another voter forwarded: writes it if this node
+    /// leads, and otherwise says who does (without forwarding again, so
+    /// that a proposal never travels in circles during a leader change).
+    pub async fn propose_forwarded(&self, cmd: MetadataCommand) -> Forwarded {
+        match self.write_here(cmd, Instant::now() + PROPOSE_TIMEOUT).await {
+            Ok(Written::Applied { index, response }) => Forwarded::Applied { index, response },
+            Ok(Written::NotLeader { leader }) => Forwarded::NotLeader { leader },
+            // The entry may have been appended: the outcome is unknown, so
+            // the forwarder must not retry elsewhere.
+            Err(e) => Forwarded::Unavailable(e.to_string()),
+        }
+    }
+
+    /// One attempt to write `cmd` through this node's Raft.
+    async fn write_here(&self, cmd: MetadataCommand, deadline: Instant) -> Result<Written> {
+        let write = self.inner.raft.client_write(cmd);
+        let res = match tokio::time::timeout_at(deadline, write).await {
+            Ok(res) => res,
+            Err(_) => {
+                return Err(Error::Unavailable(format!(
+                    "proposal not committed within {PROPOSE_TIMEOUT:?} (a quorum of the {} \
+                     voters may be unreachable); it may still commit later",
+                    self.inner.voters.len()
+                )))
+            }
+        };
+        match res {
+            Ok(resp) => Ok(Written::Applied {
+                index: resp.log_id.index,
+                response: resp.data,
+            }),
+            // This node itself as the leader: just elected, not yet
+            // taken over; the caller retries shortly.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                Ok(Written::NotLeader {
+                    leader: fwd.leader_id.filter(|id| *id != self.inner.node_id),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                // Only membership changes report this; a command never does.
+                Err(Error::Unavailable(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(from_fatal(f)),
+        }
+    }
+
+    /// Sends `cmd` to `leader` over gRPC.
+    async fn forward(
+        &self,
+        leader: u64,
+        cmd: &MetadataCommand,
+        deadline: Instant,
+    ) -> Result<Forwarded, ForwardFailure> {
+        let Some(node) = self.inner.voters.get(&leader) else {
+            return Err(ForwardFailure::Unreachable(format!(
+                "the leader, controller {leader}, is not in controller.quorum.voters"
+            )));
+        };
+        let addr = &node.addr;
+        let mut client = self
             .inner
-            .raft
-            .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "controller leader elected")
-            .await
-            .map_err(|e| from_wait(e, "controller leader elected"))?;
-        metrics
-            .current_leader
-            .ok_or_else(|| Error::Unavailable("no controller leader elected".into()))
+            .channels
+            .client(addr)
+            .map_err(|e| ForwardFailure::Unreachable(e.to_string()))?;
+        let command = rpc::encode("metadata command", cmd)
+            .map_err(|e| ForwardFailure::Unreachable(e.to_string()))?;
+        let call = client.propose(rpc::pb::ProposeRequest { command });
+        match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => Err(ForwardFailure::Unknown(format!(
+                "controller {leader} at {addr} did not answer a forwarded proposal within \
+                 {PROPOSE_TIMEOUT:?}"
+            ))),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                Err(ForwardFailure::Unreachable(format!(
+                    "cannot reach controller {leader} at {addr}: {}",
+                    status.message()
+                )))
+            }
+            Ok(Err(status)) => Err(ForwardFailure::Unknown(format!(
+                "forwarding to controller {leader} at {addr} failed: {:?}: {}",
+                status.code(),
+                status.message()
+            ))),
+            Ok(Ok(reply)) => rpc::decode("forwarded proposal reply", &reply.into_inner().response)
+                .map_err(|e| {
+                    ForwardFailure::Unknown(format!("controller {leader} at {addr}: {e}"))
+                }),
+        }
+    }
+
+    /// Waits (bounded) until the entry at `index` is applied to this node's
+    /// image. It is committed already, so only a slow apply delays it.
+    async fn wait_applied_here(&self, index: u64) {
+        let mut image = self.inner.image.clone();
+        let applied = tokio::time::timeout(
+            LOCAL_APPLY_WAIT,
+            image.wait_for(|img| img.last_applied >= index),
+        )
+        .await;
+        if !matches!(applied, Ok(Ok(_))) {
+            tracing::warn!(
+                index,
+                "committed proposal not applied locally within {LOCAL_APPLY_WAIT:?}"
+            );
+        }
     }
 
     /// The latest applied image.

@@ -1,0 +1,81 @@
+//! The `Controller` gRPC service: decodes a request, hands it to this
+//! node's controller, encodes the answer. Nothing else: Raft decisions stay
+//! in openraft, forwarding decisions in `controller::Controller`.
+
+use std::future::Future;
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use super::pb::controller_server::{Controller as ControllerRpc, ControllerServer};
+use super::pb::{ProposeReply, ProposeRequest, RaftReply, RaftRequest};
+use super::{decode, encode, MAX_MESSAGE_BYTES};
+use crate::controller::records::MetadataCommand;
+use crate::controller::{Controller, TypeConfig};
+
+/// Serves the controller's RPCs on `listener` until `shutdown` completes.
+pub async fn serve(
+    controller: Controller,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let service = ControllerServer::new(Service { controller })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+struct Service {
+    controller: Controller,
+}
+
+fn raft_reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
+    Ok(Response::new(RaftReply {
+        payload: encode("Raft reply", result)?,
+    }))
+}
+
+#[tonic::async_trait]
+impl ControllerRpc for Service {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode("AppendEntries request", &request.into_inner().payload)?;
+        raft_reply(&self.controller.raft().append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc: VoteRequest<u64> = decode("Vote request", &request.into_inner().payload)?;
+        raft_reply(&self.controller.raft().vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            decode("InstallSnapshot request", &request.into_inner().payload)?;
+        raft_reply(&self.controller.raft().install_snapshot(rpc).await)
+    }
+
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let cmd: MetadataCommand = decode("metadata command", &request.into_inner().command)?;
+        let answer = self.controller.propose_forwarded(cmd).await;
+        Ok(Response::new(ProposeReply {
+            response: encode("forwarded proposal reply", &answer)?,
+        }))
+    }
+}

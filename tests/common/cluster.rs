@@ -1,0 +1,388 @@
+//! A cluster of `runnel serve` processes on loopback ports, each a broker
+//! and a controller voter with its own data dir, formatted with
+//! `runnel format` as a user would. Nodes can be killed with SIGKILL and
+//! restarted on the same dir and ports. Every step is printed; when a test
+//! panics, each node's log tail is printed and the directories are kept.
+//!
+//! Used as `#[path = "common/cluster.rs"] mod cluster;` next to `mod common;`.
+
+#![allow(dead_code)] // Not every test uses every helper.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+
+use crate::common::{free_port, RawConn, STARTUP_TIMEOUT};
+use crate::step;
+
+/// The cluster id every test cluster is formatted with.
+pub const CLUSTER_ID: &str = "runnel-test-cluster";
+
+/// What one node's Metadata (v2, raw) says about the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    pub broker_ids: Vec<i32>,
+    pub controller_id: i32,
+    pub cluster_id: Option<String>,
+}
+
+/// One node: broker and controller voter `id`.
+pub struct ClusterNode {
+    pub id: i32,
+    pub kafka_port: u16,
+    pub controller_port: u16,
+    dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl ClusterNode {
+    /// "127.0.0.1:port" of the Kafka listener.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let all: Vec<&str> = s.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        format!(
+            "---- node {} stderr ({}), last {} lines ----\n{}\n---- end of node {} ----",
+            self.id,
+            self.log_path.display(),
+            all.len() - from,
+            all[from..].join("\n"),
+            self.id
+        )
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<ClusterNode>,
+    voters: String,
+    root: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// Formats and starts `n` nodes (ids 1..=n) and waits until every node's
+    /// Metadata lists all `n` brokers. Retries on fresh ports if a port was
+    /// taken between choosing and binding it.
+    pub fn start(n: usize) -> Cluster {
+        for attempt in 1..=3 {
+            match Cluster::try_start(n) {
+                Ok(c) => return c,
+                Err((c, e)) if attempt < 3 => {
+                    step!("cluster did not start ({e}); retrying on other ports");
+                    drop(c);
+                }
+                Err((c, e)) => {
+                    let tails: Vec<String> = c.nodes.iter().map(|n| n.log_tail(40)).collect();
+                    panic!("cluster did not start: {e}\n{}", tails.join("\n"));
+                }
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(n: usize) -> Result<Cluster, (Cluster, String)> {
+        let root = tempfile::Builder::new()
+            .prefix("runnel-cluster.")
+            .tempdir()
+            .expect("create temp dir");
+        let nodes: Vec<ClusterNode> = (1..=n as i32)
+            .map(|id| {
+                let dir = root.path().join(format!("node{id}"));
+                std::fs::create_dir_all(&dir).expect("create node dir");
+                ClusterNode {
+                    id,
+                    kafka_port: free_port(),
+                    controller_port: free_port(),
+                    log_path: dir.join("runnel.log"),
+                    dir,
+                    child: None,
+                }
+            })
+            .collect();
+        let voters = nodes
+            .iter()
+            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            nodes,
+            voters,
+            root: Some(root),
+        };
+        step!(
+            "formatting {n} nodes, controller.quorum.voters={}",
+            c.voters
+        );
+        for i in 0..n {
+            let out = c
+                .command(i, "format")
+                .arg("--cluster-id")
+                .arg(CLUSTER_ID)
+                .output()
+                .expect("run runnel format");
+            assert!(
+                out.status.success(),
+                "runnel format of node {} failed: {}",
+                i + 1,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for i in 0..n {
+            c.spawn(i);
+        }
+        match c.wait_all_listed() {
+            Ok(()) => Ok(c),
+            Err(e) => Err((c, e)),
+        }
+    }
+
+    fn node_mut(&mut self, id: i32) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    pub fn node(&self, id: i32) -> &ClusterNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// The ids of the nodes whose process is running.
+    pub fn running(&mut self) -> Vec<i32> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then_some(n.id))
+            .collect()
+    }
+
+    /// `runnel <sub> --override …` for node index `i`, with its listeners,
+    /// dir and the voter set.
+    fn command(&self, i: usize, sub: &str) -> Command {
+        let n = &self.nodes[i];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runnel"));
+        cmd.arg(sub);
+        for kv in [
+            format!("node.id={}", n.id),
+            "process.roles=broker,controller".to_string(),
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                n.kafka_port, n.controller_port
+            ),
+            format!("controller.quorum.voters={}", self.voters),
+            format!("log.dirs={}", n.dir.join("data").display()),
+        ] {
+            cmd.arg("--override").arg(kv);
+        }
+        cmd
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.nodes[i].log_path)
+            .expect("open node log");
+        let mut cmd = self.command(i, "serve");
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        let child = cmd.spawn().expect("spawn runnel serve");
+        let n = &mut self.nodes[i];
+        step!(
+            "node {} started: pid {}, kafka {}, controller 127.0.0.1:{}",
+            n.id,
+            child.id(),
+            n.bootstrap(),
+            n.controller_port
+        );
+        n.child = Some(child);
+    }
+
+    /// Waits until every running node answers Metadata listing every node.
+    fn wait_all_listed(&mut self) -> Result<(), String> {
+        let want: Vec<i32> = self.nodes.iter().map(|n| n.id).collect();
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_none() {
+                continue;
+            }
+            loop {
+                let n = &mut self.nodes[i];
+                if let Some(Ok(Some(st))) = n.child.as_mut().map(Child::try_wait) {
+                    return Err(format!("node {} exited during startup: {st}", n.id));
+                }
+                match metadata_view(&n.bootstrap()) {
+                    Ok(v) if v.broker_ids == want => {
+                        step!("node {} ready: {v:?}", n.id);
+                        break;
+                    }
+                    _ if Instant::now() > deadline => {
+                        return Err(format!(
+                            "node {} did not list brokers {want:?} within {STARTUP_TIMEOUT:?}",
+                            n.id
+                        ))
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL node `id`: no chance to flush or say goodbye.
+    pub fn kill9(&mut self, id: i32) {
+        let n = self.node_mut(id);
+        if let Some(mut c) = n.child.take() {
+            step!("kill -9 node {id} (pid {})", c.id());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `id` again on its dir and ports, and waits until its
+    /// Kafka listener answers Metadata (it serves once registered, which
+    /// needs a quorum).
+    pub fn restart(&mut self, id: i32) {
+        self.kill9(id);
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"));
+        step!("restarting node {id}");
+        self.spawn(i);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let n = &mut self.nodes[i];
+            if let Some(Ok(Some(st))) = n.child.as_mut().map(Child::try_wait) {
+                panic!("node {id} exited after restart: {st}\n{}", n.log_tail(40));
+            }
+            if metadata_view(&n.bootstrap()).is_ok() {
+                step!("node {id} serving again");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} not serving within {STARTUP_TIMEOUT:?} of restart\n{}",
+                n.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Node `id`'s view of the cluster.
+    pub fn view(&self, id: i32) -> std::io::Result<ClusterView> {
+        metadata_view(&self.node(id).bootstrap())
+    }
+
+    pub fn dir(&self, id: i32) -> &Path {
+        &self.node(id).dir
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!("{}", n.log_tail(60));
+            }
+            if let Some(root) = self.root.take() {
+                eprintln!("kept the cluster's directory: {}", root.keep().display());
+            }
+        }
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Metadata v2 for no topics, over a raw connection: the brokers (sorted),
+/// the controller id and the cluster id, which rdkafka does not expose.
+pub fn metadata_view(addr: &str) -> std::io::Result<ClusterView> {
+    let mut conn = RawConn::connect(addr)?;
+    let req = MetadataRequest::default().with_topics(Some(vec![]));
+    let resp: MetadataResponse = conn.roundtrip(2, 1, &req)?;
+    let mut broker_ids: Vec<i32> = resp.brokers.iter().map(|b| b.node_id.0).collect();
+    broker_ids.sort_unstable();
+    Ok(ClusterView {
+        broker_ids,
+        controller_id: resp.controller_id.0,
+        cluster_id: resp.cluster_id.map(|s| s.to_string()),
+    })
+}
+
+/// The topics node `addr` lists (Metadata v2 for all topics, raw, so that
+/// the answer is that node's own image): name -> partition count.
+pub fn topics_on(addr: &str) -> std::io::Result<std::collections::BTreeMap<String, usize>> {
+    let mut conn = RawConn::connect(addr)?;
+    let req = MetadataRequest::default().with_topics(None);
+    let resp: MetadataResponse = conn.roundtrip(2, 1, &req)?;
+    Ok(resp
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .filter_map(|t| Some((t.name.as_ref()?.to_string(), t.partitions.len())))
+        .collect())
+}
+
+/// CreateTopics v4 for one topic with replication factor 1, over a raw
+/// connection to exactly `addr` (no client-side routing to the
+/// controller): (error code, error message, how long the answer took).
+pub fn raw_create_topic(
+    addr: &str,
+    name: &str,
+    partitions: i32,
+) -> std::io::Result<(i16, Option<String>, Duration)> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut conn = RawConn::connect(addr)?;
+    // The broker answers within its proposal timeout; leave it room.
+    conn.stream
+        .set_read_timeout(Some(Duration::from_secs(60)))?;
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)])
+        .with_timeout_ms(30_000);
+    let started = Instant::now();
+    let resp: CreateTopicsResponse = conn.roundtrip(4, 7, &req)?;
+    let took = started.elapsed();
+    let t = resp.topics.first().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "CreateTopics answered no topic",
+        )
+    })?;
+    Ok((
+        t.error_code,
+        t.error_message.as_ref().map(|m| m.to_string()),
+        took,
+    ))
+}
