@@ -109,6 +109,8 @@ pub struct Config {
     pub rack: Option<String>,
     pub metrics_listener: Option<SocketAddr>,
     pub cluster_id: Option<String>,
+    pub broker_heartbeat_interval_ms: u64,
+    pub broker_session_timeout_ms: u64,
     /// Every key as given (after overrides), for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -535,6 +537,8 @@ impl Config {
             rack: nonempty("broker.rack"),
             metrics_listener,
             cluster_id: nonempty("cluster.id"),
+            broker_heartbeat_interval_ms: p.num("broker.heartbeat.interval.ms", 10)?,
+            broker_session_timeout_ms: p.num("broker.session.timeout.ms", 100)?,
             raw: given,
         })
     }

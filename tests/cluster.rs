@@ -303,3 +303,55 @@ fn losing_two_of_three_stops_metadata_changes_until_one_returns() {
     }
     step!("all three nodes list {created:?}");
 }
+
+/// The broker ids node `id`'s Metadata lists, once it answers.
+fn brokers_seen_by(c: &Cluster, id: i32) -> Option<Vec<i32>> {
+    c.view(id).ok().map(|v| v.broker_ids)
+}
+
+#[test]
+fn a_silent_broker_is_fenced_and_comes_back() {
+    let mut c = Cluster::start(3);
+    let controller = agreed_controller(&c, &[1, 2, 3]);
+    // Pause a broker that is not the active controller, so that the quorum
+    // keeps its leader while the broker is silent.
+    let victim = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != controller)
+        .expect("a follower");
+    let watcher = controller;
+    c.signal(victim, "STOP");
+    let paused = Instant::now();
+    let gone = eventually(TIMEOUT, "the paused broker to leave Metadata", || {
+        brokers_seen_by(&c, watcher)
+            .filter(|b| !b.contains(&victim))
+            .map(|_| paused.elapsed())
+    });
+    step!("broker {victim} fenced {gone:?} after SIGSTOP (session timeout 3 s)");
+    assert!(
+        gone >= Duration::from_millis(2500),
+        "fenced after only {gone:?}"
+    );
+    c.signal(victim, "CONT");
+    eventually(TIMEOUT, "the resumed broker to return to Metadata", || {
+        brokers_seen_by(&c, watcher)
+            .filter(|b| b.contains(&victim))
+            .map(|_| ())
+    });
+
+    // kill -9: fenced, and back once restarted.
+    c.kill9(victim);
+    eventually(TIMEOUT, "the killed broker to leave Metadata", || {
+        brokers_seen_by(&c, watcher)
+            .filter(|b| !b.contains(&victim))
+            .map(|_| ())
+    });
+    c.restart(victim);
+    for id in [1, 2, 3] {
+        eventually(
+            TIMEOUT,
+            "every node to list all three brokers again",
+            || brokers_seen_by(&c, id).filter(|b| b.len() == 3).map(|_| ()),
+        );
+    }
+}

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use runnel::broker::{meta, Broker};
 use runnel::config::Config;
 use runnel::controller::image::Endpoint;
+use runnel::controller::liveness::{Heartbeat, HeartbeatReply};
 use runnel::controller::records::{MetadataCommand, MetadataResponse};
 use runnel::controller::{Controller, ControllerConfig};
 use runnel::server::{self, Ctx};
@@ -223,7 +224,14 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // A node of a quorum waits for the quorum as long as it takes, like a
     // Kafka broker waiting for its controllers.
     let register_deadline = single.then(|| Instant::now() + Duration::from_secs(30));
-    register(&config, &controller, register_deadline).await?;
+    let broker_epoch = register(&config, &controller, register_deadline).await?;
+    controller.start_fencing(Duration::from_millis(config.broker_session_timeout_ms));
+    tokio::spawn(heartbeats(
+        config.clone(),
+        controller.clone(),
+        broker.clone(),
+        broker_epoch,
+    ));
 
     let ctx = Arc::new(Ctx {
         config: config.clone(),
@@ -323,7 +331,7 @@ async fn register(
     config: &Config,
     controller: &Controller,
     deadline: Option<Instant>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i64> {
     let endpoints: Vec<Endpoint> = config
         .advertised_listeners
         .iter()
@@ -352,7 +360,7 @@ async fn register(
         match controller.propose(cmd.clone()).await {
             Ok(MetadataResponse::BrokerRegistered { broker_epoch }) => {
                 tracing::info!(broker_epoch, "registered with the controller");
-                return Ok(());
+                return Ok(broker_epoch);
             }
             Ok(other) => bail!("broker registration refused: {other:?}"),
             Err(e) if deadline.is_none_or(|d| Instant::now() < d) => {
@@ -360,6 +368,57 @@ async fn register(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => return Err(e).context("registering with the controller"),
+        }
+    }
+}
+
+/// Heartbeats to the active controller every `broker.heartbeat.interval.ms`
+/// for as long as the node runs; registers again if the controller no
+/// longer knows this incarnation.
+async fn heartbeats(
+    config: Arc<Config>,
+    controller: Controller,
+    broker: Arc<Broker>,
+    mut epoch: i64,
+) {
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(config.broker_heartbeat_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fenced = false;
+    loop {
+        tick.tick().await;
+        let hb = Heartbeat {
+            broker_id: config.node_id,
+            broker_epoch: epoch,
+            applied: broker.applied_index(),
+        };
+        match controller.heartbeat(hb).await {
+            Ok(HeartbeatReply::Ok { fenced: now_fenced }) => {
+                if now_fenced != fenced {
+                    tracing::info!(fenced = now_fenced, "broker fencing changed");
+                    fenced = now_fenced;
+                }
+            }
+            Ok(HeartbeatReply::StaleEpoch) => {
+                tracing::warn!(
+                    epoch,
+                    "the controller no longer knows this registration; registering again"
+                );
+                match register(
+                    &config,
+                    &controller,
+                    Some(Instant::now() + Duration::from_secs(10)),
+                )
+                .await
+                {
+                    Ok(e) => epoch = e,
+                    Err(e) => tracing::warn!(error = %e, "registering again failed"),
+                }
+            }
+            Ok(HeartbeatReply::NotLeader { .. }) => {
+                tracing::debug!("no controller leader for the heartbeat")
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
     }
 }

@@ -75,6 +75,11 @@ impl Broker {
             .cloned()
     }
 
+    /// The metadata log index this broker has applied.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
     pub fn progress(&self) -> watch::Receiver<u64> {
         self.progress.subscribe()
     }

@@ -32,6 +32,9 @@ pub struct BrokerRegistration {
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// Raft index of the record that last fenced it (0: never).
+    #[serde(default)]
+    pub fenced_at: u64,
 }
 
 /// One partition's replica set and leadership.
@@ -125,6 +128,7 @@ impl MetadataImage {
                         endpoints: endpoints.clone(),
                         rack: rack.clone(),
                         fenced: false,
+                        fenced_at: 0,
                     },
                 );
                 MetadataResponse::BrokerRegistered {
@@ -163,6 +167,22 @@ impl MetadataImage {
                 self.topic_ids.insert(*topic_id, name.clone());
                 MetadataResponse::TopicCreated {
                     topic_id: *topic_id,
+                }
+            }
+            MetadataCommand::FenceBroker { id, epoch }
+            | MetadataCommand::UnfenceBroker { id, epoch } => {
+                let fence = matches!(cmd, MetadataCommand::FenceBroker { .. });
+                match self.brokers.get_mut(id) {
+                    Some(b) if b.epoch == *epoch => {
+                        b.fenced = fence;
+                        if fence {
+                            b.fenced_at = index;
+                        }
+                        MetadataResponse::Ok
+                    }
+                    _ => MetadataResponse::Rejected(MetadataError::StaleBrokerEpoch(format!(
+                        "broker {id} is not registered with epoch {epoch}"
+                    ))),
                 }
             }
             MetadataCommand::AllocateProducerIds {
@@ -286,6 +306,37 @@ mod tests {
             MetadataResponse::Rejected(_)
         ));
         assert_eq!(img.topics["a"].partitions.len(), 3);
+    }
+
+    #[test]
+    fn fencing_is_guarded_by_the_broker_epoch() {
+        let mut img = MetadataImage::default();
+        let reg = MetadataCommand::RegisterBroker {
+            id: 1,
+            incarnation_id: Uuid::new_v4(),
+            endpoints: vec![],
+            rack: None,
+        };
+        img.apply(5, &reg);
+        assert_eq!(img.brokers[&1].epoch, 5);
+        assert!(matches!(
+            img.apply(6, &MetadataCommand::FenceBroker { id: 1, epoch: 4 }),
+            MetadataResponse::Rejected(MetadataError::StaleBrokerEpoch(_))
+        ));
+        assert_eq!(
+            img.apply(7, &MetadataCommand::FenceBroker { id: 1, epoch: 5 }),
+            MetadataResponse::Ok
+        );
+        assert!(img.brokers[&1].fenced && img.brokers[&1].fenced_at == 7);
+        assert_eq!(
+            img.apply(8, &MetadataCommand::UnfenceBroker { id: 1, epoch: 5 }),
+            MetadataResponse::Ok
+        );
+        assert!(!img.brokers[&1].fenced);
+        // Registering again (a restart) unfences with a new epoch.
+        img.apply(9, &MetadataCommand::FenceBroker { id: 1, epoch: 5 });
+        img.apply(10, &reg);
+        assert!(!img.brokers[&1].fenced && img.brokers[&1].epoch == 10);
     }
 
     #[test]

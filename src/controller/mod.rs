@@ -16,6 +16,7 @@
 //! * `placement`: replica placement for new topics and partitions.
 
 pub mod image;
+pub mod liveness;
 pub mod network;
 pub mod placement;
 pub mod records;
@@ -186,6 +187,8 @@ struct Inner {
     image: watch::Receiver<Arc<MetadataImage>>,
     /// Reports closed once openraft's tasks have dropped the stores.
     closed: watch::Receiver<()>,
+    /// When the leader last heard from each broker.
+    liveness: liveness::Liveness,
 }
 
 fn raft_config() -> Result<Config> {
@@ -250,8 +253,102 @@ impl Controller {
                 raft,
                 image,
                 closed,
+                liveness: liveness::Liveness::default(),
             }),
         })
+    }
+
+    /// Whether this node is the quorum leader right now.
+    pub fn is_leader(&self) -> bool {
+        self.leader_id() == Some(self.inner.node_id)
+    }
+
+    /// A broker's heartbeat: recorded on the leader, forwarded from any
+    /// other voter.
+    pub async fn heartbeat(&self, hb: liveness::Heartbeat) -> Result<liveness::HeartbeatReply> {
+        match self.heartbeat_here(&hb) {
+            liveness::HeartbeatReply::NotLeader {
+                leader: Some(leader),
+            } => {
+                let Some(node) = self.inner.voters.get(&leader) else {
+                    return Ok(liveness::HeartbeatReply::NotLeader { leader: None });
+                };
+                let mut client = self
+                    .inner
+                    .channels
+                    .client(&node.addr)
+                    .map_err(|e| Error::Unavailable(e.to_string()))?;
+                let payload =
+                    rpc::encode("heartbeat", &hb).map_err(|e| Error::Unavailable(e.to_string()))?;
+                let reply = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.broker_heartbeat(rpc::pb::Envelope { payload }),
+                )
+                .await
+                .map_err(|_| {
+                    Error::Unavailable(format!("controller {leader} did not answer a heartbeat"))
+                })?
+                .map_err(|s| {
+                    Error::Unavailable(format!("heartbeat to controller {leader}: {}", s.message()))
+                })?;
+                rpc::decode("heartbeat reply", &reply.into_inner().payload)
+                    .map_err(|e| Error::Unavailable(e.to_string()))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Records a heartbeat if this node leads; never forwards.
+    pub fn heartbeat_here(&self, hb: &liveness::Heartbeat) -> liveness::HeartbeatReply {
+        if !self.is_leader() {
+            return liveness::HeartbeatReply::NotLeader {
+                leader: self.leader_id(),
+            };
+        }
+        let image = self.image();
+        match image.brokers.get(&hb.broker_id) {
+            Some(b) if b.epoch == hb.broker_epoch => {
+                self.inner.liveness.record(hb, std::time::Instant::now());
+                liveness::HeartbeatReply::Ok { fenced: b.fenced }
+            }
+            _ => liveness::HeartbeatReply::StaleEpoch,
+        }
+    }
+
+    /// Runs the leader's fencing loop: brokers silent for longer than
+    /// `session` are fenced, and unfenced when they are back and caught up.
+    pub fn start_fencing(&self, session: Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut was_leader = false;
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if this.inner.raft.metrics().borrow().running_state.is_err() {
+                    return;
+                }
+                let leader = this.is_leader();
+                if leader && !was_leader {
+                    this.inner
+                        .liveness
+                        .reset(&this.image(), std::time::Instant::now());
+                }
+                was_leader = leader;
+                if !leader {
+                    continue;
+                }
+                for cmd in
+                    this.inner
+                        .liveness
+                        .decide(&this.image(), session, std::time::Instant::now())
+                {
+                    tracing::info!(?cmd, "broker liveness changed");
+                    if let Err(e) = this.propose(cmd).await {
+                        tracing::warn!(error = %e, "cannot record broker liveness");
+                    }
+                }
+            }
+        });
     }
 
     pub fn node_id(&self) -> u64 {

@@ -37,6 +37,16 @@ pub enum MetadataCommand {
         expected_count: usize,
         new_assignments: Vec<Vec<i32>>,
     },
+    /// The active controller stopped hearing from this registration.
+    FenceBroker {
+        id: i32,
+        epoch: i64,
+    },
+    /// The fenced registration heartbeats again and has caught up.
+    UnfenceBroker {
+        id: i32,
+        epoch: i64,
+    },
     /// Hands a broker the next block of producer ids, so that ids are
     /// unique cluster-wide without a Raft round trip per producer.
     AllocateProducerIds {
@@ -79,4 +89,6 @@ pub enum MetadataError {
     InvalidReplicationFactor(String),
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("{0}")]
+    StaleBrokerEpoch(String),
 }

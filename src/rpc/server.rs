@@ -10,7 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::pb::controller_server::{Controller as ControllerRpc, ControllerServer};
-use super::pb::{ProposeReply, ProposeRequest, RaftReply, RaftRequest};
+use super::pb::{Envelope, ProposeReply, ProposeRequest, RaftReply, RaftRequest};
 use super::{decode, encode, MAX_MESSAGE_BYTES};
 use crate::controller::records::MetadataCommand;
 use crate::controller::{Controller, TypeConfig};
@@ -66,6 +66,18 @@ impl ControllerRpc for Service {
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode("InstallSnapshot request", &request.into_inner().payload)?;
         raft_reply(&self.controller.raft().install_snapshot(rpc).await)
+    }
+
+    async fn broker_heartbeat(
+        &self,
+        request: Request<Envelope>,
+    ) -> Result<Response<Envelope>, Status> {
+        let hb: crate::controller::liveness::Heartbeat =
+            decode("heartbeat", &request.into_inner().payload)?;
+        let reply = self.controller.heartbeat_here(&hb);
+        Ok(Response::new(Envelope {
+            payload: encode("heartbeat reply", &reply)?,
+        }))
     }
 
     async fn propose(

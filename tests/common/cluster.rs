@@ -188,6 +188,9 @@ impl Cluster {
             ),
             format!("controller.quorum.voters={}", self.voters),
             format!("log.dirs={}", n.dir.join("data").display()),
+            // Short sessions so that fencing tests take seconds.
+            "broker.heartbeat.interval.ms=300".to_string(),
+            "broker.session.timeout.ms=3000".to_string(),
         ] {
             cmd.arg("--override").arg(kv);
         }
@@ -251,6 +254,23 @@ impl Cluster {
     }
 
     /// SIGKILL node `id`: no chance to flush or say goodbye.
+    /// Sends `sig` (e.g. "STOP", "CONT") to node `id`'s process.
+    pub fn signal(&mut self, id: i32, sig: &str) {
+        let pid = self
+            .node_mut(id)
+            .child
+            .as_ref()
+            .map(Child::id)
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        step!("SIG{sig} node {id} (pid {pid})");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {pid} failed");
+    }
+
     pub fn kill9(&mut self, id: i32) {
         let n = self.node_mut(id);
         if let Some(mut c) = n.child.take() {

@@ -50,6 +50,7 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        MetadataError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
     }
 }
 
