@@ -355,3 +355,96 @@ fn a_silent_broker_is_fenced_and_comes_back() {
         );
     }
 }
+
+#[test]
+fn replication_factor_three_spreads_replicas_and_balances_leaders() {
+    let c = Cluster::start(3);
+    agreed_controller(&c, &[1, 2, 3]);
+    let bootstrap = c.node(2).bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin client");
+    let created = block_on(admin.create_topics(
+        &[NewTopic::new("spread", 6, TopicReplication::Fixed(3))],
+        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+    ))
+    .expect("CreateTopics");
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    // More replicas than live brokers is refused.
+    let too_many = block_on(admin.create_topics(
+        &[NewTopic::new("too-wide", 1, TopicReplication::Fixed(4))],
+        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+    ))
+    .expect("CreateTopics");
+    assert!(
+        matches!(
+            &too_many[0],
+            Err((
+                _,
+                rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor
+            ))
+        ),
+        "{too_many:?}"
+    );
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("client");
+    let md = consumer
+        .fetch_metadata(Some("spread"), TIMEOUT)
+        .expect("metadata");
+    let topic = &md.topics()[0];
+    assert_eq!(topic.partitions().len(), 6);
+    let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
+    for p in topic.partitions() {
+        let mut replicas = p.replicas().to_vec();
+        step!(
+            "partition {}: leader {}, replicas {:?}",
+            p.id(),
+            p.leader(),
+            replicas
+        );
+        replicas.sort_unstable();
+        assert_eq!(replicas, vec![1, 2, 3], "partition {} replicas", p.id());
+        assert_eq!(p.leader(), p.replicas()[0], "the preferred replica leads");
+        *leaders.entry(p.leader()).or_default() += 1;
+    }
+    assert_eq!(
+        leaders,
+        BTreeMap::from([(1, 2), (2, 2), (3, 2)]),
+        "leaders per broker"
+    );
+}
+
+#[test]
+fn sigterm_is_a_controlled_shutdown() {
+    let mut c = Cluster::start(3);
+    let controller = agreed_controller(&c, &[1, 2, 3]);
+    let victim = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != controller)
+        .expect("a follower");
+    c.signal(victim, "TERM");
+    eventually(TIMEOUT, "the stopped node to exit", || {
+        (!c.node_mut_running(victim)).then_some(())
+    });
+    let log = c.node(victim).log_tail(40);
+    assert!(
+        log.contains("fenced by the controller for shutdown"),
+        "{log}"
+    );
+    assert!(log.contains("shut down cleanly"), "{log}");
+    eventually(TIMEOUT, "the stopped broker to leave Metadata", || {
+        brokers_seen_by(&c, controller)
+            .filter(|b| !b.contains(&victim))
+            .map(|_| ())
+    });
+    c.restart(victim);
+    eventually(TIMEOUT, "the restarted broker to return", || {
+        brokers_seen_by(&c, controller)
+            .filter(|b| b.contains(&victim))
+            .map(|_| ())
+    });
+}

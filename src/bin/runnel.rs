@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -224,13 +225,15 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // A node of a quorum waits for the quorum as long as it takes, like a
     // Kafka broker waiting for its controllers.
     let register_deadline = single.then(|| Instant::now() + Duration::from_secs(30));
-    let broker_epoch = register(&config, &controller, register_deadline).await?;
+    let broker_epoch = Arc::new(AtomicI64::new(
+        register(&config, &controller, register_deadline).await?,
+    ));
     controller.start_fencing(Duration::from_millis(config.broker_session_timeout_ms));
     tokio::spawn(heartbeats(
         config.clone(),
         controller.clone(),
         broker.clone(),
-        broker_epoch,
+        broker_epoch.clone(),
     ));
 
     let ctx = Arc::new(Ctx {
@@ -261,6 +264,19 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down");
+    // Controlled shutdown: tell the controller first, so that this broker
+    // is fenced (and its partitions can move) before it goes.
+    let fence = MetadataCommand::FenceBroker {
+        id: config.node_id,
+        epoch: broker_epoch.load(Ordering::Acquire),
+    };
+    match tokio::time::timeout(Duration::from_secs(5), controller.propose(fence)).await {
+        Ok(Ok(_)) => tracing::info!("fenced by the controller for shutdown"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "controlled shutdown: could not reach the controller")
+        }
+        Err(_) => tracing::warn!("controlled shutdown: the controller did not answer within 5 s"),
+    }
     let _ = stop.send(());
     for l in listeners {
         let _ = l.await;
@@ -379,8 +395,9 @@ async fn heartbeats(
     config: Arc<Config>,
     controller: Controller,
     broker: Arc<Broker>,
-    mut epoch: i64,
+    shared_epoch: Arc<AtomicI64>,
 ) {
+    let mut epoch = shared_epoch.load(Ordering::Acquire);
     let mut tick =
         tokio::time::interval(Duration::from_millis(config.broker_heartbeat_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -411,7 +428,10 @@ async fn heartbeats(
                 )
                 .await
                 {
-                    Ok(e) => epoch = e,
+                    Ok(e) => {
+                        epoch = e;
+                        shared_epoch.store(e, Ordering::Release);
+                    }
                     Err(e) => tracing::warn!(error = %e, "registering again failed"),
                 }
             }

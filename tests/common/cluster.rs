@@ -254,6 +254,11 @@ impl Cluster {
     }
 
     /// SIGKILL node `id`: no chance to flush or say goodbye.
+    /// Whether node `id`'s process is still running.
+    pub fn node_mut_running(&mut self, id: i32) -> bool {
+        self.node_mut(id).is_running()
+    }
+
     /// Sends `sig` (e.g. "STOP", "CONT") to node `id`'s process.
     pub fn signal(&mut self, id: i32, sig: &str) {
         let pid = self
