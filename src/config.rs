@@ -109,6 +109,8 @@ pub struct Config {
     pub rack: Option<String>,
     pub metrics_listener: Option<SocketAddr>,
     pub cluster_id: Option<String>,
+    /// How long a new group waits for more members before its first rebalance.
+    pub group_initial_rebalance_delay_ms: u64,
     /// Every key as given (after overrides), for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -127,7 +129,6 @@ pub const ACCEPTED_NO_EFFECT: &[&str] = &[
     "transaction.state.log.min.isr",
     "log.retention.check.interval.ms",
     "log.cleaner.enable",
-    "group.initial.rebalance.delay.ms",
     "inter.broker.listener.name",
     "log.flush.interval.ms",
     "queued.max.requests",
@@ -173,6 +174,7 @@ const KNOWN: &[(&str, &str)] = &[
     ("cluster.id", ""),
     ("broker.heartbeat.interval.ms", "2000"),
     ("broker.session.timeout.ms", "9000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
 ];
 
 /// Parses Java `.properties` text: `key=value`, `key: value` or `key value`,
@@ -535,6 +537,7 @@ impl Config {
             rack: nonempty("broker.rack"),
             metrics_listener,
             cluster_id: nonempty("cluster.id"),
+            group_initial_rebalance_delay_ms: p.num("group.initial.rebalance.delay.ms", 0)?,
             raw: given,
         })
     }
