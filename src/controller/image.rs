@@ -401,13 +401,14 @@ mod tests {
 
     #[test]
     fn group_offset_commands_table() {
-        // (command, expected response, expected (topic, partition, offset) of group g after)
         let mut img = MetadataImage::default();
         let del = |parts: &[(&str, i32)]| MetadataCommand::DeleteOffsets {
             group: "g".into(),
             partitions: parts.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
         };
-        let cases: Vec<(MetadataCommand, bool, Vec<(&str, i32, i64)>)> = vec![
+        // (command, accepted, group g's (topic, partition, offset) after)
+        type Case = (MetadataCommand, bool, Vec<(&'static str, i32, i64)>);
+        let cases: Vec<Case> = vec![
             (commit("g", "t", 0, 5), true, vec![("t", 0, 5)]),
             (commit("g", "t", 1, 7), true, vec![("t", 0, 5), ("t", 1, 7)]),
             // A later commit replaces, whatever its value.
