@@ -259,3 +259,258 @@ fn group_shares_partitions_takes_over_and_offsets_survive_kill9() {
     );
     assert_eq!(committed(&node, "g1"), BTreeMap::from([(0, 15), (1, 15)]));
 }
+
+/// One member through every group API over the raw wire protocol, at the
+/// lowest and at the highest version served, so that both the request
+/// decoding and the version-strict response encoding are exercised.
+#[test]
+fn every_group_api_at_its_lowest_and_highest_version() {
+    use common::RawConn;
+    use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    let s = |x: &str| StrBytes::from_string(x.to_string());
+    let node = Node::start(&[
+        ("num.partitions", "2"),
+        ("group.initial.rebalance.delay.ms", "0"),
+    ]);
+    let res = block_on(admin(&node).create_topics(
+        &[NewTopic::new(TOPIC, 2, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+    ))
+    .expect("CreateTopics");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let mut c = RawConn::connect(&node.bootstrap()).expect("connect");
+    let mut cid = 0;
+    let mut next = || {
+        cid += 1;
+        cid
+    };
+    // (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, OffsetCommit,
+    //  OffsetFetch, DescribeGroups, ListGroups, LeaveGroup, DeleteGroups)
+    for (lo, v) in [
+        (true, [0, 0, 0, 0, 2, 1, 0, 0, 0, 0]),
+        (false, [6, 9, 5, 4, 9, 9, 5, 5, 5, 2]),
+    ] {
+        let group = if lo { "raw-lo" } else { "raw-hi" };
+        step!("{group}: versions {v:?}");
+
+        let mut fc = FindCoordinatorRequest::default();
+        if v[0] >= 4 {
+            fc.coordinator_keys = vec![s(group)];
+        } else {
+            fc.key = s(group);
+        }
+        let r = c.roundtrip(v[0], next(), &fc).expect("FindCoordinator");
+        let (node_id, port) = match r.coordinators.first() {
+            Some(k) => (k.node_id.0, k.port),
+            None => (r.node_id.0, r.port),
+        };
+        assert_eq!((node_id, port), (1, i32::from(node.port())));
+
+        let mut join = JoinGroupRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_session_timeout_ms(10_000)
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(bytes::Bytes::from_static(b"sub"))]);
+        if v[1] >= 1 {
+            join.rebalance_timeout_ms = 10_000;
+        }
+        let mut r = c.roundtrip(v[1], next(), &join).expect("JoinGroup");
+        if v[1] >= 4 {
+            assert_eq!(r.error_code, 79, "MEMBER_ID_REQUIRED");
+            join.member_id = r.member_id.clone();
+            r = c.roundtrip(v[1], next(), &join).expect("JoinGroup again");
+        }
+        assert_eq!(r.error_code, 0);
+        let member = r.member_id.clone();
+        assert_eq!((r.generation_id, &r.leader), (1, &member));
+        assert_eq!(r.members.len(), 1);
+        assert_eq!(r.members[0].metadata.as_ref(), b"sub");
+
+        let mut sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_generation_id(1)
+            .with_member_id(member.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(member.clone())
+                .with_assignment(bytes::Bytes::from_static(b"A"))]);
+        if v[2] >= 5 {
+            sync.protocol_type = Some(s("consumer"));
+            sync.protocol_name = Some(s("range"));
+        }
+        let r = c.roundtrip(v[2], next(), &sync).expect("SyncGroup");
+        assert_eq!((r.error_code, r.assignment.as_ref()), (0, &b"A"[..]));
+
+        let hb = |generation| {
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_generation_id(generation)
+                .with_member_id(member.clone())
+        };
+        let r = c.roundtrip(v[3], next(), &hb(1)).expect("Heartbeat");
+        assert_eq!(r.error_code, 0);
+        let r = c.roundtrip(v[3], next(), &hb(0)).expect("Heartbeat");
+        assert_eq!(r.error_code, 22, "ILLEGAL_GENERATION");
+
+        let commit = |topic: &str, generation: i32| {
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_generation_id_or_member_epoch(generation)
+                .with_member_id(member.clone())
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partitions(
+                        (0..2)
+                            .map(|p| {
+                                OffsetCommitRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(7 + i64::from(p))
+                                    .with_committed_metadata(Some(s("m")))
+                            })
+                            .collect(),
+                    )])
+        };
+        let codes = |r: &OffsetCommitResponse| -> Vec<i16> {
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect()
+        };
+        let r = c
+            .roundtrip(v[4], next(), &commit(TOPIC, 1))
+            .expect("OffsetCommit");
+        assert_eq!(codes(&r), vec![0, 0]);
+        let r = c
+            .roundtrip(v[4], next(), &commit(TOPIC, 5))
+            .expect("OffsetCommit");
+        assert_eq!(codes(&r), vec![22, 22], "ILLEGAL_GENERATION");
+        let r = c
+            .roundtrip(v[4], next(), &commit("nope", 1))
+            .expect("OffsetCommit");
+        assert_eq!(codes(&r), vec![3, 3], "UNKNOWN_TOPIC_OR_PARTITION");
+
+        let fetch = if v[5] >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(TopicName(s(TOPIC)))
+                    .with_partition_indexes(vec![0, 1])]))])
+        } else {
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(TOPIC)))
+                    .with_partition_indexes(vec![0, 1])]))
+        };
+        let fetched = |c: &mut RawConn, cid| -> Vec<(i64, String)> {
+            let r = c.roundtrip(v[5], cid, &fetch).expect("OffsetFetch");
+            let parts: Vec<(i64, String)> = if v[5] >= 8 {
+                r.groups[0].topics[0]
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.committed_offset,
+                            p.metadata.as_deref().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            } else {
+                r.topics[0]
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.committed_offset,
+                            p.metadata.as_deref().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            };
+            parts
+        };
+        assert_eq!(
+            fetched(&mut c, next()),
+            vec![(7, "m".to_string()), (8, "m".to_string())]
+        );
+
+        let r = c
+            .roundtrip(
+                v[6],
+                next(),
+                &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]),
+            )
+            .expect("DescribeGroups");
+        let d = &r.groups[0];
+        assert_eq!((d.error_code, d.group_state.as_str()), (0, "Stable"));
+        assert_eq!(
+            (d.protocol_type.as_str(), d.protocol_data.as_str()),
+            ("consumer", "range")
+        );
+        assert_eq!(d.members[0].member_assignment.as_ref(), b"A");
+
+        let r = c
+            .roundtrip(v[7], next(), &ListGroupsRequest::default())
+            .expect("ListGroups");
+        assert!(
+            r.groups.iter().any(|g| g.group_id.0.as_str() == group),
+            "{r:?}"
+        );
+
+        let mut leave = LeaveGroupRequest::default().with_group_id(GroupId(s(group)));
+        if v[8] >= 3 {
+            leave.members = vec![MemberIdentity::default().with_member_id(member.clone())];
+        } else {
+            leave.member_id = member.clone();
+        }
+        let r = c.roundtrip(v[8], next(), &leave).expect("LeaveGroup");
+        assert_eq!(r.error_code, 0);
+        assert!(r.members.iter().all(|m| m.error_code == 0));
+
+        let r = c
+            .roundtrip(
+                0,
+                next(),
+                &OffsetDeleteRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_topics(vec![OffsetDeleteRequestTopic::default()
+                        .with_name(TopicName(s(TOPIC)))
+                        .with_partitions(vec![
+                            OffsetDeleteRequestPartition::default().with_partition_index(1)
+                        ])]),
+            )
+            .expect("OffsetDelete");
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        assert_eq!(
+            fetched(&mut c, next()),
+            vec![(7, "m".to_string()), (-1, String::new())]
+        );
+
+        let del = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(group))]);
+        let r = c.roundtrip(v[9], next(), &del).expect("DeleteGroups");
+        assert_eq!(r.results[0].error_code, 0);
+        let r = c.roundtrip(v[9], next(), &del).expect("DeleteGroups");
+        assert_eq!(r.results[0].error_code, 69, "GROUP_ID_NOT_FOUND");
+        assert_eq!(
+            fetched(&mut c, next()),
+            vec![(-1, String::new()), (-1, String::new())]
+        );
+    }
+}
