@@ -111,6 +111,8 @@ pub struct Config {
     pub cluster_id: Option<String>,
     pub broker_heartbeat_interval_ms: u64,
     pub broker_session_timeout_ms: u64,
+    /// How long a new group waits for more members before its first rebalance.
+    pub group_initial_rebalance_delay_ms: u64,
     /// Every key as given (after overrides), for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -129,7 +131,6 @@ pub const ACCEPTED_NO_EFFECT: &[&str] = &[
     "transaction.state.log.min.isr",
     "log.retention.check.interval.ms",
     "log.cleaner.enable",
-    "group.initial.rebalance.delay.ms",
     "inter.broker.listener.name",
     "log.flush.interval.ms",
     "queued.max.requests",
@@ -175,6 +176,7 @@ const KNOWN: &[(&str, &str)] = &[
     ("cluster.id", ""),
     ("broker.heartbeat.interval.ms", "2000"),
     ("broker.session.timeout.ms", "9000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
 ];
 
 /// Parses Java `.properties` text: `key=value`, `key: value` or `key value`,
@@ -539,6 +541,7 @@ impl Config {
             cluster_id: nonempty("cluster.id"),
             broker_heartbeat_interval_ms: p.num("broker.heartbeat.interval.ms", 10)?,
             broker_session_timeout_ms: p.num("broker.session.timeout.ms", 100)?,
+            group_initial_rebalance_delay_ms: p.num("group.initial.rebalance.delay.ms", 0)?,
             raw: given,
         })
     }

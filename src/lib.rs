@@ -9,6 +9,7 @@ pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod controller;
+pub mod group;
 pub mod log;
 pub mod metrics;
 pub mod protocol;

@@ -240,6 +240,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         config: config.clone(),
         broker: broker.clone(),
         controller: controller.clone(),
+        groups: runnel::group::Coordinator::start(config.group_initial_rebalance_delay_ms),
     });
     let (stop, _) = tokio::sync::broadcast::channel(1);
     let mut listeners = Vec::new();

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::records::{MetadataCommand, MetadataError, MetadataResponse};
+use super::records::{MetadataCommand, MetadataError, MetadataResponse, OffsetCommit};
 
 /// A listener a broker advertises to clients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +68,32 @@ pub struct MetadataImage {
     /// The first producer id not yet handed out.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Committed consumer-group offsets by group id.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupOffsets>,
+}
+
+/// A group's committed offsets: topic, then partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffsets {
+    /// The generation of the last commit (-1 for simple commits).
+    pub generation: i32,
+    pub offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    /// Log index of the commit, a stand-in for Kafka's commit timestamp.
+    pub committed_at: u64,
+}
+
+impl GroupOffsets {
+    pub fn get(&self, topic: &str, partition: i32) -> Option<&CommittedOffset> {
+        self.offsets.get(topic).and_then(|p| p.get(&partition))
+    }
 }
 
 /// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not "." or "..".
@@ -232,6 +258,52 @@ impl MetadataImage {
                     .extend(new_assignments.iter().map(|r| new_partition(r)));
                 MetadataResponse::Ok
             }
+            MetadataCommand::CommitOffsets {
+                group,
+                generation,
+                member: _,
+                offsets,
+            } => {
+                let g = self.groups.entry(group.clone()).or_default();
+                g.generation = *generation;
+                for OffsetCommit {
+                    topic,
+                    partition,
+                    offset,
+                    leader_epoch,
+                    metadata,
+                } in offsets
+                {
+                    g.offsets.entry(topic.clone()).or_default().insert(
+                        *partition,
+                        CommittedOffset {
+                            offset: *offset,
+                            leader_epoch: *leader_epoch,
+                            metadata: metadata.clone(),
+                            committed_at: index,
+                        },
+                    );
+                }
+                MetadataResponse::Ok
+            }
+            MetadataCommand::DeleteGroup { group } => match self.groups.remove(group) {
+                Some(_) => MetadataResponse::Ok,
+                None => MetadataResponse::Rejected(MetadataError::UnknownGroup(group.clone())),
+            },
+            MetadataCommand::DeleteOffsets { group, partitions } => {
+                let Some(g) = self.groups.get_mut(group) else {
+                    return MetadataResponse::Rejected(MetadataError::UnknownGroup(group.clone()));
+                };
+                for (topic, partition) in partitions {
+                    if let Some(parts) = g.offsets.get_mut(topic) {
+                        parts.remove(partition);
+                        if parts.is_empty() {
+                            g.offsets.remove(topic);
+                        }
+                    }
+                }
+                MetadataResponse::Ok
+            }
         }
     }
 }
@@ -361,6 +433,80 @@ mod tests {
             }
         );
         assert_eq!(img.next_producer_id, 2000);
+    }
+
+    fn commit(group: &str, topic: &str, partition: i32, offset: i64) -> MetadataCommand {
+        MetadataCommand::CommitOffsets {
+            group: group.into(),
+            generation: 3,
+            member: "m".into(),
+            offsets: vec![OffsetCommit {
+                topic: topic.into(),
+                partition,
+                offset,
+                leader_epoch: -1,
+                metadata: Some("meta".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn group_offset_commands_table() {
+        let mut img = MetadataImage::default();
+        let del = |parts: &[(&str, i32)]| MetadataCommand::DeleteOffsets {
+            group: "g".into(),
+            partitions: parts.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
+        };
+        // (command, accepted, group g's (topic, partition, offset) after)
+        type Case = (MetadataCommand, bool, Vec<(&'static str, i32, i64)>);
+        let cases: Vec<Case> = vec![
+            (commit("g", "t", 0, 5), true, vec![("t", 0, 5)]),
+            (commit("g", "t", 1, 7), true, vec![("t", 0, 5), ("t", 1, 7)]),
+            // A later commit replaces, whatever its value.
+            (commit("g", "t", 0, 2), true, vec![("t", 0, 2), ("t", 1, 7)]),
+            (commit("h", "t", 0, 9), true, vec![("t", 0, 2), ("t", 1, 7)]),
+            (del(&[("t", 0), ("u", 3)]), true, vec![("t", 1, 7)]),
+            (
+                MetadataCommand::DeleteGroup { group: "g".into() },
+                true,
+                vec![],
+            ),
+            (
+                MetadataCommand::DeleteGroup { group: "g".into() },
+                false,
+                vec![],
+            ),
+            (del(&[("t", 1)]), false, vec![]),
+        ];
+        for (i, (cmd, ok, want)) in cases.into_iter().enumerate() {
+            let resp = img.apply(i as u64 + 1, &cmd);
+            assert_eq!(resp == MetadataResponse::Ok, ok, "{cmd:?} -> {resp:?}");
+            let mut have = Vec::new();
+            if let Some(g) = img.groups.get("g") {
+                for (t, parts) in &g.offsets {
+                    for (p, o) in parts {
+                        have.push((t.as_str(), *p, o.offset));
+                    }
+                }
+            }
+            assert_eq!(have, want, "after {cmd:?}");
+        }
+        assert_eq!(img.groups["h"].get("t", 0).map(|o| o.offset), Some(9));
+        assert_eq!(
+            img.groups["h"].get("t", 0).and_then(|o| o.metadata.clone()),
+            Some("meta".into())
+        );
+    }
+
+    #[test]
+    fn old_images_without_groups_still_load() {
+        let mut img = MetadataImage::default();
+        img.apply(1, &create("a", 1));
+        let mut json: serde_json::Value = serde_json::to_value(&img).expect("to json");
+        json.as_object_mut().expect("object").remove("groups");
+        let back: MetadataImage = serde_json::from_value(json).expect("old layout loads");
+        assert!(back.groups.is_empty());
+        assert_eq!(back.topics.len(), 1);
     }
 
     #[test]

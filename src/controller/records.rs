@@ -53,6 +53,35 @@ pub enum MetadataCommand {
         broker_id: i32,
         count: i64,
     },
+    /// Committed consumer offsets of one group, as validated by its
+    /// coordinator (member and generation are kept for the record; a
+    /// generation of -1 with no member is a simple, `assign()`-style commit).
+    CommitOffsets {
+        group: String,
+        generation: i32,
+        member: String,
+        offsets: Vec<OffsetCommit>,
+    },
+    /// Forgets a group's committed offsets (DeleteGroups).
+    DeleteGroup {
+        group: String,
+    },
+    /// Forgets some of a group's committed offsets (OffsetDelete).
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+/// One partition's committed position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// -1 when the client did not say.
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,4 +120,6 @@ pub enum MetadataError {
     InvalidConfig(String),
     #[error("{0}")]
     StaleBrokerEpoch(String),
+    #[error("group {0} does not exist")]
+    UnknownGroup(String),
 }

@@ -28,6 +28,17 @@ pub const ROUTES: &[(ApiKey, Handler)] = &[
     (ApiKey::DescribeCluster, handlers::describe_cluster::handle),
     (ApiKey::InitProducerId, handlers::init_producer_id::handle),
     (ApiKey::DescribeQuorum, handlers::describe_quorum::handle),
+    (ApiKey::FindCoordinator, handlers::find_coordinator::handle),
+    (ApiKey::JoinGroup, handlers::join_group::handle),
+    (ApiKey::SyncGroup, handlers::sync_group::handle),
+    (ApiKey::Heartbeat, handlers::heartbeat::handle),
+    (ApiKey::LeaveGroup, handlers::leave_group::handle),
+    (ApiKey::OffsetCommit, handlers::offset_commit::handle),
+    (ApiKey::OffsetFetch, handlers::offset_fetch::handle),
+    (ApiKey::ListGroups, handlers::list_groups::handle),
+    (ApiKey::DescribeGroups, handlers::describe_groups::handle),
+    (ApiKey::DeleteGroups, handlers::delete_groups::handle),
+    (ApiKey::OffsetDelete, handlers::offset_delete::handle),
 ];
 
 pub async fn handle(ctx: Arc<Ctx>, req: Request) -> Reply {

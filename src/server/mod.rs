@@ -32,6 +32,7 @@ pub struct Ctx {
     pub config: Arc<Config>,
     pub broker: Arc<Broker>,
     pub controller: Controller,
+    pub groups: Arc<crate::group::Coordinator>,
 }
 
 /// A handler's answer. `Later` runs in the background after the handler's

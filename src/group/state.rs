@@ -1,0 +1,677 @@
+//! One classic consumer group's state machine (Empty, PreparingRebalance,
+//! CompletingRebalance, Stable, Dead), as in Kafka's `GroupMetadata`.
+//!
+//! Every transition takes the current time as an argument, so the machine
+//! is driven by tests with a fake clock and by the coordinator's ticker with
+//! the real one. Requests that must wait (JoinGroup until the rebalance
+//! completes, SyncGroup until the leader assigns) leave a oneshot sender in
+//! their member; the transition that unblocks them answers through it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+/// Why a group request failed; the server maps these to Kafka error codes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    #[error("unknown member id")]
+    UnknownMemberId,
+    #[error("illegal generation")]
+    IllegalGeneration,
+    #[error("rebalance in progress")]
+    RebalanceInProgress,
+    /// KIP-394: rejoin with this member id.
+    #[error("member id required: rejoin as {0}")]
+    MemberIdRequired(String),
+    #[error("inconsistent group protocol")]
+    InconsistentGroupProtocol,
+    #[error("coordinator not available")]
+    CoordinatorNotAvailable,
+    #[error("group is not empty")]
+    NonEmptyGroup,
+    #[error("group id not found")]
+    GroupIdNotFound,
+    #[error("static member fenced by a newer instance")]
+    FencedInstanceId,
+    #[error("group is subscribed to the topic")]
+    GroupSubscribedToTopic,
+}
+
+pub type Result<T, E = GroupError> = std::result::Result<T, E>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    /// The names Kafka uses in DescribeGroups and ListGroups.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+/// A JoinGroup request, decoded.
+#[derive(Clone, Debug)]
+pub struct JoinRequest {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    /// (name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+ (KIP-394): a new member first gets its id, then rejoins.
+    pub require_known_member_id: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinResult {
+    pub generation: i32,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub leader: String,
+    pub member_id: String,
+    /// Only the leader gets the members (with their metadata) to assign.
+    pub members: Vec<MemberInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncResult {
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub assignment: Bytes,
+}
+
+pub type JoinReply = Result<JoinResult>;
+pub type SyncReply = Result<SyncResult>;
+
+/// One member as DescribeGroups shows it.
+#[derive(Clone, Debug)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+#[derive(Clone, Debug)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Debug)]
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_seen: Instant,
+    join_waiter: Option<oneshot::Sender<JoinReply>>,
+    sync_waiter: Option<oneshot::Sender<SyncReply>>,
+}
+
+impl Member {
+    fn awaiting_join(&self) -> bool {
+        self.join_waiter.as_ref().is_some_and(|w| !w.is_closed())
+    }
+    fn awaiting_sync(&self) -> bool {
+        self.sync_waiter.as_ref().is_some_and(|w| !w.is_closed())
+    }
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// KIP-394 ids handed out and not yet used, with their expiry.
+    pending: HashMap<String, Instant>,
+    rebalance_deadline: Option<Instant>,
+    /// While set, a new group's first rebalance waits for more members.
+    initial_delay_until: Option<Instant>,
+    initial_delay: Duration,
+}
+
+impl Group {
+    pub fn new(initial_delay: Duration) -> Group {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashMap::new(),
+            rebalance_deadline: None,
+            initial_delay_until: None,
+            initial_delay,
+        }
+    }
+
+    pub fn state(&self) -> GroupState {
+        self.state
+    }
+    pub fn generation(&self) -> i32 {
+        self.generation
+    }
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+    pub fn protocol_type(&self) -> &str {
+        self.protocol_type.as_deref().unwrap_or("")
+    }
+
+    /// Protocols every current member except `except` supports.
+    fn common_protocols(&self, except: &str) -> Option<Vec<String>> {
+        let mut it = self.members.iter().filter(|(id, _)| id.as_str() != except);
+        let (_, first) = it.next()?;
+        let mut common: Vec<String> = first.protocols.iter().map(|(n, _)| n.clone()).collect();
+        for (_, m) in it {
+            common.retain(|p| m.protocols.iter().any(|(n, _)| n == p));
+        }
+        Some(common)
+    }
+
+    /// JoinGroup. The answer goes through `tx`, now or when the rebalance
+    /// completes.
+    pub fn join(&mut self, req: JoinRequest, now: Instant, tx: oneshot::Sender<JoinReply>) {
+        if let Err(e) = self.try_join(req, now, tx) {
+            // try_join only fails before it stored the sender.
+            let (tx, e) = *e;
+            let _ = tx.send(Err(e));
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn try_join(
+        &mut self,
+        req: JoinRequest,
+        now: Instant,
+        tx: oneshot::Sender<JoinReply>,
+    ) -> Result<(), Box<(oneshot::Sender<JoinReply>, GroupError)>> {
+        let fail = |tx, e| Err(Box::new((tx, e)));
+        if self.state == GroupState::Dead {
+            return fail(tx, GroupError::CoordinatorNotAvailable);
+        }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return fail(tx, GroupError::InconsistentGroupProtocol);
+        }
+        if !self.members.is_empty() {
+            if self.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
+                return fail(tx, GroupError::InconsistentGroupProtocol);
+            }
+            if let Some(common) = self.common_protocols(&req.member_id) {
+                if !req.protocols.iter().any(|(n, _)| common.contains(n)) {
+                    return fail(tx, GroupError::InconsistentGroupProtocol);
+                }
+            }
+        }
+        let mut id = req.member_id.clone();
+        if id.is_empty() {
+            id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
+            if let Some(inst) = &req.instance_id {
+                // KIP-345: a static member rejoining under a new id replaces
+                // its old incarnation, which is fenced.
+                let old = self
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.instance_id.as_ref() == Some(inst))
+                    .map(|(k, _)| k.clone());
+                if let Some(old) = old {
+                    if let Some(mut m) = self.members.remove(&old) {
+                        if let Some(w) = m.join_waiter.take() {
+                            let _ = w.send(Err(GroupError::FencedInstanceId));
+                        }
+                        if let Some(w) = m.sync_waiter.take() {
+                            let _ = w.send(Err(GroupError::FencedInstanceId));
+                        }
+                    }
+                    if self.leader.as_deref() == Some(old.as_str()) {
+                        self.leader = Some(id.clone());
+                    }
+                }
+            } else if req.require_known_member_id {
+                self.pending.insert(id.clone(), now + req.session_timeout);
+                return fail(tx, GroupError::MemberIdRequired(id));
+            }
+        } else if !self.members.contains_key(&id) && self.pending.remove(&id).is_none() {
+            return fail(tx, GroupError::UnknownMemberId);
+        } else if let (Some(inst), Some(m)) = (&req.instance_id, self.members.get(&id)) {
+            if m.instance_id.as_ref() != Some(inst) {
+                return fail(tx, GroupError::FencedInstanceId);
+            }
+        }
+        if self.members.is_empty() {
+            self.protocol_type = Some(req.protocol_type.clone());
+        }
+        let new = !self.members.contains_key(&id);
+        let member = Member {
+            instance_id: req.instance_id,
+            client_id: req.client_id,
+            client_host: req.client_host,
+            session_timeout: req.session_timeout,
+            rebalance_timeout: req.rebalance_timeout,
+            protocols: req.protocols,
+            assignment: Bytes::new(),
+            last_seen: now,
+            join_waiter: Some(tx),
+            sync_waiter: None,
+        };
+        self.members.insert(id, member);
+        match self.state {
+            GroupState::PreparingRebalance => {
+                if new {
+                    if let (Some(until), Some(deadline)) =
+                        (self.initial_delay_until, self.rebalance_deadline)
+                    {
+                        // Kafka's InitialDelayedJoin: every newcomer extends
+                        // the wait, up to the rebalance timeout.
+                        self.initial_delay_until =
+                            Some((now + self.initial_delay).min(deadline).max(until));
+                    }
+                }
+            }
+            _ => self.prepare_rebalance(now),
+        }
+        self.maybe_complete_join(now);
+        Ok(())
+    }
+
+    fn prepare_rebalance(&mut self, now: Instant) {
+        if self.state == GroupState::CompletingRebalance {
+            for m in self.members.values_mut() {
+                if let Some(w) = m.sync_waiter.take() {
+                    let _ = w.send(Err(GroupError::RebalanceInProgress));
+                }
+            }
+        }
+        let was_empty = self.state == GroupState::Empty;
+        self.state = GroupState::PreparingRebalance;
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        let deadline = now + timeout;
+        self.rebalance_deadline = Some(deadline);
+        self.initial_delay_until = (was_empty && !self.initial_delay.is_zero())
+            .then(|| (now + self.initial_delay).min(deadline));
+    }
+
+    /// Ends the join phase once every member rejoined (and a new group's
+    /// initial delay passed), or at the rebalance deadline, dropping the
+    /// members that did not rejoin.
+    fn maybe_complete_join(&mut self, now: Instant) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = self.members.values().all(Member::awaiting_join);
+        let delay_over = self.initial_delay_until.is_none_or(|t| now >= t);
+        let deadline_over = self.rebalance_deadline.is_some_and(|d| now >= d);
+        if !(all_joined && delay_over || deadline_over) {
+            return;
+        }
+        self.members.retain(|_, m| m.awaiting_join());
+        self.generation += 1;
+        self.rebalance_deadline = None;
+        self.initial_delay_until = None;
+        if self
+            .leader
+            .as_ref()
+            .is_some_and(|l| !self.members.contains_key(l))
+        {
+            self.leader = None;
+        }
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            return;
+        }
+        let protocol = self.select_protocol();
+        let leader = match &self.leader {
+            Some(l) => l.clone(),
+            None => self.members.keys().next().cloned().unwrap_or_default(),
+        };
+        self.leader = Some(leader.clone());
+        self.protocol = Some(protocol.clone());
+        self.state = GroupState::CompletingRebalance;
+        let protocol_type = self.protocol_type().to_string();
+        let all: Vec<MemberInfo> = self
+            .members
+            .iter()
+            .map(|(id, m)| MemberInfo {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m.metadata_for(&protocol),
+            })
+            .collect();
+        for (id, m) in self.members.iter_mut() {
+            m.last_seen = now;
+            m.assignment = Bytes::new();
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(Ok(JoinResult {
+                    generation: self.generation,
+                    protocol_type: protocol_type.clone(),
+                    protocol_name: protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader {
+                        all.clone()
+                    } else {
+                        Vec::new()
+                    },
+                }));
+            }
+        }
+    }
+
+    /// The protocol all members support that most members prefer; ties go
+    /// to the first member's order.
+    fn select_protocol(&self) -> String {
+        let common = self.common_protocols("").unwrap_or_default();
+        let mut votes: Vec<(String, usize)> = common.iter().map(|p| (p.clone(), 0)).collect();
+        for m in self.members.values() {
+            if let Some((first, _)) = m.protocols.iter().find(|(n, _)| common.contains(n)) {
+                if let Some(v) = votes.iter_mut().find(|(p, _)| p == first) {
+                    v.1 += 1;
+                }
+            }
+        }
+        let mut best: Option<(String, usize)> = None;
+        for (p, n) in votes {
+            if best.as_ref().is_none_or(|(_, b)| n > *b) {
+                best = Some((p, n));
+            }
+        }
+        best.map(|(p, _)| p).unwrap_or_default()
+    }
+
+    fn check_member(&self, member_id: &str, generation: i32) -> Result<()> {
+        if self.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(GroupError::UnknownMemberId);
+        }
+        if generation != self.generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// SyncGroup. `assignments` is what the leader sends (others send none).
+    pub fn sync(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+        tx: oneshot::Sender<SyncReply>,
+    ) {
+        if let Err(e) = self.check_member(member_id, generation) {
+            let _ = tx.send(Err(e));
+            return;
+        }
+        let protocol_type = self.protocol_type().to_string();
+        let protocol_name = self.protocol.clone().unwrap_or_default();
+        match self.state {
+            GroupState::Empty | GroupState::Dead => {
+                let _ = tx.send(Err(GroupError::UnknownMemberId));
+            }
+            GroupState::PreparingRebalance => {
+                let _ = tx.send(Err(GroupError::RebalanceInProgress));
+            }
+            GroupState::Stable => {
+                if let Some(m) = self.members.get_mut(member_id) {
+                    m.last_seen = now;
+                    let _ = tx.send(Ok(SyncResult {
+                        protocol_type,
+                        protocol_name,
+                        assignment: m.assignment.clone(),
+                    }));
+                }
+            }
+            GroupState::CompletingRebalance => {
+                if let Some(m) = self.members.get_mut(member_id) {
+                    m.last_seen = now;
+                    m.sync_waiter = Some(tx);
+                }
+                if self.leader.as_deref() != Some(member_id) {
+                    return;
+                }
+                let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                self.state = GroupState::Stable;
+                for m in self.members.values_mut() {
+                    m.assignment = Bytes::new();
+                }
+                for (id, m) in self.members.iter_mut() {
+                    m.assignment = given.remove(id).unwrap_or_default();
+                    if let Some(w) = m.sync_waiter.take() {
+                        let _ = w.send(Ok(SyncResult {
+                            protocol_type: protocol_type.clone(),
+                            protocol_name: protocol_name.clone(),
+                            assignment: m.assignment.clone(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn heartbeat(&mut self, member_id: &str, generation: i32, now: Instant) -> Result<()> {
+        self.check_member(member_id, generation)?;
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.last_seen = now;
+        }
+        match self.state {
+            GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
+            GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
+            GroupState::CompletingRebalance | GroupState::Stable => Ok(()),
+        }
+    }
+
+    /// LeaveGroup for each (member id, instance id); an empty member id
+    /// with an instance id names a static member (v3+).
+    pub fn leave(
+        &mut self,
+        members: &[(String, Option<String>)],
+        now: Instant,
+    ) -> Vec<Result<String>> {
+        let mut out = Vec::with_capacity(members.len());
+        let mut removed = false;
+        for (id, inst) in members {
+            let found = if id.is_empty() {
+                self.members
+                    .iter()
+                    .find(|(_, m)| inst.is_some() && m.instance_id == *inst)
+                    .map(|(k, _)| k.clone())
+            } else {
+                match (self.members.get(id), inst) {
+                    (Some(m), Some(i)) if m.instance_id.as_ref() != Some(i) => {
+                        out.push(Err(GroupError::FencedInstanceId));
+                        continue;
+                    }
+                    (Some(_), _) => Some(id.clone()),
+                    (None, _) => None,
+                }
+            };
+            match found.and_then(|k| self.members.remove(&k).map(|m| (k, m))) {
+                Some((k, _)) => {
+                    removed = true;
+                    out.push(Ok(k));
+                }
+                None => out.push(Err(GroupError::UnknownMemberId)),
+            }
+        }
+        if removed {
+            self.members_changed(now);
+        }
+        out
+    }
+
+    fn members_changed(&mut self, now: Instant) {
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now),
+            GroupState::Empty if !self.members.is_empty() => self.prepare_rebalance(now),
+            _ => {}
+        }
+        self.maybe_complete_join(now);
+    }
+
+    /// Timers: expires silent members and unused KIP-394 ids, and ends a
+    /// join phase whose deadline passed. Members blocked in a JoinGroup or
+    /// SyncGroup stay alive, as in Kafka.
+    pub fn tick(&mut self, now: Instant) {
+        self.pending.retain(|_, exp| *exp > now);
+        let before = self.members.len();
+        self.members.retain(|_, m| {
+            m.awaiting_join() || m.awaiting_sync() || now < m.last_seen + m.session_timeout
+        });
+        if self.members.len() != before {
+            tracing::info!(
+                expired = before - self.members.len(),
+                "group members' sessions expired"
+            );
+            self.members_changed(now);
+        } else {
+            self.maybe_complete_join(now);
+        }
+    }
+
+    /// Checks an OffsetCommit as Kafka's `validateOffsetCommit` does.
+    pub fn validate_commit(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        now: Instant,
+    ) -> Result<()> {
+        if self.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        if generation < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        if !member_id.is_empty() && !self.members.contains_key(member_id) {
+            return Err(GroupError::UnknownMemberId);
+        }
+        if generation != self.generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return Err(GroupError::RebalanceInProgress);
+        }
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.last_seen = now;
+        }
+        Ok(())
+    }
+
+    /// Topics the members subscribed to, from the consumer protocol's
+    /// subscription metadata (version i16, then an array of strings).
+    pub fn subscribed_topics(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in self.members.values() {
+            let Some(proto) = &self.protocol else {
+                continue;
+            };
+            let md = m.metadata_for(proto);
+            out.extend(parse_subscription(&md).unwrap_or_default());
+        }
+        out
+    }
+
+    pub fn describe(&self) -> GroupDescription {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        GroupDescription {
+            state: self.state,
+            protocol_type: self.protocol_type().to_string(),
+            protocol: protocol.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// DeleteGroups: only an empty group can go.
+    pub fn kill(&mut self) -> Result<()> {
+        if !self.members.is_empty() {
+            return Err(GroupError::NonEmptyGroup);
+        }
+        self.state = GroupState::Dead;
+        Ok(())
+    }
+}
+
+/// ConsumerProtocolSubscription's topic list; None when it does not parse.
+pub fn parse_subscription(md: &[u8]) -> Option<Vec<String>> {
+    let mut b = md;
+    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        if b.len() < n {
+            return None;
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Some(h.to_vec())
+    };
+    let _version = take(&mut b, 2)?;
+    let n = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+    let mut out = Vec::new();
+    for _ in 0..n.max(0) {
+        let len = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
+        let s = take(&mut b, usize::try_from(len).ok()?)?;
+        out.push(String::from_utf8(s).ok()?);
+    }
+    Some(out)
+}
