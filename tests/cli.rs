@@ -865,6 +865,182 @@ fn metadata_quorum_describes_the_one_voter_quorum() {
     fails(&["metadata-quorum", "--bootstrap-server", &bs, "describe"]);
 }
 
+/// Where a new consumer of `group` starts reading: the offset of the first
+/// record it gets (librdkafka, subscribe(), committed offsets).
+fn first_offset_read(bs: &str, topic: &str, group: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bs)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let offset = loop {
+        assert!(
+            Instant::now() < deadline,
+            "group {group} read nothing from {topic}"
+        );
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => break m.offset(),
+            Some(Err(e)) => step(&format!("consumer error (retrying): {e}")),
+            None => {}
+        }
+    };
+    consumer.unsubscribe();
+    drop(consumer);
+    offset
+}
+
+fn describe_current_offset(bs: &str, group: &str) -> Option<String> {
+    let out = ok(
+        &[
+            "consumer-groups",
+            "--bootstrap-server",
+            bs,
+            "--describe",
+            "--group",
+            group,
+        ],
+        None,
+    );
+    let text = stdout(&out);
+    text.lines()
+        .find(|l| l.starts_with(&format!("{group} ")))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+}
+
+#[test]
+fn consumer_groups_reset_offsets_change_what_the_next_consumer_reads() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let server = Server::start();
+    let bs = server.bootstrap();
+    let topic = "resettable";
+    create_topic(&bs, topic, 1);
+    // Ten records one second apart, starting at a fixed time.
+    let base = 1_700_000_000_000i64;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .create()
+        .expect("producer");
+    for i in 0..10i64 {
+        let payload = format!("v{i}");
+        let rec = FutureRecord::<(), _>::to(topic)
+            .payload(&payload)
+            .timestamp(base + i * 1000);
+        rt.block_on(producer.send(rec, Duration::from_secs(10)))
+            .expect("produce");
+    }
+    let group = "g-reset";
+    let reset = |how: &[&str]| {
+        let mut args = vec![
+            "consumer-groups",
+            "--bootstrap-server",
+            &bs,
+            "--group",
+            group,
+            "--reset-offsets",
+            "--topic",
+            topic,
+        ];
+        args.extend_from_slice(how);
+        stdout(&ok(&args, None))
+    };
+    // A brand-new group: commit offset 4 without any member.
+    let out = reset(&["--to-offset", "4", "--execute"]);
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [group, topic, "0", "4"]),
+        "{out}"
+    );
+    assert_eq!(describe_current_offset(&bs, group).as_deref(), Some("4"));
+    assert_eq!(first_offset_read(&bs, topic, group), 4);
+
+    let listed = stdout(&ok(
+        &["consumer-groups", "--bootstrap-server", &bs, "--list"],
+        None,
+    ));
+    assert!(listed.lines().any(|l| l == group), "{listed}");
+
+    // Once the consumer has left, each form moves where the next one starts.
+    let cases: [(&[&str], i64); 5] = [
+        (&["--to-earliest", "--execute"], 0),
+        (&["--shift-by", "3", "--execute"], 3),
+        (
+            &["--to-datetime", "2023-11-14T22:13:24.500Z", "--execute"],
+            5,
+        ),
+        (&["--to-latest", "--execute"], 10),
+        (&["--to-offset", "99", "--execute"], 10),
+    ];
+    for (how, expected) in cases {
+        eventually("the group is empty again", || {
+            let out = cli(
+                &[
+                    "consumer-groups",
+                    "--bootstrap-server",
+                    &bs,
+                    "--group",
+                    group,
+                    "--reset-offsets",
+                    "--topic",
+                    topic,
+                    "--to-earliest",
+                    "--dry-run",
+                ],
+                None,
+            );
+            out.status.success().then_some(())
+        });
+        reset(how);
+        assert_eq!(
+            describe_current_offset(&bs, group),
+            Some(expected.to_string()),
+            "after {how:?}"
+        );
+    }
+    // A dry run shows the offset but commits nothing.
+    let dry = reset(&["--to-earliest", "--dry-run"]);
+    assert!(
+        dry.lines()
+            .any(|l| l.ends_with(" 0") || l.split_whitespace().last() == Some("0")),
+        "{dry}"
+    );
+    assert_eq!(describe_current_offset(&bs, group).as_deref(), Some("10"));
+    reset(&["--to-offset", "7", "--execute"]);
+    assert_eq!(first_offset_read(&bs, topic, group), 7);
+
+    let deleted = eventually("the group can be deleted", || {
+        let out = cli(
+            &[
+                "consumer-groups",
+                "--bootstrap-server",
+                &bs,
+                "--delete",
+                "--group",
+                group,
+            ],
+            None,
+        );
+        out.status.success().then(|| stdout(&out))
+    });
+    assert!(
+        deleted.contains(&format!(
+            "Deletion of requested consumer groups ('{group}') was successful."
+        )),
+        "{deleted}"
+    );
+    let listed = stdout(&ok(
+        &["consumer-groups", "--bootstrap-server", &bs, "--list"],
+        None,
+    ));
+    assert!(!listed.lines().any(|l| l == group), "{listed}");
+}
+
 #[test]
 fn unreachable_bootstrap_is_an_error_not_a_hang() {
     let port = free_port(); // nothing listens here

@@ -273,6 +273,7 @@ fn rendezvous_moves_only_the_lost_brokers_groups() {
                 endpoints: vec![],
                 rack: None,
                 fenced: false,
+                fenced_at: 0,
             },
         );
     }
