@@ -266,6 +266,31 @@ impl Group {
                         if let Some(w) = m.sync_waiter.take() {
                             let _ = w.send(Err(GroupError::FencedInstanceId));
                         }
+                        let is_leader = self.leader.as_deref() == Some(old.as_str());
+                        if self.state == GroupState::Stable
+                            && !is_leader
+                            && m.protocols == req.protocols
+                        {
+                            // KIP-345: a static follower back with the same
+                            // subscription keeps its assignment; nobody
+                            // rebalances. (A returning leader rebalances, so
+                            // that it learns the members again.)
+                            m.last_seen = now;
+                            m.session_timeout = req.session_timeout;
+                            m.rebalance_timeout = req.rebalance_timeout;
+                            m.client_id = req.client_id.clone();
+                            m.client_host = req.client_host.clone();
+                            self.members.insert(id.clone(), m);
+                            let _ = tx.send(Ok(JoinResult {
+                                generation: self.generation,
+                                protocol_type: self.protocol_type().to_string(),
+                                protocol_name: self.protocol.clone().unwrap_or_default(),
+                                leader: self.leader.clone().unwrap_or_default(),
+                                member_id: id,
+                                members: Vec::new(),
+                            }));
+                            return Ok(());
+                        }
                     }
                     if self.leader.as_deref() == Some(old.as_str()) {
                         self.leader = Some(id.clone());

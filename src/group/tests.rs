@@ -250,6 +250,54 @@ fn static_member_rejoining_fences_its_old_id() {
 }
 
 #[test]
+fn static_follower_restart_keeps_its_assignment_without_rebalance() {
+    let t0 = Instant::now();
+    let mut g = Group::new(Duration::ZERO);
+    fn stat_as(member: &str, inst: &str) -> JoinRequest {
+        let mut r = req(member, &["range"]);
+        r.instance_id = Some(inst.into());
+        r
+    }
+    let stat = |inst: &str| stat_as("", inst);
+    let a = join(&mut g, stat("ia"), t0)
+        .try_recv()
+        .expect("a")
+        .expect("ok")
+        .member_id;
+    sync(&mut g, &a, 1, vec![], t0);
+    let mut jb = join(&mut g, stat("ib"), t0);
+    let mut ja = join(&mut g, stat_as(&a, "ia"), t0);
+    ja.try_recv().expect("a").expect("ok");
+    let b = jb.try_recv().expect("b").expect("ok").member_id;
+    let mut sb = sync(&mut g, &b, 2, vec![], t0);
+    sync(
+        &mut g,
+        &a,
+        2,
+        vec![(a.clone(), "A".into()), (b.clone(), "B".into())],
+        t0,
+    );
+    sb.try_recv().expect("b").expect("ok");
+    assert_eq!(g.state(), GroupState::Stable);
+
+    // b restarts: new member id, same generation, its old assignment.
+    let rb = join(&mut g, stat("ib"), t0)
+        .try_recv()
+        .expect("b again")
+        .expect("ok");
+    assert_ne!(rb.member_id, b);
+    assert_eq!((rb.generation, rb.leader.as_str()), (2, a.as_str()));
+    assert_eq!(g.state(), GroupState::Stable, "no rebalance");
+    let got = sync(&mut g, &rb.member_id, 2, vec![], t0)
+        .try_recv()
+        .expect("sync")
+        .expect("ok");
+    assert_eq!(got.assignment, "B");
+    assert_eq!(g.heartbeat(&a, 2, t0), Ok(()), "the leader saw nothing");
+    assert_eq!(g.heartbeat(&b, 2, t0), Err(GroupError::UnknownMemberId));
+}
+
+#[test]
 fn subscription_metadata_parses() {
     let md = [0u8, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c', 0xff];
     assert_eq!(
