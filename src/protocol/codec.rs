@@ -65,6 +65,9 @@ pub fn frame_length(buf: &[u8], max: usize) -> Result<Option<usize>> {
 
 #[derive(Debug)]
 pub struct Request {
+    /// The client's address as Kafka shows it (`/127.0.0.1`), filled in by
+    /// the listener; empty when unknown.
+    pub client_host: String,
     pub header: RequestHeader,
     pub api_key: ApiKey,
     pub version: i16,
@@ -119,6 +122,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded> {
         );
     }
     Ok(Decoded::Request(Request {
+        client_host: String::new(),
         header,
         api_key: api,
         version,

@@ -173,7 +173,10 @@ async fn connection(
         buf.advance(4);
         let frame = buf.split_to(size).freeze();
         let req = match protocol::decode_request(frame) {
-            Ok(Decoded::Request(r)) => r,
+            Ok(Decoded::Request(mut r)) => {
+                r.client_host = format!("/{}", peer.ip());
+                r
+            }
             Ok(Decoded::ApiVersionsFallback { correlation_id }) => {
                 let b = protocol::encode_api_versions_fallback(
                     correlation_id,

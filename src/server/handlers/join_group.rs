@@ -66,6 +66,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default();
+        let client_host = req.client_host.clone();
         let body = super::body!(req, JoinGroup);
         let group = body.group_id.0.to_string();
         if let Some(code) = not_coordinator(&ctx, &group) {
@@ -89,7 +90,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             member_id: body.member_id.to_string(),
             instance_id: body.group_instance_id.as_ref().map(|s| s.to_string()),
             client_id,
-            client_host: String::new(),
+            client_host: client_host.clone(),
             session_timeout: session,
             rebalance_timeout: rebalance,
             protocol_type: body.protocol_type.to_string(),
