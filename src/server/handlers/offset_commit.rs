@@ -63,6 +63,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             ctx.groups
                 .validate_commit(&group, &body.member_id, body.generation_id_or_member_epoch)
         {
+            tracing::debug!(%group, member = %body.member_id, generation = body.generation_id_or_member_epoch, error = ?e, "offset commit refused");
             return now(all(&body, group_error_code(&e)));
         }
         let image = ctx.controller.image();
