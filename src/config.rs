@@ -113,6 +113,20 @@ pub struct Config {
     pub broker_session_timeout_ms: u64,
     /// How long a new group waits for more members before its first rebalance.
     pub group_initial_rebalance_delay_ms: u64,
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// How long a leader holds a follower's fetch open waiting for data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// Bytes a follower fetches per partition, and per fetch in all.
+    pub replica_fetch_max_bytes: usize,
+    pub replica_fetch_response_max_bytes: usize,
+    /// Broker default of the topic key: elect a leader outside the ISR
+    /// (losing data) rather than leave a partition offline.
+    pub unclean_leader_election_enable: bool,
+    /// Move leadership back to preferred leaders every
+    /// `leader.imbalance.check.interval.seconds`.
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_ms: u64,
     /// Every key as given (after overrides), for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -121,7 +135,6 @@ pub struct Config {
 pub const ACCEPTED_NO_EFFECT: &[&str] = &[
     "num.network.threads",
     "num.io.threads",
-    "num.replica.fetchers",
     "num.recovery.threads.per.data.dir",
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
@@ -136,6 +149,8 @@ pub const ACCEPTED_NO_EFFECT: &[&str] = &[
     "queued.max.requests",
     "background.threads",
     "compression.type",
+    // Any imbalance is corrected at the next check.
+    "leader.imbalance.per.broker.percentage",
 ];
 
 /// Keys that Runnel reads, with their defaults. Absent from here and from
@@ -177,6 +192,15 @@ const KNOWN: &[(&str, &str)] = &[
     ("broker.heartbeat.interval.ms", "2000"),
     ("broker.session.timeout.ms", "9000"),
     ("group.initial.rebalance.delay.ms", "3000"),
+    ("replica.lag.time.max.ms", "30000"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.response.max.bytes", "10485760"),
+    ("unclean.leader.election.enable", "false"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
+    // One fetcher per source broker carries all its partitions.
+    ("num.replica.fetchers", "1"),
 ];
 
 /// Parses Java `.properties` text: `key=value`, `key: value` or `key value`,
@@ -542,6 +566,15 @@ impl Config {
             broker_heartbeat_interval_ms: p.num("broker.heartbeat.interval.ms", 10)?,
             broker_session_timeout_ms: p.num("broker.session.timeout.ms", 100)?,
             group_initial_rebalance_delay_ms: p.num("group.initial.rebalance.delay.ms", 0)?,
+            replica_lag_time_max_ms: p.num("replica.lag.time.max.ms", 1)?,
+            replica_fetch_wait_max_ms: p.num("replica.fetch.wait.max.ms", 0)?,
+            replica_fetch_max_bytes: p.num("replica.fetch.max.bytes", 1)?,
+            replica_fetch_response_max_bytes: p.num("replica.fetch.response.max.bytes", 1)?,
+            unclean_leader_election_enable: p.boolean("unclean.leader.election.enable")?,
+            auto_leader_rebalance_enable: p.boolean("auto.leader.rebalance.enable")?,
+            leader_imbalance_check_interval_ms: p
+                .num::<u64>("leader.imbalance.check.interval.seconds", 1)?
+                .saturating_mul(1000),
             raw: given,
         })
     }

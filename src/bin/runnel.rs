@@ -184,9 +184,11 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         .await
         .context("starting the controller")?;
     let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let broker_slot: runnel::rpc::server::BrokerSlot = Arc::default();
     let rpc_server = rpc_socket.map(|socket| {
         tokio::spawn(runnel::rpc::server::serve(
             controller.clone(),
+            broker_slot.clone(),
             socket,
             async move {
                 let _ = rpc_stopped.await;
@@ -221,7 +223,13 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // Open the partitions this node already holds before serving anything.
     let broker = Broker::new(config.clone());
     broker.apply_image(&controller.image()).await;
+    let _ = broker_slot.set(broker.clone());
     tokio::spawn(broker.clone().follow(controller.subscribe()));
+    tokio::spawn(broker.clone().maintain_isr(controller.clone()));
+    broker.start_replica_fetchers(
+        peer_resolver(&config, controller.clone()),
+        runnel::rpc::Channels::default(),
+    );
     // A node of a quorum waits for the quorum as long as it takes, like a
     // Kafka broker waiting for its controllers.
     let register_deadline = single.then(|| Instant::now() + Duration::from_secs(30));
@@ -229,6 +237,11 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         register(&config, &controller, register_deadline).await?,
     ));
     controller.start_fencing(Duration::from_millis(config.broker_session_timeout_ms));
+    if config.auto_leader_rebalance_enable {
+        controller.start_leader_rebalance(Duration::from_millis(
+            config.leader_imbalance_check_interval_ms,
+        ));
+    }
     tokio::spawn(heartbeats(
         config.clone(),
         controller.clone(),
@@ -295,6 +308,23 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// How this node finds a peer's node-to-node address: its registered
+/// controller-listener endpoint, else its `controller.quorum.voters` entry.
+fn peer_resolver(config: &Config, controller: Controller) -> runnel::broker::replica::Resolver {
+    let voters = controller_config(config).voters;
+    let names = config.controller_listener_names.clone();
+    Arc::new(move |id: i32| {
+        let image = controller.image();
+        let registered = image.brokers.get(&id).and_then(|b| {
+            b.endpoints
+                .iter()
+                .find(|e| names.contains(&e.listener))
+                .map(|e| format!("{}:{}", e.host, e.port))
+        });
+        registered.or_else(|| voters.get(&(id as u64)).cloned())
+    })
 }
 
 /// Binds the listener `controller.listener.names` names, for the gRPC

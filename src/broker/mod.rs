@@ -6,6 +6,7 @@
 //! deleted and re-created under the same name never inherits old data.
 
 pub mod meta;
+pub mod replica;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,12 +18,17 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::controller::image::{MetadataImage, TopicImage};
 use crate::log::LogConfig;
-use crate::replication::partition::{FlushPolicy, PartitionId};
+use crate::replication::partition::{
+    Assignment, FlushPolicy, IsrProposal, PartitionId, Role, Signals,
+};
 use crate::replication::Partition;
 
 const PARTITION_METADATA: &str = "partition.metadata";
 
 pub type PartitionKey = (Uuid, i32);
+
+/// Followed partitions by leader id.
+pub type Followed = HashMap<i32, Vec<Arc<Partition>>>;
 
 pub struct Broker {
     config: Arc<Config>,
@@ -31,17 +37,33 @@ pub struct Broker {
     applied: watch::Sender<u64>,
     /// Bumped when any local HW moves (wakes long-poll fetches).
     progress: Arc<watch::Sender<u64>>,
+    /// Bumped on every leader append (wakes followers' fetches).
+    appended: Arc<watch::Sender<u64>>,
+    /// The partitions this broker follows, by leader: what the replica
+    /// fetchers fetch. Republished when roles change.
+    followed: watch::Sender<Arc<Followed>>,
+    /// ISR changes leaders want committed (see `replica::maintain_isr`).
+    isr_proposals: tokio::sync::mpsc::UnboundedSender<IsrProposal>,
+    isr_receiver: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<IsrProposal>>>,
+    /// Topic config overrides by topic id, as of the last image applied.
+    topic_configs: std::sync::RwLock<HashMap<Uuid, std::collections::BTreeMap<String, String>>>,
     /// This broker's unused producer ids, `next..end`, from the controller.
     producer_ids: std::sync::Mutex<(i64, i64)>,
 }
 
 impl Broker {
     pub fn new(config: Arc<Config>) -> Arc<Broker> {
+        let (isr_proposals, isr_receiver) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Broker {
+            isr_proposals,
+            isr_receiver: std::sync::Mutex::new(Some(isr_receiver)),
+            topic_configs: std::sync::RwLock::new(HashMap::new()),
             config,
             partitions: RwLock::new(HashMap::new()),
             applied: watch::channel(0).0,
             progress: Arc::new(watch::channel(0).0),
+            appended: Arc::new(watch::channel(0).0),
+            followed: watch::channel(Arc::new(Followed::default())).0,
             producer_ids: std::sync::Mutex::new((0, 0)),
         })
     }
@@ -65,6 +87,34 @@ impl Broker {
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// The local replica, if this broker leads the partition.
+    pub async fn leader_partition(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
+        self.partition(topic_id, index)
+            .await
+            .filter(|p| p.is_leader())
+    }
+
+    /// Every local replica this broker leads.
+    pub async fn leader_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .await
+            .values()
+            .filter(|p| p.is_leader())
+            .cloned()
+            .collect()
+    }
+
+    /// What the replica fetchers should fetch, by leader.
+    pub fn followed(&self) -> watch::Receiver<Arc<Followed>> {
+        self.followed.subscribe()
+    }
+
+    /// Wakes whenever a leader replica here appends.
+    pub fn appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     pub async fn partition(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
@@ -106,48 +156,97 @@ impl Broker {
     }
 
     /// Brings local partitions in line with `image`: opens the replicas this
-    /// node holds, deletes those of topics that are gone.
+    /// node holds, gives each its role, deletes those of topics that are
+    /// gone.
     pub async fn apply_image(&self, image: &MetadataImage) {
         let me = self.config.node_id;
-        let mut wanted: HashMap<PartitionKey, (&TopicImage, i32)> = HashMap::new();
+        *self
+            .topic_configs
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = image
+            .topics
+            .values()
+            .map(|t| (t.id, t.configs.clone()))
+            .collect();
+        let mut wanted: HashMap<PartitionKey, (&TopicImage, Assignment)> = HashMap::new();
         for t in image.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {
                 if p.replicas.contains(&me) {
-                    wanted.insert((t.id, i as i32), (t, p.leader_epoch));
+                    let a = Assignment {
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                    };
+                    wanted.insert((t.id, i as i32), (t, a));
                 }
             }
         }
-        let mut parts = self.partitions.write().await;
-        let stale: Vec<PartitionKey> = parts
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .copied()
-            .collect();
-        for key in stale {
-            if let Some(p) = parts.remove(&key) {
-                tracing::info!(partition = ?p, "deleting partition: its topic is gone");
-                delete_partition(p).await;
+        let stale: Vec<Arc<Partition>> = {
+            let mut parts = self.partitions.write().await;
+            let keys: Vec<PartitionKey> = parts
+                .keys()
+                .filter(|k| !wanted.contains_key(k))
+                .copied()
+                .collect();
+            keys.iter().filter_map(|k| parts.remove(k)).collect()
+        };
+        for p in stale {
+            tracing::info!(partition = ?p, "deleting partition: its topic is gone or moved");
+            delete_partition(p).await;
+        }
+        for (key, (topic, a)) in wanted {
+            let existing = self.partitions.read().await.get(&key).cloned();
+            let p = match existing {
+                Some(p) => p,
+                None => match self.open_partition(topic, key.1).await {
+                    Ok(p) => {
+                        self.partitions.write().await.insert(key, p.clone());
+                        p
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %topic.name, partition = key.1, error = %e, "cannot open partition");
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = p.apply(&a).await {
+                tracing::error!(partition = ?p, error = %e, "cannot take the partition's new role");
             }
         }
-        for (key, (topic, epoch)) in wanted {
-            if let Some(p) = parts.get(&key) {
-                p.set_leader_epoch(epoch);
-                continue;
-            }
-            match self.open_partition(topic, key.1, epoch).await {
-                Ok(p) => {
-                    parts.insert(key, p);
-                }
-                Err(e) => {
-                    tracing::error!(topic = %topic.name, partition = key.1, error = %e, "cannot open partition")
-                }
-            }
-        }
-        drop(parts);
+        self.publish_followed().await;
         self.applied.send_if_modified(|a| {
             let moved = image.last_applied > *a;
             *a = (*a).max(image.last_applied);
             moved
+        });
+    }
+
+    async fn publish_followed(&self) {
+        let mut by_leader: Followed = HashMap::new();
+        for p in self.partitions.read().await.values() {
+            if let Role::Follower { leader } = p.role() {
+                by_leader.entry(leader).or_default().push(p.clone());
+            }
+        }
+        for ps in by_leader.values_mut() {
+            ps.sort_by_key(|p| (p.topic_id, p.index));
+        }
+        self.followed.send_if_modified(|old| {
+            let same = old.len() == by_leader.len()
+                && by_leader.iter().all(|(l, ps)| {
+                    old.get(l).is_some_and(|o| {
+                        o.len() == ps.len()
+                            && o.iter().zip(ps).all(|(a, b)| {
+                                Arc::ptr_eq(a, b) && a.leader_epoch() == b.leader_epoch()
+                            })
+                    })
+                });
+            if !same {
+                *old = Arc::new(by_leader);
+            }
+            !same
         });
     }
 
@@ -179,7 +278,6 @@ impl Broker {
         &self,
         topic: &TopicImage,
         index: i32,
-        epoch: i32,
     ) -> anyhow::Result<Arc<Partition>> {
         let dir = self.partition_dir(&topic.name, topic.id, index)?;
         let policy = match self.config.log.flush_interval_messages {
@@ -194,9 +292,12 @@ impl Broker {
                 index,
             },
             self.log_config(topic),
-            epoch,
+            self.config.node_id,
             policy,
-            self.progress.clone(),
+            Signals {
+                progress: self.progress.clone(),
+                appended: self.appended.clone(),
+            },
         )
         .await?;
         write_partition_metadata(&dir, topic.id)?;

@@ -145,6 +145,12 @@ impl MetadataImage {
                 rack,
             } => {
                 let epoch = index as i64;
+                // A new incarnation lost whatever the old one had in memory
+                // (and maybe unflushed data): its leaderships and ISR places
+                // go first, as if the old registration had been fenced.
+                if self.brokers.get(id).is_some_and(|b| !b.fenced) {
+                    self.move_away_from(*id);
+                }
                 self.brokers.insert(
                     *id,
                     BrokerRegistration {
@@ -157,6 +163,7 @@ impl MetadataImage {
                         fenced_at: 0,
                     },
                 );
+                self.elect_offline();
                 MetadataResponse::BrokerRegistered {
                     broker_epoch: epoch,
                 }
@@ -200,9 +207,15 @@ impl MetadataImage {
                 let fence = matches!(cmd, MetadataCommand::FenceBroker { .. });
                 match self.brokers.get_mut(id) {
                     Some(b) if b.epoch == *epoch => {
+                        let was_fenced = b.fenced;
                         b.fenced = fence;
                         if fence {
                             b.fenced_at = index;
+                            if !was_fenced {
+                                self.move_away_from(*id);
+                            }
+                        } else {
+                            self.elect_offline();
                         }
                         MetadataResponse::Ok
                     }
@@ -210,6 +223,43 @@ impl MetadataImage {
                         "broker {id} is not registered with epoch {epoch}"
                     ))),
                 }
+            }
+            MetadataCommand::AlterPartition {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => self.alter_partition(
+                *topic_id,
+                *partition,
+                *leader,
+                *leader_epoch,
+                *partition_epoch,
+                isr,
+            ),
+            MetadataCommand::ElectPreferredLeaders { partitions } => {
+                let alive = self.alive();
+                for t in self.topics.values_mut() {
+                    for (i, p) in t.partitions.iter_mut().enumerate() {
+                        if !partitions.is_empty() && !partitions.contains(&(t.id, i as i32)) {
+                            continue;
+                        }
+                        let Some(&preferred) = p.replicas.first() else {
+                            continue;
+                        };
+                        if p.leader != preferred
+                            && p.isr.contains(&preferred)
+                            && alive.contains(&preferred)
+                        {
+                            p.leader = preferred;
+                            p.leader_epoch += 1;
+                            p.partition_epoch += 1;
+                        }
+                    }
+                }
+                MetadataResponse::Ok
             }
             MetadataCommand::AllocateProducerIds {
                 broker_id: _,
@@ -306,6 +356,148 @@ impl MetadataImage {
             }
         }
     }
+}
+
+impl MetadataImage {
+    /// Registered, unfenced brokers.
+    pub fn alive(&self) -> Vec<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
+    /// `broker` is gone (fenced, shut down, or restarted): it leaves every
+    /// ISR it can leave (the last member stays, as in Kafka, since it holds
+    /// everything committed), and its leaderships pass to another ISR
+    /// member, or to nobody.
+    fn move_away_from(&mut self, broker: i32) {
+        let alive: Vec<i32> = self.alive().into_iter().filter(|b| *b != broker).collect();
+        for t in self.topics.values_mut() {
+            let unclean = unclean_allowed(t);
+            for p in &mut t.partitions {
+                let mut changed = false;
+                if p.isr.len() > 1 && p.isr.contains(&broker) {
+                    p.isr.retain(|r| *r != broker);
+                    changed = true;
+                }
+                if p.leader == broker {
+                    elect(p, &alive, unclean);
+                    changed = true;
+                }
+                if changed {
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// Gives a leader to every partition without one that has an ISR
+    /// member alive (or, where the topic allows unclean election, any
+    /// replica alive).
+    fn elect_offline(&mut self) {
+        let alive = self.alive();
+        for t in self.topics.values_mut() {
+            let unclean = unclean_allowed(t);
+            for p in &mut t.partitions {
+                if p.leader < 0 {
+                    elect(p, &alive, unclean);
+                    if p.leader >= 0 {
+                        p.partition_epoch += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn alter_partition(
+        &mut self,
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[i32],
+    ) -> MetadataResponse {
+        let alive = self.alive();
+        let Some(p) = self
+            .topic_ids
+            .get(&topic_id)
+            .and_then(|n| self.topics.get_mut(n))
+            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+        else {
+            return MetadataResponse::Rejected(MetadataError::UnknownTopic(format!(
+                "{topic_id} partition {partition}"
+            )));
+        };
+        let reject = |e| MetadataResponse::Rejected(e);
+        if p.leader != leader || p.leader_epoch != leader_epoch {
+            return reject(MetadataError::FencedLeaderEpoch(format!(
+                "broker {leader} in epoch {leader_epoch} does not lead partition {partition}: broker {} does in epoch {}",
+                p.leader, p.leader_epoch
+            )));
+        }
+        if p.partition_epoch != partition_epoch {
+            return reject(MetadataError::InvalidUpdateVersion(format!(
+                "partition epoch is {}, not {partition_epoch}",
+                p.partition_epoch
+            )));
+        }
+        let mut sorted = isr.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != isr.len() || !isr.contains(&leader) {
+            return reject(MetadataError::IneligibleReplica(format!(
+                "ISR {isr:?} must name the leader {leader} once, and each member once"
+            )));
+        }
+        for r in isr {
+            if !p.replicas.contains(r) {
+                return reject(MetadataError::IneligibleReplica(format!(
+                    "broker {r} is not a replica"
+                )));
+            }
+            if !p.isr.contains(r) && !alive.contains(r) {
+                return reject(MetadataError::IneligibleReplica(format!(
+                    "broker {r} is fenced or not registered"
+                )));
+            }
+        }
+        p.isr = isr.to_vec();
+        p.partition_epoch += 1;
+        MetadataResponse::Ok
+    }
+}
+
+fn unclean_allowed(t: &TopicImage) -> bool {
+    t.configs
+        .get("unclean.leader.election.enable")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Picks the partition's leader among `alive` brokers: the first replica
+/// (in replica order, so the preferred leader first) in the ISR, else with
+/// `unclean` any replica (which becomes the whole ISR), else none (-1).
+/// Bumps the leader epoch.
+fn elect(p: &mut PartitionImage, alive: &[i32], unclean: bool) {
+    let clean = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| p.isr.contains(r) && alive.contains(r));
+    p.leader = match clean {
+        Some(r) => r,
+        None if unclean => match p.replicas.iter().copied().find(|r| alive.contains(r)) {
+            Some(r) => {
+                p.isr = vec![r];
+                r
+            }
+            None => -1,
+        },
+        None => -1,
+    };
+    p.leader_epoch += 1;
 }
 
 fn new_partition(replicas: &[i32]) -> PartitionImage {
@@ -409,6 +601,134 @@ mod tests {
         img.apply(9, &MetadataCommand::FenceBroker { id: 1, epoch: 5 });
         img.apply(10, &reg);
         assert!(!img.brokers[&1].fenced && img.brokers[&1].epoch == 10);
+    }
+
+    fn three_brokers_and_topic(configs: &[(&str, &str)]) -> (MetadataImage, Uuid) {
+        let mut img = MetadataImage::default();
+        for id in 1..=3 {
+            img.apply(
+                id as u64,
+                &MetadataCommand::RegisterBroker {
+                    id,
+                    incarnation_id: Uuid::new_v4(),
+                    endpoints: vec![],
+                    rack: None,
+                },
+            );
+        }
+        let topic_id = Uuid::new_v4();
+        img.apply(
+            4,
+            &MetadataCommand::CreateTopic {
+                name: "t".into(),
+                topic_id,
+                assignments: vec![vec![1, 2, 3]],
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        );
+        (img, topic_id)
+    }
+
+    fn fence(img: &mut MetadataImage, index: u64, id: i32) {
+        let epoch = img.brokers[&id].epoch;
+        assert_eq!(
+            img.apply(index, &MetadataCommand::FenceBroker { id, epoch }),
+            MetadataResponse::Ok
+        );
+    }
+
+    #[test]
+    fn fencing_the_leader_elects_from_the_isr_and_bumps_epochs() {
+        let (mut img, _) = three_brokers_and_topic(&[]);
+        let p = |img: &MetadataImage| img.topics["t"].partitions[0].clone();
+        assert_eq!((p(&img).leader, p(&img).leader_epoch), (1, 0));
+        fence(&mut img, 5, 1);
+        let after = p(&img);
+        assert_eq!((after.leader, after.leader_epoch), (2, 1));
+        assert_eq!(after.isr, vec![2, 3]);
+        assert!(after.partition_epoch > 0);
+        // A follower's fencing shrinks the ISR but keeps the leader epoch.
+        fence(&mut img, 6, 3);
+        assert_eq!(
+            (p(&img).leader, p(&img).leader_epoch, p(&img).isr.clone()),
+            (2, 1, vec![2])
+        );
+        // The last ISR member going leaves the partition offline, ISR kept.
+        fence(&mut img, 7, 2);
+        assert_eq!((p(&img).leader, p(&img).isr.clone()), (-1, vec![2]));
+        // Broker 1 comes back: not in the ISR, so no unclean election.
+        img.apply(
+            8,
+            &MetadataCommand::RegisterBroker {
+                id: 1,
+                incarnation_id: Uuid::new_v4(),
+                endpoints: vec![],
+                rack: None,
+            },
+        );
+        assert_eq!(p(&img).leader, -1);
+        // Broker 2 (the last ISR member) comes back and leads again.
+        let epoch = img.brokers[&2].epoch;
+        img.apply(9, &MetadataCommand::UnfenceBroker { id: 2, epoch });
+        assert_eq!((p(&img).leader, p(&img).isr.clone()), (2, vec![2]));
+        // Preferred leader election waits for broker 1 to be in the ISR.
+        let elect = MetadataCommand::ElectPreferredLeaders { partitions: vec![] };
+        img.apply(10, &elect);
+        assert_eq!(p(&img).leader, 2);
+    }
+
+    #[test]
+    fn unclean_election_only_where_the_topic_allows_it() {
+        let (mut img, _) = three_brokers_and_topic(&[("unclean.leader.election.enable", "true")]);
+        fence(&mut img, 5, 2);
+        fence(&mut img, 6, 3);
+        fence(&mut img, 7, 1);
+        let p = &img.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
+        let epoch = img.brokers[&3].epoch;
+        img.apply(8, &MetadataCommand::UnfenceBroker { id: 3, epoch });
+        let p = &img.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.isr.clone()), (3, vec![3]));
+    }
+
+    #[test]
+    fn alter_partition_is_guarded_by_leader_and_partition_epochs() {
+        let (mut img, topic_id) = three_brokers_and_topic(&[]);
+        let alter =
+            |leader, leader_epoch, partition_epoch, isr: &[i32]| MetadataCommand::AlterPartition {
+                topic_id,
+                partition: 0,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr: isr.to_vec(),
+            };
+        // (command, accepted, ISR after)
+        let cases = [
+            (alter(1, 0, 0, &[1, 2]), true, vec![1, 2]),
+            (alter(1, 0, 0, &[1]), false, vec![1, 2]),
+            (alter(2, 0, 1, &[2]), false, vec![1, 2]),
+            (alter(1, 0, 1, &[2, 3]), false, vec![1, 2]),
+            (alter(1, 0, 1, &[1, 2, 4]), false, vec![1, 2]),
+            (alter(1, 0, 1, &[1, 1]), false, vec![1, 2]),
+            (alter(1, 0, 1, &[1, 2, 3]), true, vec![1, 2, 3]),
+        ];
+        for (i, (cmd, ok, isr)) in cases.into_iter().enumerate() {
+            let resp = img.apply(10 + i as u64, &cmd);
+            assert_eq!(resp == MetadataResponse::Ok, ok, "{cmd:?} -> {resp:?}");
+            assert_eq!(img.topics["t"].partitions[0].isr, isr, "after {cmd:?}");
+        }
+        // A fenced broker cannot join the ISR.
+        img.apply(20, &alter(1, 0, 2, &[1]));
+        fence(&mut img, 21, 3);
+        let pe = img.topics["t"].partitions[0].partition_epoch;
+        assert!(matches!(
+            img.apply(22, &alter(1, 0, pe, &[1, 3])),
+            MetadataResponse::Rejected(MetadataError::IneligibleReplica(_))
+        ));
     }
 
     #[test]

@@ -351,6 +351,43 @@ impl Controller {
         });
     }
 
+    /// `auto.leader.rebalance.enable`: every `interval`, the active
+    /// controller moves leadership back to preferred leaders (first
+    /// replicas) that are alive and in the ISR, so that a broker that came
+    /// back takes its share of leaders again.
+    pub fn start_leader_rebalance(&self, interval: Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if this.inner.raft.metrics().borrow().running_state.is_err() {
+                    return;
+                }
+                if !this.is_leader() {
+                    continue;
+                }
+                let image = this.image();
+                let alive = image.alive();
+                let imbalanced = image.topics.values().any(|t| {
+                    t.partitions.iter().any(|p| {
+                        p.replicas.first().is_some_and(|&pref| {
+                            p.leader != pref && p.isr.contains(&pref) && alive.contains(&pref)
+                        })
+                    })
+                });
+                if imbalanced {
+                    tracing::info!("moving leadership back to preferred leaders");
+                    let cmd = MetadataCommand::ElectPreferredLeaders { partitions: vec![] };
+                    if let Err(e) = this.propose(cmd).await {
+                        tracing::warn!(error = %e, "preferred leader election failed");
+                    }
+                }
+            }
+        });
+    }
+
     pub fn node_id(&self) -> u64 {
         self.inner.node_id
     }

@@ -47,6 +47,23 @@ pub enum MetadataCommand {
         id: i32,
         epoch: i64,
     },
+    /// A leader's ISR change (KIP-497 AlterPartition): accepted only from
+    /// the current leader in its current leader epoch, against the
+    /// partition epoch it last saw, so that a stale leader's word is lost.
+    AlterPartition {
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// Moves leadership to the first replica in the replica list (the
+    /// preferred leader) where that replica is alive and in the ISR.
+    ElectPreferredLeaders {
+        /// (topic id, partition); empty means every partition.
+        partitions: Vec<(Uuid, i32)>,
+    },
     /// Hands a broker the next block of producer ids, so that ids are
     /// unique cluster-wide without a Raft round trip per producer.
     AllocateProducerIds {
@@ -122,4 +139,13 @@ pub enum MetadataError {
     StaleBrokerEpoch(String),
     #[error("group {0} does not exist")]
     UnknownGroup(String),
+    /// FENCED_LEADER_EPOCH: the proposer no longer leads in that epoch.
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    /// INVALID_UPDATE_VERSION: the partition changed since the proposer looked.
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    /// INELIGIBLE_REPLICA: an ISR member that is fenced or not a replica.
+    #[error("{0}")]
+    IneligibleReplica(String),
 }

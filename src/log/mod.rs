@@ -16,6 +16,7 @@
 //! segments.
 
 mod checkpoint;
+mod epochs;
 mod index;
 mod segment;
 #[cfg(test)]
@@ -32,6 +33,7 @@ use bytes::Bytes;
 
 use crate::protocol::batch::{self, BatchHeader, HEADER_LEN};
 use checkpoint::CLEAN_SHUTDOWN_FILE;
+use epochs::EpochCache;
 use segment::{io_err, OpenMode, Segment};
 
 /// Errors of the log. `OffsetOutOfRange` is the only one a client causes;
@@ -59,6 +61,9 @@ pub enum Error {
     Config(String),
     #[error("the log in {} is closed", .0.display())]
     Closed(PathBuf),
+    /// Replicated batches that do not continue the log where it ends.
+    #[error("replicated batches start at offset {got}, but the log ends at {expected}")]
+    OffsetMismatch { expected: i64, got: i64 },
     /// A thread panicked while holding the log's lock.
     #[error("the log's lock is poisoned by a panic")]
     Poisoned,
@@ -195,6 +200,8 @@ pub struct Log {
     flushed: AtomicI64,
     /// Segment files were created or removed since the last directory fsync.
     dir_dirty: AtomicBool,
+    /// Where each leader epoch starts. Lock order: segments, then this.
+    epochs: Mutex<EpochCache>,
 }
 
 impl std::fmt::Debug for Log {
@@ -305,6 +312,19 @@ impl Log {
             inner.active.base,
         );
         checkpoint::write_recovery_point(dir, active_base)?;
+        let epochs = match EpochCache::read(dir) {
+            Some(mut c) => {
+                if c.truncate_from(end) {
+                    c.write(dir)?;
+                }
+                c
+            }
+            None => {
+                let c = rebuild_epochs(&inner)?;
+                c.write(dir)?;
+                c
+            }
+        };
         tracing::debug!(dir = %dir.display(), start, end, clean, "opened log");
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -317,6 +337,7 @@ impl Log {
             end_offset: AtomicI64::new(end),
             flushed: AtomicI64::new(end),
             dir_dirty: AtomicBool::new(false),
+            epochs: Mutex::new(epochs),
         })
     }
 
@@ -356,6 +377,7 @@ impl Log {
             return Err(Error::Closed(self.dir.clone()));
         }
         let first_offset = g.active.next_offset;
+        self.assign_epoch(leader_epoch, first_offset)?;
         if self.should_roll(&g.active, buf.len(), offset_count, now_ms) {
             self.roll(&mut g, first_offset)?;
         }
@@ -380,6 +402,104 @@ impl Log {
             offset_of_max_timestamp: max.1,
             log_start_offset: g.start_offset(),
         })
+    }
+
+    /// Appends batches a leader already placed, as they are: offsets and
+    /// leader epochs are the leader's. They must continue the log exactly.
+    pub fn append_replica(&self, batches: &[u8], now_ms: i64) -> Result<Option<AppendInfo>> {
+        let mut headers: Vec<(usize, BatchHeader)> = Vec::new();
+        for b in batch::batches(batches) {
+            let b = b?;
+            if let Some((_, prev)) = headers.last() {
+                if b.header.base_offset != prev.last_offset() + 1 {
+                    return Err(Error::OffsetMismatch {
+                        expected: prev.last_offset() + 1,
+                        got: b.header.base_offset,
+                    });
+                }
+            }
+            headers.push((b.position, b.header));
+        }
+        let (Some((_, first)), Some((_, last))) = (headers.first(), headers.last()) else {
+            return Ok(None);
+        };
+        let (first, last) = (*first, *last);
+        let mut g = self.exclusive()?;
+        if g.closed_cleanly {
+            return Err(Error::Closed(self.dir.clone()));
+        }
+        let end = g.active.next_offset;
+        if first.base_offset != end {
+            return Err(Error::OffsetMismatch {
+                expected: end,
+                got: first.base_offset,
+            });
+        }
+        for (_, h) in &headers {
+            self.assign_epoch(h.partition_leader_epoch, h.base_offset)?;
+        }
+        let offsets = last.last_offset() + 1 - first.base_offset;
+        if self.should_roll(&g.active, batches.len(), offsets, now_ms) {
+            self.roll(&mut g, end)?;
+        }
+        let mut max = (i64::MIN, end);
+        for (_, h) in &headers {
+            if h.max_timestamp > max.0 {
+                max = (h.max_timestamp, h.last_offset());
+            }
+        }
+        g.active.append(batches, &headers, now_ms)?;
+        let next = last.last_offset() + 1;
+        self.end_offset.store(next, Ordering::Release);
+        Ok(Some(AppendInfo {
+            first_offset: first.base_offset,
+            last_offset: next - 1,
+            max_timestamp: max.0,
+            offset_of_max_timestamp: max.1,
+            log_start_offset: g.start_offset(),
+        }))
+    }
+
+    /// Makes `epoch` start at `offset` in the epoch cache, durably, if it
+    /// is new. Called with the segments locked, before the append.
+    fn assign_epoch(&self, epoch: i32, offset: i64) -> Result<()> {
+        let mut c = self.epochs.lock().map_err(|_| Error::Poisoned)?;
+        if c.latest_epoch().is_some_and(|e| e >= epoch) || epoch < 0 {
+            return Ok(());
+        }
+        let mut next = c.clone();
+        next.assign(epoch, offset);
+        next.write(&self.dir)?;
+        *c = next;
+        Ok(())
+    }
+
+    /// Records that this replica leads from `offset` in `epoch` (Kafka
+    /// assigns the epoch when a replica becomes leader, before it writes).
+    pub fn begin_epoch(&self, epoch: i32) -> Result<()> {
+        let g = self.exclusive()?;
+        self.assign_epoch(epoch, g.active.next_offset)
+    }
+
+    /// The latest leader epoch in the log's epoch cache.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.lock().ok().and_then(|c| c.latest_epoch())
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at most `epoch` this log
+    /// knows and the offset where it ends (see [`EpochCache::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64)> {
+        let g = self.shared()?;
+        let c = self.epochs.lock().map_err(|_| Error::Poisoned)?;
+        Ok(c.end_offset_for(epoch, g.active.next_offset))
+    }
+
+    /// The (epoch, start offset) entries, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.epochs
+            .lock()
+            .map(|c| c.entries().to_vec())
+            .unwrap_or_default()
     }
 
     fn should_roll(&self, active: &Segment, len: usize, offsets: i64, now_ms: i64) -> bool {
@@ -590,7 +710,8 @@ impl Log {
             return Ok(());
         }
         let interval = self.config.index_interval_bytes;
-        if offset <= g.start_offset() {
+        let full = offset <= g.start_offset();
+        if full {
             for seg in std::mem::take(&mut g.closed).into_values() {
                 seg.remove_files()?;
             }
@@ -610,6 +731,13 @@ impl Log {
         self.start_offset.store(start, Ordering::Release);
         self.end_offset.store(end, Ordering::Release);
         self.flushed.fetch_min(end, Ordering::AcqRel);
+        {
+            let mut c = self.epochs.lock().map_err(|_| Error::Poisoned)?;
+            let cut = if full { i64::MIN } else { end };
+            if c.truncate_from(cut) {
+                c.write(&self.dir)?;
+            }
+        }
         if fs.recovery_point > active_base {
             checkpoint::write_recovery_point(&self.dir, active_base)?;
             fs.recovery_point = active_base;
@@ -691,6 +819,21 @@ fn first_record(
         detail: format!("batch at byte {pos}: {e}"),
     })?;
     Ok(hit)
+}
+
+/// The epoch cache as the batches on disk tell it, for a log that has no
+/// `leader-epoch-checkpoint` (one written before there was one).
+fn rebuild_epochs(inner: &Inner) -> Result<EpochCache> {
+    let mut c = EpochCache::default();
+    for seg in inner.segments() {
+        let mut pos = 0u64;
+        while pos < seg.size {
+            let h = seg.read_header(pos)?;
+            c.assign(h.partition_leader_epoch, h.base_offset);
+            pos += h.size() as u64;
+        }
+    }
+    Ok(c)
 }
 
 fn log_path_display(dir: &Path, base: i64) -> String {

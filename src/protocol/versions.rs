@@ -34,6 +34,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     },
     api(ApiKey::Fetch, 4, 16),
     api(ApiKey::ListOffsets, 1, 8),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),

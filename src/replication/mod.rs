@@ -1,10 +1,12 @@
 //! Partition replicas: role, leader epoch, high watermark, and the waiting
 //! of acks=-1 produces and long-poll fetches on it.
 //!
-//! With one replica the high watermark is what the local log has fsynced;
-//! follower progress and ISR maintenance join here with replication.
+//! The high watermark is the lowest offset every ISR member has fsynced;
+//! with one replica, what the local log has fsynced.
 
 pub mod partition;
 pub mod producer_state;
+#[cfg(test)]
+mod tests;
 
 pub use partition::{Appended, Partition, PartitionError};

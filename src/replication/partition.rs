@@ -1,5 +1,14 @@
-//! One local partition replica: its log, its leader epoch, and the high
-//! watermark (HW) that gates what consumers see and when acks=-1 returns.
+//! One local partition replica: its log, its role (leader or follower) and
+//! leader epoch, and the high watermark (HW) that gates what consumers see
+//! and when acks=-1 returns.
+//!
+//! As leader it tracks each follower's progress (the offset it fetches
+//! from, which it has fsynced first), keeps the HW at the lowest such offset
+//! in the ISR, and proposes ISR changes (shrink after
+//! `replica.lag.time.max.ms`, expand once a follower caught up); the
+//! controller commits them with the leader and partition epochs. As
+//! follower it appends the leader's batches as they are and truncates a
+//! divergent suffix by leader epoch (KIP-101/279/595).
 //!
 //! A replica counts only fsynced data towards the HW, so an acknowledged
 //! acks=-1 write survives power loss. Fsyncs are group-committed: a flusher
@@ -9,10 +18,11 @@
 //! flush-later behaviour: the HW follows the log end offset and fsync runs
 //! every that many messages.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
@@ -33,7 +43,113 @@ pub enum PartitionError {
     Task(String),
     #[error(transparent)]
     Sequence(#[from] SequenceError),
+    /// This replica does not lead the partition (any more).
+    #[error("this broker is not the partition's leader")]
+    NotLeader,
 }
+
+/// This replica's part in the partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower {
+        leader: i32,
+    },
+    /// No leader (all of the ISR is down): nobody serves it.
+    Offline,
+}
+
+/// What the controller says about the partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// An ISR change this leader asks the controller to commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// How an acks=-1 wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HwWait {
+    Reached,
+    TimedOut,
+    /// The leader epoch changed: what was appended may be truncated.
+    LostLeadership,
+}
+
+/// Why a follower's fetch is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchRefusal {
+    #[error("not the leader")]
+    NotLeader,
+    #[error("the follower's leader epoch {0} is older than ours")]
+    FencedEpoch(i32),
+    #[error("the follower's leader epoch {0} is newer than ours")]
+    UnknownEpoch(i32),
+    /// The follower's log diverges: it must truncate to at most
+    /// `end_offset` (the end of `epoch` here) and fetch again.
+    #[error("the follower diverges after epoch {epoch} at offset {end_offset}")]
+    Diverging { epoch: i32, end_offset: i64 },
+    #[error("offset {offset} is outside {start}..{end}")]
+    OutOfRange { offset: i64, start: i64, end: i64 },
+    #[error(transparent)]
+    Storage(#[from] PartitionError),
+}
+
+/// What the leader hands a follower.
+#[derive(Debug)]
+pub struct ReplicaFetched {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub proposal: Option<IsrProposal>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mark {
+    hw: i64,
+    epoch: i32,
+}
+
+/// The leader's view of one follower (Kafka's ReplicaState).
+#[derive(Clone, Copy, Debug)]
+struct Progress {
+    /// The offset it fetches from, fsynced below; -1 until it fetched in
+    /// this leader epoch.
+    leo: i64,
+    last_fetch: Instant,
+    last_fetch_leader_leo: i64,
+    last_caught_up: Instant,
+}
+
+#[derive(Debug)]
+struct ReplicaState {
+    role: Role,
+    partition_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    followers: HashMap<i32, Progress>,
+    /// The log end offset when this replica became leader.
+    epoch_start_offset: i64,
+    /// An ISR change sent to the controller and not yet seen committed.
+    pending: Option<(Vec<i32>, Instant)>,
+}
+
+/// An unanswered ISR proposal is sent again after this.
+const PROPOSAL_RETRY: Duration = Duration::from_secs(2);
 
 /// What an append did.
 #[derive(Clone, Copy, Debug)]
@@ -80,16 +196,30 @@ pub struct Partition {
     pub topic: String,
     pub topic_id: Uuid,
     pub index: i32,
+    /// This broker's id.
+    me: i32,
     log: Arc<Log>,
     leader_epoch: AtomicI32,
-    hw: watch::Sender<i64>,
+    mark: watch::Sender<Mark>,
     policy: FlushPolicy,
     unflushed_messages: AtomicU64,
-    /// Held across check, append and record for idempotent batches.
+    /// The write lock: held across every change to the log (leader
+    /// appends with their sequence checks, follower appends, truncation,
+    /// role changes), so that a batch is never written in a stale role.
     producers: tokio::sync::Mutex<ProducerStates>,
+    state: Mutex<ReplicaState>,
     flush_wanted: Arc<Notify>,
     /// Bumped whenever any partition's HW moves: wakes long-poll fetches.
     progress: Arc<watch::Sender<u64>>,
+    /// Bumped on every leader append: wakes followers' fetches.
+    appended: Arc<watch::Sender<u64>>,
+}
+
+/// The channels a partition signals through (shared by all partitions).
+#[derive(Clone)]
+pub struct Signals {
+    pub progress: Arc<watch::Sender<u64>>,
+    pub appended: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -106,13 +236,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 impl Partition {
     /// Opens (recovering if needed) the log in `dir` and starts its flusher.
+    /// The replica starts without a role: [`Partition::apply`] gives it one.
     pub async fn open(
         dir: &Path,
         id: PartitionId,
         config: LogConfig,
-        leader_epoch: i32,
+        me: i32,
         policy: FlushPolicy,
-        progress: Arc<watch::Sender<u64>>,
+        signals: Signals,
     ) -> Result<Arc<Partition>> {
         let PartitionId {
             topic,
@@ -122,38 +253,80 @@ impl Partition {
         let dir = dir.to_path_buf();
         let log = Arc::new(blocking(move || Log::open(&dir, config)).await??);
         // Whatever survived recovery is made durable before it is served.
-        let flushed = {
+        // The HW starts at zero and is learnt again: from the ISR as
+        // leader, from the leader as follower.
+        {
             let log = log.clone();
-            blocking(move || log.flush()).await??
-        };
-        let (hw, _) = watch::channel(flushed);
+            blocking(move || log.flush()).await??;
+        }
+        let (mark, _) = watch::channel(Mark { hw: 0, epoch: -1 });
         let p = Arc::new(Partition {
             topic,
             topic_id,
             index,
+            me,
             log,
-            leader_epoch: AtomicI32::new(leader_epoch),
-            hw,
+            leader_epoch: AtomicI32::new(-1),
+            mark,
             policy,
             unflushed_messages: AtomicU64::new(0),
             producers: tokio::sync::Mutex::new(ProducerStates::default()),
+            state: Mutex::new(ReplicaState {
+                role: Role::Offline,
+                partition_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                followers: HashMap::new(),
+                epoch_start_offset: 0,
+                pending: None,
+            }),
             flush_wanted: Arc::new(Notify::new()),
-            progress,
+            progress: signals.progress,
+            appended: signals.appended,
         });
         tokio::spawn(flusher(Arc::downgrade(&p), p.flush_wanted.clone()));
         Ok(p)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
     }
 
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        self.leader_epoch.store(epoch, Ordering::Release);
+    pub fn role(&self) -> Role {
+        self.state().role
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role() == Role::Leader
+    }
+
+    /// The ISR as this replica last learnt it from the controller.
+    pub fn isr(&self) -> Vec<i32> {
+        self.state().isr.clone()
+    }
+
+    /// (replicas, ISR) as last learnt.
+    pub fn replica_sets(&self) -> (Vec<i32>, Vec<i32>) {
+        let st = self.state();
+        (st.replicas.clone(), st.isr.clone())
+    }
+
+    /// How many offsets each follower is behind this leader's log end.
+    pub fn follower_lags(&self) -> Vec<(i32, i64)> {
+        let st = self.state();
+        let end = self.log.end_offset();
+        st.followers
+            .iter()
+            .map(|(id, f)| (*id, if f.leo < 0 { end } else { end - f.leo }))
+            .collect()
     }
 
     pub fn high_watermark(&self) -> i64 {
-        *self.hw.borrow()
+        self.mark.borrow().hw
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -168,29 +341,155 @@ impl Partition {
         &self.log
     }
 
+    /// Follows the controller's word on this partition: becomes leader or
+    /// follower when the leader epoch moves, and takes ISR changes.
+    pub async fn apply(&self, a: &Assignment) -> Result<()> {
+        let role = if a.leader == self.me {
+            Role::Leader
+        } else if a.leader >= 0 {
+            Role::Follower { leader: a.leader }
+        } else {
+            Role::Offline
+        };
+        let new_epoch = {
+            let st = self.state();
+            if a.leader_epoch < self.leader_epoch() {
+                return Ok(());
+            }
+            a.leader_epoch != self.leader_epoch() || st.role != role
+        };
+        if new_epoch {
+            // No append may run in the old role once the new one starts.
+            let _w = self.producers.lock().await;
+            if role == Role::Leader {
+                let log = self.log.clone();
+                let epoch = a.leader_epoch;
+                blocking(move || log.begin_epoch(epoch)).await??;
+            }
+            let now = Instant::now();
+            let mut st = self.state();
+            st.role = role;
+            st.epoch_start_offset = self.log.end_offset();
+            st.pending = None;
+            st.followers = a
+                .replicas
+                .iter()
+                .filter(|&&r| r != self.me)
+                .map(|&r| {
+                    (
+                        r,
+                        Progress {
+                            leo: -1,
+                            last_fetch: now,
+                            last_fetch_leader_leo: -1,
+                            last_caught_up: now,
+                        },
+                    )
+                })
+                .collect();
+            self.leader_epoch.store(a.leader_epoch, Ordering::Release);
+            drop(st);
+            tracing::info!(partition = ?self, ?role, leader_epoch = a.leader_epoch, end_offset = self.log.end_offset(), "partition role changed");
+            self.mark.send_modify(|m| m.epoch = a.leader_epoch);
+            self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        let mut st = self.state();
+        if a.partition_epoch != st.partition_epoch {
+            st.partition_epoch = a.partition_epoch;
+            st.replicas = a.replicas.clone();
+            st.isr = a.isr.clone();
+            st.pending = None;
+            for &r in &a.replicas {
+                if r != self.me {
+                    st.followers.entry(r).or_insert_with(|| Progress {
+                        leo: -1,
+                        last_fetch: Instant::now(),
+                        last_fetch_leader_leo: -1,
+                        last_caught_up: Instant::now(),
+                    });
+                }
+            }
+            st.followers.retain(|r, _| a.replicas.contains(r));
+        }
+        if st.role == Role::Leader {
+            let hw = self.leader_hw(&st);
+            drop(st);
+            if let Some(hw) = hw {
+                self.advance_hw(hw);
+            }
+        }
+        Ok(())
+    }
+
+    /// The HW the ISR allows: the lowest durable offset among the leader
+    /// and the ISR's followers (counting a follower whose addition is
+    /// pending, so that the controller never commits an ISR member that
+    /// lacks what was acknowledged). `None` while a follower's position in
+    /// this epoch is unknown.
+    fn leader_hw(&self, st: &ReplicaState) -> Option<i64> {
+        let mut hw = match self.policy {
+            FlushPolicy::BeforeAck => self.log.flushed_offset(),
+            FlushPolicy::EveryMessages(_) => self.log.end_offset(),
+        };
+        let pending = st.pending.as_ref().map(|(isr, _)| isr.as_slice());
+        let members = st.isr.iter().chain(pending.unwrap_or(&[]).iter());
+        for r in members {
+            if *r == self.me {
+                continue;
+            }
+            let leo = st.followers.get(r).map_or(-1, |f| f.leo);
+            if leo < 0 {
+                return None;
+            }
+            hw = hw.min(leo);
+        }
+        Some(hw)
+    }
+
+    fn update_leader_hw(&self) {
+        let st = self.state();
+        if st.role != Role::Leader {
+            return;
+        }
+        let hw = self.leader_hw(&st);
+        drop(st);
+        if let Some(hw) = hw {
+            self.advance_hw(hw);
+        }
+    }
+
     /// Appends already validated batches as the leader. Batches of an
     /// idempotent producer (producer id >= 0) are checked against its
     /// sequence first: a retry is answered with its original offsets.
-    pub async fn append(&self, records: Bytes, summary: &BatchesSummary) -> Result<Appended> {
+    /// Returns the leader epoch the batches were written in.
+    pub async fn append(
+        &self,
+        records: Bytes,
+        summary: &BatchesSummary,
+    ) -> Result<(Appended, i32)> {
         let (first, last) = (summary.first, summary.last);
-        if first.producer_id < 0 {
-            return Ok(Appended::New(
-                self.append_raw(records, summary.record_count as u64)
-                    .await?,
-            ));
-        }
-        let (pid, epoch) = (first.producer_id, first.producer_epoch);
-        let last_seq = last.base_sequence.wrapping_add(last.last_offset_delta);
         let mut producers = self.producers.lock().await;
-        match producers.check(pid, epoch, first.base_sequence, last_seq)? {
-            Check::Duplicate(meta) => Ok(Appended::Duplicate(meta)),
+        if !self.is_leader() {
+            return Err(PartitionError::NotLeader);
+        }
+        let epoch = self.leader_epoch();
+        if first.producer_id < 0 {
+            let info = self
+                .append_raw(records, summary.record_count as u64, epoch)
+                .await?;
+            return Ok((Appended::New(info), epoch));
+        }
+        let (pid, pepoch) = (first.producer_id, first.producer_epoch);
+        let last_seq = last.base_sequence.wrapping_add(last.last_offset_delta);
+        match producers.check(pid, pepoch, first.base_sequence, last_seq)? {
+            Check::Duplicate(meta) => Ok((Appended::Duplicate(meta), epoch)),
             Check::Append => {
                 let info = self
-                    .append_raw(records, summary.record_count as u64)
+                    .append_raw(records, summary.record_count as u64, epoch)
                     .await?;
                 producers.record(
                     pid,
-                    epoch,
+                    pepoch,
                     BatchMeta {
                         first_seq: first.base_sequence,
                         last_seq,
@@ -198,20 +497,25 @@ impl Partition {
                         last_offset: info.last_offset,
                     },
                 );
-                Ok(Appended::New(info))
+                Ok((Appended::New(info), epoch))
             }
         }
     }
 
-    async fn append_raw(&self, records: Bytes, records_count: u64) -> Result<AppendInfo> {
+    async fn append_raw(
+        &self,
+        records: Bytes,
+        records_count: u64,
+        epoch: i32,
+    ) -> Result<AppendInfo> {
         let log = self.log.clone();
-        let epoch = self.leader_epoch();
         let now = now_ms();
         let info = blocking(move || log.append(&records, epoch, now)).await??;
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
         match self.policy {
             FlushPolicy::BeforeAck => self.flush_wanted.notify_one(),
             FlushPolicy::EveryMessages(n) => {
-                self.advance_hw(info.last_offset + 1);
+                self.update_leader_hw();
                 let pending = self
                     .unflushed_messages
                     .fetch_add(records_count, Ordering::AcqRel)
@@ -225,13 +529,20 @@ impl Partition {
         Ok(info)
     }
 
-    /// Waits until the HW passes `offset` (exclusive end) or `timeout`
-    /// expires; true when it did.
-    pub async fn wait_for_hw(&self, end_offset: i64, timeout: Duration) -> bool {
-        let mut rx = self.hw.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|hw| *hw >= end_offset))
-            .await
-            .is_ok_and(|r| r.is_ok())
+    /// Waits until the HW passes `end_offset` (exclusive) in leader epoch
+    /// `epoch`, the epoch changes, or `timeout` expires.
+    pub async fn wait_for_hw(&self, end_offset: i64, epoch: i32, timeout: Duration) -> HwWait {
+        let mut rx = self.mark.subscribe();
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|m| m.epoch != epoch || m.hw >= end_offset),
+        )
+        .await;
+        match waited {
+            Ok(Ok(m)) if m.epoch == epoch => HwWait::Reached,
+            Ok(_) => HwWait::LostLeadership,
+            Err(_) => HwWait::TimedOut,
+        }
     }
 
     /// Reads whole batches from `offset`, bounded by the HW.
@@ -241,10 +552,225 @@ impl Partition {
         Ok(blocking(move || log.read(offset, max_bytes, hw)).await??)
     }
 
+    /// Serves a follower's fetch as leader: checks its epoch and history,
+    /// records its progress (which may move the HW or earn it a place in
+    /// the ISR), and reads from `fetch_offset` up to the log end.
+    pub async fn replica_fetch(
+        &self,
+        follower: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+        current_leader_epoch: i32,
+        max_bytes: usize,
+    ) -> std::result::Result<ReplicaFetched, FetchRefusal> {
+        let epoch = self.leader_epoch();
+        if self.role() != Role::Leader {
+            return Err(FetchRefusal::NotLeader);
+        }
+        if current_leader_epoch < epoch {
+            return Err(FetchRefusal::FencedEpoch(current_leader_epoch));
+        }
+        if current_leader_epoch > epoch {
+            return Err(FetchRefusal::UnknownEpoch(current_leader_epoch));
+        }
+        if last_fetched_epoch >= 0 {
+            let (e, end) = self
+                .log
+                .end_offset_for_epoch(last_fetched_epoch)
+                .map_err(PartitionError::from)?;
+            if e != last_fetched_epoch || end < fetch_offset {
+                return Err(FetchRefusal::Diverging {
+                    epoch: e,
+                    end_offset: end,
+                });
+            }
+        }
+        let (start, end) = (self.log.start_offset(), self.log.end_offset());
+        if fetch_offset < start || fetch_offset > end {
+            return Err(FetchRefusal::OutOfRange {
+                offset: fetch_offset,
+                start,
+                end,
+            });
+        }
+        let proposal = {
+            let now = Instant::now();
+            let mut st = self.state();
+            let hw = self.high_watermark();
+            let Some(f) = st.followers.get_mut(&follower) else {
+                return Err(FetchRefusal::NotLeader);
+            };
+            if fetch_offset >= end {
+                f.last_caught_up = f.last_caught_up.max(now);
+            } else if fetch_offset >= f.last_fetch_leader_leo && f.last_fetch_leader_leo >= 0 {
+                f.last_caught_up = f.last_caught_up.max(f.last_fetch);
+            }
+            f.leo = fetch_offset;
+            f.last_fetch = now;
+            f.last_fetch_leader_leo = end;
+            let in_sync = fetch_offset >= hw && fetch_offset >= st.epoch_start_offset;
+            let wanted = !st.isr.contains(&follower) && st.replicas.contains(&follower);
+            let may_propose = st
+                .pending
+                .as_ref()
+                .is_none_or(|(_, at)| at.elapsed() > PROPOSAL_RETRY);
+            let proposal = if in_sync && wanted && may_propose {
+                let mut isr = st.isr.clone();
+                isr.push(follower);
+                st.pending = Some((isr.clone(), now));
+                Some(self.proposal(&st, isr))
+            } else {
+                None
+            };
+            let hw = self.leader_hw(&st);
+            drop(st);
+            if let Some(hw) = hw {
+                self.advance_hw(hw);
+            }
+            proposal
+        };
+        let log = self.log.clone();
+        let read = blocking(move || log.read(fetch_offset, max_bytes.max(1), i64::MAX))
+            .await
+            .and_then(|r| r.map_err(PartitionError::from))?;
+        Ok(ReplicaFetched {
+            records: read.records,
+            high_watermark: self.high_watermark(),
+            log_start_offset: read.log_start_offset,
+            log_end_offset: read.log_end_offset,
+            proposal,
+        })
+    }
+
+    fn proposal(&self, st: &ReplicaState, isr: Vec<i32>) -> IsrProposal {
+        IsrProposal {
+            topic_id: self.topic_id,
+            partition: self.index,
+            leader: self.me,
+            leader_epoch: self.leader_epoch(),
+            partition_epoch: st.partition_epoch,
+            isr,
+        }
+    }
+
+    /// As leader: the ISR without the followers that have not caught up
+    /// within `max_lag`, if any fell behind.
+    pub fn shrink_isr(&self, max_lag: Duration) -> Option<IsrProposal> {
+        let mut st = self.state();
+        if st.role != Role::Leader {
+            return None;
+        }
+        if st
+            .pending
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() <= PROPOSAL_RETRY)
+        {
+            return None;
+        }
+        let now = Instant::now();
+        let lagging: Vec<i32> = st
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| *r != self.me)
+            .filter(|r| {
+                st.followers
+                    .get(r)
+                    .is_none_or(|f| now.duration_since(f.last_caught_up) > max_lag)
+            })
+            .collect();
+        if lagging.is_empty() {
+            return None;
+        }
+        let isr: Vec<i32> = st
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !lagging.contains(r))
+            .collect();
+        tracing::info!(partition = ?self, ?lagging, ?isr, "followers fell behind; shrinking the ISR");
+        // A shrink takes effect only once committed: until then the HW
+        // still waits for the old ISR, which is the safe side.
+        st.pending = Some((Vec::new(), now));
+        Some(self.proposal(&st, isr))
+    }
+
+    /// As follower: appends the leader's batches (offsets and epochs as
+    /// they are) if this replica still follows `leader` in `epoch`.
+    /// Returns whether it did.
+    pub async fn append_from_leader(
+        &self,
+        leader: i32,
+        epoch: i32,
+        records: Bytes,
+    ) -> Result<bool> {
+        let mut producers = self.producers.lock().await;
+        if self.role() != (Role::Follower { leader }) || self.leader_epoch() != epoch {
+            return Ok(false);
+        }
+        let log = self.log.clone();
+        let now = now_ms();
+        let bytes = records.clone();
+        blocking(move || log.append_replica(&bytes, now)).await??;
+        // Keep the idempotent producers' state as the leader keeps it, so
+        // that this replica deduplicates the same way if it leads.
+        for b in crate::protocol::batch::batches(&records).flatten() {
+            let h = b.header;
+            if h.producer_id >= 0 {
+                producers.record(
+                    h.producer_id,
+                    h.producer_epoch,
+                    BatchMeta {
+                        first_seq: h.base_sequence,
+                        last_seq: h.base_sequence.wrapping_add(h.last_offset_delta),
+                        first_offset: h.base_offset,
+                        last_offset: h.last_offset(),
+                    },
+                );
+            }
+        }
+        Ok(true)
+    }
+
+    /// As follower: drops the log from `offset` on (a divergent suffix, or
+    /// everything when the leader no longer has what this replica would
+    /// fetch next, then starting at `offset`).
+    pub async fn truncate_as_follower(&self, leader: i32, epoch: i32, offset: i64) -> Result<bool> {
+        let mut producers = self.producers.lock().await;
+        if self.role() != (Role::Follower { leader }) || self.leader_epoch() != epoch {
+            return Ok(false);
+        }
+        let log = self.log.clone();
+        blocking(move || log.truncate_to(offset)).await??;
+        producers.truncate_from(offset);
+        let end = self.log.end_offset();
+        self.mark.send_modify(|m| {
+            if m.hw > end {
+                tracing::warn!(hw = m.hw, end, "truncation went below the high watermark");
+                m.hw = end;
+            }
+        });
+        Ok(true)
+    }
+
+    /// As follower: fsyncs what was appended, then takes the leader's HW
+    /// (never beyond what this replica holds durably).
+    pub async fn sync_as_follower(&self, leader_hw: i64) -> Result<i64> {
+        let flushed = match self.policy {
+            FlushPolicy::BeforeAck => {
+                let log = self.log.clone();
+                blocking(move || log.flush()).await??
+            }
+            FlushPolicy::EveryMessages(_) => self.log.end_offset(),
+        };
+        self.advance_hw(leader_hw.min(flushed));
+        Ok(flushed)
+    }
+
     fn advance_hw(&self, to: i64) {
-        let moved = self.hw.send_if_modified(|hw| {
-            if to > *hw {
-                *hw = to;
+        let moved = self.mark.send_if_modified(|m| {
+            if to > m.hw {
+                m.hw = to;
                 true
             } else {
                 false
@@ -272,11 +798,7 @@ async fn flusher(p: std::sync::Weak<Partition>, wanted: Arc<Notify>) {
         let Some(part) = p.upgrade() else { return };
         let log = part.log.clone();
         match blocking(move || log.flush()).await {
-            Ok(Ok(flushed)) => {
-                if matches!(part.policy, FlushPolicy::BeforeAck) {
-                    part.advance_hw(flushed);
-                }
-            }
+            Ok(Ok(_)) => part.update_leader_hw(),
             Ok(Err(e)) | Err(PartitionError::Log(e)) => {
                 // A failed fsync means the data's fate on disk is unknown:
                 // never count it towards the HW; retry shortly.

@@ -105,6 +105,15 @@ impl ProducerStates {
         }
     }
 
+    /// Forgets the batches at or after `offset` (the log was cut there), so
+    /// that the producer's next batch continues from what the log holds.
+    pub fn truncate_from(&mut self, offset: i64) {
+        for e in self.producers.values_mut() {
+            e.recent.retain(|b| b.last_offset < offset);
+        }
+        self.producers.retain(|_, e| !e.recent.is_empty());
+    }
+
     /// Records an appended batch.
     pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta) {
         let e = self.producers.entry(producer_id).or_default();

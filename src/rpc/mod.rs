@@ -23,6 +23,12 @@ pub mod pb {
 }
 
 pub type Client = pb::controller_client::ControllerClient<Channel>;
+pub type ReplicationClient = pb::replication_client::ReplicationClient<Channel>;
+
+/// HTTP/2 flow-control windows: the 64 KiB default would hold a replica
+/// fetch of a few MiB to a trickle per round trip.
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// The largest gRPC message either side sends or accepts. Snapshot chunks
 /// are the big ones: JSON spells each byte of a chunk as up to four
@@ -93,6 +99,23 @@ impl Channels {
     /// A client for the peer at `addr` (host:port). Must be called inside
     /// the tokio runtime: the channel's worker task is spawned on it.
     pub fn client(&self, addr: &str) -> Result<Client> {
+        Ok(
+            pb::controller_client::ControllerClient::new(self.channel(addr)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+
+    /// A replication client for the peer at `addr`.
+    pub fn replication(&self, addr: &str) -> Result<ReplicationClient> {
+        Ok(
+            pb::replication_client::ReplicationClient::new(self.channel(addr)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel> {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match map.get(addr) {
             Some(c) => c.clone(),
@@ -107,14 +130,14 @@ impl Channels {
                     .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
                     .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                     .keep_alive_while_idle(true)
+                    .initial_stream_window_size(STREAM_WINDOW)
+                    .initial_connection_window_size(CONNECTION_WINDOW)
                     .connect_lazy();
                 map.insert(addr.to_string(), c.clone());
                 c
             }
         };
-        Ok(pb::controller_client::ControllerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(channel)
     }
 }
 

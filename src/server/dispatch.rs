@@ -19,6 +19,11 @@ pub const ROUTES: &[(ApiKey, Handler)] = &[
     (ApiKey::Produce, handlers::produce::handle),
     (ApiKey::Fetch, handlers::fetch::handle),
     (ApiKey::ListOffsets, handlers::list_offsets::handle),
+    (ApiKey::ElectLeaders, handlers::elect_leaders::handle),
+    (
+        ApiKey::OffsetForLeaderEpoch,
+        handlers::offset_for_leader_epoch::handle,
+    ),
     (ApiKey::CreateTopics, handlers::create_topics::handle),
     (ApiKey::DeleteTopics, handlers::delete_topics::handle),
     (

@@ -105,6 +105,7 @@ fn plan(ctx: &Ctx, t: &CreatableTopic) -> Result<Planned, (ResponseError, String
         super::place(&image, partitions as usize, rf as usize, image.topics.len())
             .map_err(|e| (super::metadata_error_code(&e), e.to_string()))?
     };
+    super::stamp_broker_defaults(ctx, &mut configs);
     Ok((assignments, configs))
 }
 

@@ -59,13 +59,12 @@ async fn read_all(
             let mut pd = PartitionData::default()
                 .with_partition_index(fp.partition)
                 .with_high_watermark(-1);
-            let partition = match topic {
-                Some(t) => ctx.broker.partition(t.id, fp.partition).await,
-                None => None,
-            };
-            let Some(p) = partition else {
-                parts.push(pd.with_error_code(unknown.code()));
-                continue;
+            let p = match super::leader_replica(ctx, topic, fp.partition, unknown).await {
+                Ok(p) => p,
+                Err(e) => {
+                    parts.push(pd.with_error_code(e.code()));
+                    continue;
+                }
             };
             if let Some(e) = epoch_check(fp.current_leader_epoch, p.leader_epoch()) {
                 parts.push(pd.with_error_code(e.code()));

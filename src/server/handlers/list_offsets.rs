@@ -81,13 +81,19 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             for lp in t.partitions {
                 let resp = ListOffsetsPartitionResponse::default()
                     .with_partition_index(lp.partition_index);
-                let partition = match topic {
-                    Some(ti) => ctx.broker.partition(ti.id, lp.partition_index).await,
-                    None => None,
-                };
-                let Some(p) = partition else {
-                    parts.push(resp.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
-                    continue;
+                let p = match super::leader_replica(
+                    &ctx,
+                    topic,
+                    lp.partition_index,
+                    ResponseError::UnknownTopicOrPartition,
+                )
+                .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        parts.push(resp.with_error_code(e.code()));
+                        continue;
+                    }
                 };
                 if let Some(e) = epoch_check(lp.current_leader_epoch, p.leader_epoch()) {
                     parts.push(resp.with_error_code(e.code()));

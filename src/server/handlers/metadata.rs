@@ -87,11 +87,13 @@ pub async fn auto_create(
         image.topics.len(),
     )
     .map_err(|e| (super::metadata_error_code(&e), e.to_string()))?;
+    let mut configs = BTreeMap::new();
+    super::stamp_broker_defaults(ctx, &mut configs);
     let cmd = MetadataCommand::CreateTopic {
         name: name.to_string(),
         topic_id: Uuid::new_v4(),
         assignments,
-        configs: BTreeMap::new(),
+        configs,
     };
     match super::propose(ctx, cmd).await {
         Ok(_) => {

@@ -10,6 +10,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -22,6 +23,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -53,6 +55,39 @@ pub fn str(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// The partition's leader replica on this broker, or the error a client
+/// should see: `unknown` for a topic or partition that does not exist,
+/// NOT_LEADER_OR_FOLLOWER when another broker leads it.
+pub async fn leader_replica(
+    ctx: &crate::server::Ctx,
+    topic: Option<&crate::controller::image::TopicImage>,
+    index: i32,
+    unknown: ResponseError,
+) -> Result<std::sync::Arc<crate::replication::Partition>, ResponseError> {
+    let Some(t) = topic else { return Err(unknown) };
+    if index < 0 || index as usize >= t.partitions.len() {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    ctx.broker
+        .leader_partition(t.id, index)
+        .await
+        .ok_or(ResponseError::NotLeaderOrFollower)
+}
+
+/// Broker defaults that the controller must see per topic, because its
+/// state machine cannot read this broker's configuration (every node must
+/// apply a record the same way): stamped into a new topic's configs.
+pub fn stamp_broker_defaults(
+    ctx: &crate::server::Ctx,
+    configs: &mut std::collections::BTreeMap<String, String>,
+) {
+    if ctx.config.unclean_leader_election_enable {
+        configs
+            .entry("unclean.leader.election.enable".to_string())
+            .or_insert_with(|| "true".to_string());
+    }
+}
+
 pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
     match e {
         MetadataError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
@@ -63,6 +98,9 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
         MetadataError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
         MetadataError::UnknownGroup(_) => ResponseError::GroupIdNotFound,
+        MetadataError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        MetadataError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+        MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
     }
 }
 

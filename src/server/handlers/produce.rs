@@ -16,6 +16,7 @@ use kafka_protocol::messages::{ProduceResponse, ResponseKind};
 
 use crate::protocol::batch::{self, Error as BatchError};
 use crate::protocol::Request;
+use crate::replication::partition::HwWait;
 use crate::replication::producer_state::SequenceError;
 use crate::replication::{self, Partition, PartitionError};
 use crate::server::{Ctx, Reply};
@@ -23,6 +24,8 @@ use crate::server::{Ctx, Reply};
 struct Appended {
     partition: Arc<Partition>,
     end_offset: i64,
+    epoch: i32,
+    min_isr: i32,
 }
 
 fn error(index: i32, code: ResponseError, msg: Option<String>) -> PartitionProduceResponse {
@@ -64,10 +67,8 @@ async fn produce_one(
             None,
         );
     };
-    if meta.leader != ctx.config.node_id {
-        return (error(index, ResponseError::NotLeaderOrFollower, None), None);
-    }
-    let Some(partition) = ctx.broker.partition(t.id, index).await else {
+    let _ = meta;
+    let Some(partition) = ctx.broker.leader_partition(t.id, index).await else {
         return (error(index, ResponseError::NotLeaderOrFollower, None), None);
     };
     let Some(records) = records.filter(|r| !r.is_empty()) else {
@@ -91,20 +92,16 @@ async fn produce_one(
             );
         }
     };
+    let min_isr = ctx.broker.min_insync_replicas(&partition);
     if acks == -1 {
-        let min_isr = t
-            .configs
-            .get("min.insync.replicas")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(ctx.config.min_insync_replicas);
-        if (meta.isr.len() as i32) < min_isr {
+        let isr = partition.isr();
+        if (isr.len() as i32) < min_isr {
             return (
                 error(
                     index,
                     ResponseError::NotEnoughReplicas,
                     Some(format!(
-                        "ISR has {} replicas, min.insync.replicas is {min_isr}",
-                        meta.isr.len()
+                        "the ISR {isr:?} has fewer than min.insync.replicas={min_isr} replicas"
                     )),
                 ),
                 None,
@@ -112,7 +109,7 @@ async fn produce_one(
         }
     }
     match partition.append(records, &summary).await {
-        Ok(done) => {
+        Ok((done, epoch)) => {
             if matches!(done, replication::Appended::New(_)) {
                 metrics::counter!("runnel_produce_records_total")
                     .increment(summary.record_count as u64);
@@ -128,8 +125,13 @@ async fn produce_one(
                 Some(Appended {
                     partition,
                     end_offset,
+                    epoch,
+                    min_isr,
                 }),
             )
+        }
+        Err(PartitionError::NotLeader) => {
+            (error(index, ResponseError::NotLeaderOrFollower, None), None)
         }
         Err(PartitionError::Sequence(e)) => {
             let code = match e {
@@ -214,16 +216,38 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 let done = join_all(
                     waits
                         .iter()
-                        .map(|(_, _, a)| a.partition.wait_for_hw(a.end_offset, timeout)),
+                        .map(|(_, _, a)| a.partition.wait_for_hw(a.end_offset, a.epoch, timeout)),
                 )
                 .await;
-                for ((ti, pi, _), ok) in waits.iter().zip(done) {
-                    if !ok {
-                        let p = &mut topics[*ti].partition_responses[*pi];
-                        p.error_code = ResponseError::RequestTimedOut.code();
-                        p.error_message =
-                            Some(super::str("timed out waiting for the high watermark"));
-                    }
+                for ((ti, pi, a), outcome) in waits.iter().zip(done) {
+                    let (code, msg) = match outcome {
+                        HwWait::Reached => {
+                            let isr = a.partition.isr();
+                            if (isr.len() as i32) >= a.min_isr {
+                                continue;
+                            }
+                            (
+                                ResponseError::NotEnoughReplicasAfterAppend,
+                                format!(
+                                    "written, but the ISR {isr:?} shrank below min.insync.replicas={}",
+                                    a.min_isr
+                                ),
+                            )
+                        }
+                        HwWait::TimedOut => (
+                            ResponseError::RequestTimedOut,
+                            "timed out waiting for the in-sync replicas".to_string(),
+                        ),
+                        HwWait::LostLeadership => (
+                            ResponseError::NotLeaderOrFollower,
+                            "leadership moved before the in-sync replicas had the batch"
+                                .to_string(),
+                        ),
+                    };
+                    let p = &mut topics[*ti].partition_responses[*pi];
+                    p.error_code = code.code();
+                    p.error_message = Some(super::str(msg));
+                    p.base_offset = -1;
                 }
                 ResponseKind::Produce(ProduceResponse::default().with_responses(topics))
             })),

@@ -1,0 +1,314 @@
+//! A leader and a follower replica on real files, exchanging fetches by
+//! direct calls: the HW waits for the ISR's durable offsets, the ISR grows
+//! and shrinks, and a divergent follower truncates by leader epoch.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::partition::*;
+use crate::log::LogConfig;
+use crate::protocol::batch;
+
+fn batch_of(n: usize) -> Bytes {
+    let records: Vec<Record> = (0..n as i64)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: -1,
+            timestamp: 1_000 + i,
+            key: None,
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+async fn replica(dir: &std::path::Path, me: i32, topic_id: Uuid) -> std::sync::Arc<Partition> {
+    Partition::open(
+        &dir.join(format!("r{me}")),
+        PartitionId {
+            topic: "t".into(),
+            topic_id,
+            index: 0,
+        },
+        LogConfig::default(),
+        me,
+        FlushPolicy::BeforeAck,
+        Signals {
+            progress: std::sync::Arc::new(watch::channel(0).0),
+            appended: std::sync::Arc::new(watch::channel(0).0),
+        },
+    )
+    .await
+    .expect("open replica")
+}
+
+fn assignment(leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) -> Assignment {
+    Assignment {
+        leader,
+        leader_epoch,
+        partition_epoch,
+        replicas: vec![1, 2],
+        isr: isr.to_vec(),
+    }
+}
+
+async fn produce(p: &Partition, n: usize) -> (i64, i32) {
+    let records = batch_of(n);
+    let summary = batch::validate_batches(&records, 1 << 20).expect("valid");
+    let (done, epoch) = p.append(records, &summary).await.expect("append");
+    (done.last_offset() + 1, epoch)
+}
+
+/// One follower fetch round: fetch, append, fsync. Returns the records' size.
+async fn fetch_round(leader: &Partition, follower: &Partition, leader_id: i32) -> usize {
+    let epoch = follower.leader_epoch();
+    let got = leader
+        .replica_fetch(
+            2,
+            follower.log_end_offset(),
+            follower.log().latest_epoch().unwrap_or(-1),
+            epoch,
+            1 << 20,
+        )
+        .await;
+    match got {
+        Ok(f) => {
+            let n = f.records.len();
+            if n > 0 {
+                assert!(follower
+                    .append_from_leader(leader_id, epoch, f.records)
+                    .await
+                    .expect("follower append"));
+            }
+            follower
+                .sync_as_follower(f.high_watermark)
+                .await
+                .expect("sync");
+            n
+        }
+        Err(FetchRefusal::Diverging {
+            epoch: e,
+            end_offset,
+        }) => {
+            let local = follower.log().end_offset_for_epoch(e).expect("epochs").1;
+            let to = if local >= 0 {
+                end_offset.min(local)
+            } else {
+                end_offset
+            };
+            assert!(follower
+                .truncate_as_follower(leader_id, epoch, to)
+                .await
+                .expect("truncate"));
+            0
+        }
+        Err(e) => panic!("fetch refused: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_high_watermark_waits_for_the_isr_and_acks_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let leader = replica(dir.path(), 1, id).await;
+    let follower = replica(dir.path(), 2, id).await;
+    leader.apply(&assignment(1, 0, 0, &[1, 2])).await.unwrap();
+    follower.apply(&assignment(1, 0, 0, &[1, 2])).await.unwrap();
+    assert_eq!(follower.role(), Role::Follower { leader: 1 });
+
+    let (end, epoch) = produce(&leader, 3).await;
+    // The leader has fsynced, but the follower has not fetched.
+    assert_eq!(
+        leader
+            .wait_for_hw(end, epoch, Duration::from_millis(200))
+            .await,
+        HwWait::TimedOut
+    );
+    assert_eq!(leader.high_watermark(), 0);
+    assert!(fetch_round(&leader, &follower, 1).await > 0);
+    // The follower's next fetch reports what it fsynced.
+    assert_eq!(fetch_round(&leader, &follower, 1).await, 0);
+    assert_eq!(
+        leader.wait_for_hw(end, epoch, Duration::from_secs(5)).await,
+        HwWait::Reached
+    );
+    assert_eq!(leader.high_watermark(), 3);
+    // The follower learns the HW on its next fetch.
+    fetch_round(&leader, &follower, 1).await;
+    assert_eq!(follower.high_watermark(), 3);
+
+    // A produce waiting when leadership moves is told so.
+    let (end, epoch) = produce(&leader, 1).await;
+    let waiting = {
+        let leader = leader.clone();
+        tokio::spawn(async move {
+            leader
+                .wait_for_hw(end, epoch, Duration::from_secs(10))
+                .await
+        })
+    };
+    leader.apply(&assignment(2, 1, 1, &[1, 2])).await.unwrap();
+    assert_eq!(waiting.await.unwrap(), HwWait::LostLeadership);
+    let records = batch_of(1);
+    let summary = batch::validate_batches(&records, 1 << 20).unwrap();
+    assert!(matches!(
+        leader.append(records, &summary).await,
+        Err(PartitionError::NotLeader)
+    ));
+}
+
+#[tokio::test]
+async fn a_caught_up_follower_is_proposed_for_the_isr_and_a_lagging_one_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let leader = replica(dir.path(), 1, id).await;
+    let follower = replica(dir.path(), 2, id).await;
+    leader.apply(&assignment(1, 0, 0, &[1])).await.unwrap();
+    follower.apply(&assignment(1, 0, 0, &[1])).await.unwrap();
+    produce(&leader, 5).await;
+    // Not in the ISR, the follower does not hold the HW back.
+    assert!(leader.wait_for_hw(5, 0, Duration::from_secs(5)).await == HwWait::Reached);
+    let f = leader
+        .replica_fetch(2, 0, -1, 0, 1 << 20)
+        .await
+        .expect("fetch");
+    assert_eq!(f.proposal, None, "behind the HW: not in sync yet");
+    follower.append_from_leader(1, 0, f.records).await.unwrap();
+    follower.sync_as_follower(f.high_watermark).await.unwrap();
+    let f = leader
+        .replica_fetch(2, 5, 0, 0, 1 << 20)
+        .await
+        .expect("fetch");
+    let prop = f.proposal.expect("caught up: proposed for the ISR");
+    assert_eq!(
+        (
+            prop.leader,
+            prop.leader_epoch,
+            prop.partition_epoch,
+            prop.isr.clone()
+        ),
+        (1, 0, 0, vec![1, 2])
+    );
+    // Committed; then the follower stops fetching and falls behind.
+    leader.apply(&assignment(1, 0, 1, &[1, 2])).await.unwrap();
+    produce(&leader, 1).await;
+    assert_eq!(leader.shrink_isr(Duration::from_secs(60)), None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let prop = leader
+        .shrink_isr(Duration::from_millis(100))
+        .expect("lagging follower dropped");
+    assert_eq!((prop.partition_epoch, prop.isr), (1, vec![1]));
+}
+
+#[tokio::test]
+async fn a_divergent_follower_truncates_to_the_new_leaders_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let a = replica(dir.path(), 1, id).await;
+    let b = replica(dir.path(), 2, id).await;
+    // Epoch 0: a leads; both get 4 records.
+    a.apply(&assignment(1, 0, 0, &[1, 2])).await.unwrap();
+    b.apply(&assignment(1, 0, 0, &[1, 2])).await.unwrap();
+    produce(&a, 4).await;
+    fetch_round(&a, &b, 1).await;
+    assert_eq!(b.log_end_offset(), 4);
+    // a takes 3 more records that b never sees, then b leads in epoch 1
+    // and takes 2 records of its own.
+    produce(&a, 3).await;
+    assert_eq!(a.log_end_offset(), 7);
+    b.apply(&assignment(2, 1, 1, &[2])).await.unwrap();
+    a.apply(&assignment(2, 1, 1, &[2])).await.unwrap();
+    produce(&b, 2).await;
+    // a fetches from b: divergence at 4, truncate, then catch up.
+    let fetch_from_b = |a: std::sync::Arc<Partition>, b: std::sync::Arc<Partition>| async move {
+        let epoch = a.leader_epoch();
+        match b
+            .replica_fetch(
+                1,
+                a.log_end_offset(),
+                a.log().latest_epoch().unwrap_or(-1),
+                epoch,
+                1 << 20,
+            )
+            .await
+        {
+            Ok(f) => {
+                if !f.records.is_empty() {
+                    a.append_from_leader(2, epoch, f.records).await.unwrap();
+                }
+                a.sync_as_follower(f.high_watermark).await.unwrap();
+            }
+            Err(FetchRefusal::Diverging {
+                epoch: e,
+                end_offset,
+            }) => {
+                assert_eq!((e, end_offset), (0, 4));
+                a.truncate_as_follower(2, epoch, end_offset).await.unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    fetch_from_b(a.clone(), b.clone()).await;
+    assert_eq!(a.log_end_offset(), 4);
+    fetch_from_b(a.clone(), b.clone()).await;
+    assert_eq!(a.log_end_offset(), 6);
+    assert_eq!(a.log().epoch_entries(), b.log().epoch_entries());
+    assert_eq!(a.log().epoch_entries(), vec![(0, 0), (1, 4)]);
+    let read = |p: std::sync::Arc<Partition>| async move {
+        let log = p.log().clone();
+        tokio::task::spawn_blocking(move || log.read(0, 1 << 20, i64::MAX))
+            .await
+            .unwrap()
+            .unwrap()
+            .records
+    };
+    assert_eq!(read(a.clone()).await, read(b.clone()).await);
+}
+
+#[tokio::test]
+async fn stale_and_future_epochs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let leader = replica(dir.path(), 1, id).await;
+    leader.apply(&assignment(1, 3, 0, &[1, 2])).await.unwrap();
+    assert!(matches!(
+        leader.replica_fetch(2, 0, -1, 2, 1024).await,
+        Err(FetchRefusal::FencedEpoch(2))
+    ));
+    assert!(matches!(
+        leader.replica_fetch(2, 0, -1, 4, 1024).await,
+        Err(FetchRefusal::UnknownEpoch(4))
+    ));
+    assert!(matches!(
+        leader.replica_fetch(2, 9, -1, 3, 1024).await,
+        Err(FetchRefusal::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        leader.replica_fetch(3, 0, -1, 3, 1024).await,
+        Err(FetchRefusal::NotLeader)
+    ));
+}

@@ -1,0 +1,121 @@
+//! ElectLeaders (43), v0-2: preferred leader election (election type 0),
+//! as `kafka-leader-election.sh --election-type PREFERRED` sends it. The
+//! controller moves each partition's leadership to its first replica where
+//! that replica is alive and in the ISR. Unclean election on demand (type
+//! 1) is refused: it is the topic's `unclean.leader.election.enable` or
+//! nothing.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
+use kafka_protocol::messages::{ElectLeadersResponse, ResponseKind, TopicName};
+
+use crate::controller::records::MetadataCommand;
+use crate::protocol::Request;
+use crate::server::{Ctx, Reply};
+
+pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
+    Box::pin(async move {
+        let version = req.version;
+        let body = super::body!(req, ElectLeaders);
+        let image = ctx.controller.image();
+        // (topic, partition) pairs asked for; None: all of them.
+        let asked: Vec<(String, i32)> = match &body.topic_partitions {
+            Some(tps) => tps
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(move |p| (t.topic.0.to_string(), *p))
+                })
+                .collect(),
+            None => image
+                .topics
+                .values()
+                .flat_map(|t| (0..t.partitions.len() as i32).map(move |p| (t.name.clone(), p)))
+                .collect(),
+        };
+        // (topic, partition, error code, message); `PENDING` until the election.
+        const PENDING: i16 = i16::MIN;
+        let mut results: Vec<(String, i32, i16, Option<String>)> = Vec::new();
+        let mut wanted = Vec::new();
+        for (topic, p) in asked {
+            let part = image
+                .topics
+                .get(&topic)
+                .and_then(|t| Some((t.id, t.partitions.get(usize::try_from(p).ok()?)?)));
+            match part {
+                None => results.push((
+                    topic,
+                    p,
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    None,
+                )),
+                Some(_) if body.election_type != 0 => results.push((
+                    topic,
+                    p,
+                    ResponseError::InvalidRequest.code(),
+                    Some("only preferred leader election (type 0) is served".into()),
+                )),
+                Some((_, pi)) if pi.replicas.first() == Some(&pi.leader) => {
+                    results.push((topic, p, ResponseError::ElectionNotNeeded.code(), None));
+                }
+                Some((id, _)) => {
+                    wanted.push((id, p));
+                    results.push((topic, p, PENDING, None));
+                }
+            }
+        }
+        let mut top_error = 0;
+        if !wanted.is_empty() {
+            let cmd = MetadataCommand::ElectPreferredLeaders { partitions: wanted };
+            if let Err((code, _msg)) = super::propose(&ctx, cmd).await {
+                // v0 has no top-level error; the partitions then say it.
+                if version >= 1 {
+                    top_error = code.code();
+                }
+            }
+            let after = ctx.controller.image();
+            for (topic, p, code, msg) in &mut results {
+                if *code != PENDING {
+                    continue;
+                }
+                let pi = after
+                    .topics
+                    .get(topic.as_str())
+                    .and_then(|t| t.partitions.get(*p as usize));
+                match pi {
+                    Some(pi) if pi.replicas.first() == Some(&pi.leader) => {
+                        *code = 0;
+                    }
+                    _ => {
+                        *code = ResponseError::PreferredLeaderNotAvailable.code();
+                        *msg = Some("the preferred leader is not alive or not in the ISR".into());
+                    }
+                }
+            }
+        }
+        let mut by_topic: Vec<ReplicaElectionResult> = Vec::new();
+        for (topic, p, code, msg) in results {
+            let r = PartitionResult::default()
+                .with_partition_id(p)
+                .with_error_code(code)
+                .with_error_message(msg.map(super::str));
+            match by_topic.iter_mut().find(|t| t.topic.0.as_str() == topic) {
+                Some(t) => t.partition_result.push(r),
+                None => by_topic.push(
+                    ReplicaElectionResult::default()
+                        .with_topic(TopicName(super::str(topic)))
+                        .with_partition_result(vec![r]),
+                ),
+            }
+        }
+        Reply::Now(ResponseKind::ElectLeaders(
+            ElectLeadersResponse::default()
+                .with_error_code(top_error)
+                .with_replica_election_results(by_topic),
+        ))
+    })
+}
