@@ -2,8 +2,9 @@
 //! directory and drives it with librdkafka (the `rdkafka` crate).
 //!
 //! Prints: time from spawn to the first answered Metadata request (cold and
-//! with data on restart), and single-producer throughput with 1 KiB records
-//! at acks=1 and acks=-1.
+//! with data on restart), single-producer throughput with 1 KiB records at
+//! acks=1 and acks=-1 on one node, and acks=-1 throughput on a three-node
+//! loopback cluster with replication factor 3 and min.insync.replicas=2.
 //!
 //! `cargo bench --bench load` (env: RECORDS, default 200000).
 
@@ -117,6 +118,87 @@ fn produce(bootstrap: &str, topic: &str, acks: &str, records: u64) -> (f64, u64)
     (ok as f64 / secs, ok)
 }
 
+/// Formats and starts a three-node cluster (every node broker and
+/// controller voter) in `root`; returns the children and a bootstrap list.
+fn start_cluster(root: &std::path::Path) -> (Vec<Child>, String) {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let voters = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let args = |i: usize| -> Vec<String> {
+        let (k, c) = ports[i];
+        [
+            format!("node.id={}", i + 1),
+            "process.roles=broker,controller".to_string(),
+            format!("listeners=PLAINTEXT://127.0.0.1:{k},CONTROLLER://127.0.0.1:{c}"),
+            format!("controller.quorum.voters={voters}"),
+            format!("log.dirs={}", root.join(format!("n{}", i + 1)).display()),
+        ]
+        .into_iter()
+        .flat_map(|kv| ["--override".to_string(), kv])
+        .collect()
+    };
+    for i in 0..3 {
+        let st = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["format", "--cluster-id", "load-bench"])
+            .args(args(i))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("runnel format");
+        assert!(st.success(), "format failed");
+    }
+    let children = (0..3)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_runnel"))
+                .arg("serve")
+                .args(args(i))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn runnel")
+        })
+        .collect();
+    let bootstrap = ports
+        .iter()
+        .map(|(k, _)| format!("127.0.0.1:{k}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (children, bootstrap)
+}
+
+fn cluster_throughput(records: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut children, bootstrap) = start_cluster(dir.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin");
+    let topic =
+        || NewTopic::new("load-rf3", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let res = rt.block_on(admin.create_topics(&[topic()], &AdminOptions::new()));
+        match res {
+            Ok(r) if r.iter().all(|r| r.is_ok()) => break,
+            other if Instant::now() > deadline => panic!("cannot create load-rf3: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    let (rate, n) = produce(&bootstrap, "load-rf3", "all", records);
+    println!(
+        "3-node cluster, RF=3, min.insync.replicas=2, single producer, 1 KiB records, acks=all: {rate:.0} records/s, {:.1} MiB/s ({n} records)",
+        rate * 1024.0 / (1024.0 * 1024.0)
+    );
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 fn main() {
     let records: u64 = std::env::var("RECORDS")
         .ok()
@@ -162,4 +244,5 @@ fn main() {
     );
     let _ = child.kill();
     let _ = child.wait();
+    cluster_throughput(records);
 }

@@ -96,6 +96,11 @@ impl Broker {
             .filter(|p| p.is_leader())
     }
 
+    /// Every local replica.
+    pub async fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().await.values().cloned().collect()
+    }
+
     /// Every local replica this broker leads.
     pub async fn leader_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions

@@ -26,6 +26,9 @@ pub type Resolver = Arc<dyn Fn(i32) -> Option<String> + Send + Sync>;
 
 /// The most a leader answers in one fetch, whatever the follower asks.
 const MAX_RESPONSE_BYTES: usize = 32 << 20;
+/// How often each partition's HW is written down (Kafka's
+/// `replica.high.watermark.checkpoint.interval.ms`).
+const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest a leader holds a fetch open.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
@@ -175,8 +178,17 @@ impl Broker {
             (self.config.replica_lag_time_max_ms / 4).clamp(100, 1000),
         ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checkpoints = tokio::time::interval(HW_CHECKPOINT_INTERVAL);
+        checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = checkpoints.tick() => {
+                    for p in self.all_partitions().await {
+                        if let Err(e) = p.checkpoint_high_watermark().await {
+                            tracing::warn!(partition = ?p, error = %e, "cannot checkpoint the high watermark");
+                        }
+                    }
+                }
                 prop = proposals.recv() => {
                     let Some(prop) = prop else { return };
                     tokio::spawn(propose_isr(controller.clone(), prop));
@@ -234,7 +246,8 @@ async fn propose_isr(controller: Controller, prop: IsrProposal) {
     };
     match controller.propose(cmd).await {
         Ok(MetadataResponse::Ok) => {
-            metrics::counter!("runnel_isr_changes_total").increment(1);
+            let kind = if prop.expands { "expand" } else { "shrink" };
+            metrics::counter!("runnel_isr_changes_total", "kind" => kind).increment(1);
             tracing::info!(topic_id = %prop.topic_id, partition = prop.partition, isr = ?prop.isr, "ISR change committed");
         }
         Ok(other) => {

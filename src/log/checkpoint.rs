@@ -33,6 +33,30 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()
     sync_dir(dir)
 }
 
+/// The last high watermark this replica knew, so that a restarted leader
+/// does not hide committed records until its followers report again.
+pub(crate) const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
+
+pub(crate) fn write_high_watermark(dir: &Path, hw: i64) -> Result<()> {
+    write_atomic(
+        dir,
+        HIGH_WATERMARK_FILE,
+        format!("{VERSION}\n{hw}\n").as_bytes(),
+    )
+}
+
+pub(crate) fn read_high_watermark(dir: &Path) -> Option<i64> {
+    let text = fs::read_to_string(dir.join(HIGH_WATERMARK_FILE)).ok()?;
+    let mut lines = text.lines();
+    (lines.next()? == VERSION).then_some(())?;
+    lines
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|hw: &i64| *hw >= 0)
+}
+
 pub(crate) fn write_recovery_point(dir: &Path, offset: i64) -> Result<()> {
     write_atomic(
         dir,

@@ -481,6 +481,16 @@ impl Log {
         self.assign_epoch(epoch, g.active.next_offset)
     }
 
+    /// Records the high watermark durably (see `high-watermark-checkpoint`).
+    pub fn checkpoint_high_watermark(&self, hw: i64) -> Result<()> {
+        checkpoint::write_high_watermark(&self.dir, hw)
+    }
+
+    /// The last checkpointed high watermark, at most the log end offset.
+    pub fn checkpointed_high_watermark(&self) -> Option<i64> {
+        checkpoint::read_high_watermark(&self.dir).map(|hw| hw.min(self.end_offset()))
+    }
+
     /// The latest leader epoch in the log's epoch cache.
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epochs.lock().ok().and_then(|c| c.latest_epoch())

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,8 @@ pub struct IsrProposal {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub isr: Vec<i32>,
+    /// A follower joins (else followers leave).
+    pub expands: bool,
 }
 
 /// How an acks=-1 wait ended.
@@ -200,6 +202,8 @@ pub struct Partition {
     me: i32,
     log: Arc<Log>,
     leader_epoch: AtomicI32,
+    /// The HW last written to `high-watermark-checkpoint`.
+    checkpointed_hw: AtomicI64,
     mark: watch::Sender<Mark>,
     policy: FlushPolicy,
     unflushed_messages: AtomicU64,
@@ -259,7 +263,8 @@ impl Partition {
             let log = log.clone();
             blocking(move || log.flush()).await??;
         }
-        let (mark, _) = watch::channel(Mark { hw: 0, epoch: -1 });
+        let hw = log.checkpointed_high_watermark().unwrap_or(0);
+        let (mark, _) = watch::channel(Mark { hw, epoch: -1 });
         let p = Arc::new(Partition {
             topic,
             topic_id,
@@ -267,6 +272,7 @@ impl Partition {
             me,
             log,
             leader_epoch: AtomicI32::new(-1),
+            checkpointed_hw: AtomicI64::new(hw),
             mark,
             policy,
             unflushed_messages: AtomicU64::new(0),
@@ -644,6 +650,7 @@ impl Partition {
 
     fn proposal(&self, st: &ReplicaState, isr: Vec<i32>) -> IsrProposal {
         IsrProposal {
+            expands: isr.len() > st.isr.len(),
             topic_id: self.topic_id,
             partition: self.index,
             leader: self.me,
@@ -781,8 +788,20 @@ impl Partition {
         }
     }
 
+    /// Writes the HW to its checkpoint file if it moved since the last time.
+    pub async fn checkpoint_high_watermark(&self) -> Result<()> {
+        let hw = self.high_watermark();
+        if self.checkpointed_hw.swap(hw, Ordering::AcqRel) == hw {
+            return Ok(());
+        }
+        let log = self.log.clone();
+        blocking(move || log.checkpoint_high_watermark(hw)).await??;
+        Ok(())
+    }
+
     /// Flushes and marks the log cleanly shut down.
     pub async fn close(&self) -> Result<()> {
+        self.checkpoint_high_watermark().await?;
         let log = self.log.clone();
         blocking(move || log.close()).await??;
         Ok(())

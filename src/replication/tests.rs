@@ -221,7 +221,10 @@ async fn a_caught_up_follower_is_proposed_for_the_isr_and_a_lagging_one_dropped(
     let prop = leader
         .shrink_isr(Duration::from_millis(100))
         .expect("lagging follower dropped");
-    assert_eq!((prop.partition_epoch, prop.isr), (1, vec![1]));
+    assert_eq!(
+        (prop.partition_epoch, prop.isr, prop.expands),
+        (1, vec![1], false)
+    );
 }
 
 #[tokio::test]
