@@ -126,6 +126,8 @@ pub struct Config {
     /// Move leadership back to preferred leaders every
     /// `leader.imbalance.check.interval.seconds`.
     pub auto_leader_rebalance_enable: bool,
+    /// A producer id idle this long is forgotten by every partition.
+    pub producer_id_expiration_ms: u64,
     pub leader_imbalance_check_interval_ms: u64,
     /// Every key as given (after overrides), for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
@@ -198,6 +200,7 @@ const KNOWN: &[(&str, &str)] = &[
     ("replica.fetch.response.max.bytes", "10485760"),
     ("unclean.leader.election.enable", "false"),
     ("auto.leader.rebalance.enable", "true"),
+    ("producer.id.expiration.ms", "86400000"),
     ("leader.imbalance.check.interval.seconds", "300"),
     // One fetcher per source broker carries all its partitions.
     ("num.replica.fetchers", "1"),
@@ -572,6 +575,7 @@ impl Config {
             replica_fetch_response_max_bytes: p.num("replica.fetch.response.max.bytes", 1)?,
             unclean_leader_election_enable: p.boolean("unclean.leader.election.enable")?,
             auto_leader_rebalance_enable: p.boolean("auto.leader.rebalance.enable")?,
+            producer_id_expiration_ms: p.num("producer.id.expiration.ms", 1)?,
             leader_imbalance_check_interval_ms: p
                 .num::<u64>("leader.imbalance.check.interval.seconds", 1)?
                 .saturating_mul(1000),

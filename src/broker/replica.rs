@@ -183,9 +183,14 @@ impl Broker {
         loop {
             tokio::select! {
                 _ = checkpoints.tick() => {
+                    let idle = Duration::from_millis(self.config.producer_id_expiration_ms);
                     for p in self.all_partitions().await {
                         if let Err(e) = p.checkpoint_high_watermark().await {
                             tracing::warn!(partition = ?p, error = %e, "cannot checkpoint the high watermark");
+                        }
+                        let expired = p.expire_producers(idle).await;
+                        if expired > 0 {
+                            tracing::debug!(partition = ?p, expired, "forgot idle producers");
                         }
                     }
                 }

@@ -481,6 +481,28 @@ impl Log {
         self.assign_epoch(epoch, g.active.next_offset)
     }
 
+    /// Base offset of the active segment (it changes when the log rolls).
+    pub fn active_base(&self) -> i64 {
+        self.shared().map(|g| g.active.base).unwrap_or(-1)
+    }
+
+    /// Calls `f` with the header of every batch from the one holding
+    /// `offset` to the log end, in order (reads headers only).
+    pub fn for_each_header_from(&self, offset: i64, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        let g = self.shared()?;
+        for seg in g.segments_from(offset) {
+            let Some((mut pos, _)) = seg.find_batch(offset)? else {
+                continue;
+            };
+            while pos < seg.size {
+                let h = seg.read_header(pos)?;
+                f(&h);
+                pos += h.size() as u64;
+            }
+        }
+        Ok(())
+    }
+
     /// Records the high watermark durably (see `high-watermark-checkpoint`).
     pub fn checkpoint_high_watermark(&self, hw: i64) -> Result<()> {
         checkpoint::write_high_watermark(&self.dir, hw)

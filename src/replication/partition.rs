@@ -211,6 +211,8 @@ pub struct Partition {
     /// appends with their sequence checks, follower appends, truncation,
     /// role changes), so that a batch is never written in a stale role.
     producers: tokio::sync::Mutex<ProducerStates>,
+    /// The active segment's base when producer state was last snapshotted.
+    snapshot_base: AtomicI64,
     state: Mutex<ReplicaState>,
     flush_wanted: Arc<Notify>,
     /// Bumped whenever any partition's HW moves: wakes long-poll fetches.
@@ -263,6 +265,10 @@ impl Partition {
             let log = log.clone();
             blocking(move || log.flush()).await??;
         }
+        let producers = {
+            let log = log.clone();
+            blocking(move || rebuild_producers(&log)).await??
+        };
         let hw = log.checkpointed_high_watermark().unwrap_or(0);
         let (mark, _) = watch::channel(Mark { hw, epoch: -1 });
         let p = Arc::new(Partition {
@@ -276,7 +282,8 @@ impl Partition {
             mark,
             policy,
             unflushed_messages: AtomicU64::new(0),
-            producers: tokio::sync::Mutex::new(ProducerStates::default()),
+            producers: tokio::sync::Mutex::new(producers),
+            snapshot_base: AtomicI64::new(-1),
             state: Mutex::new(ReplicaState {
                 role: Role::Offline,
                 partition_epoch: -1,
@@ -483,6 +490,7 @@ impl Partition {
             let info = self
                 .append_raw(records, summary.record_count as u64, epoch)
                 .await?;
+            self.snapshot_on_roll(&producers).await;
             return Ok((Appended::New(info), epoch));
         }
         let (pid, pepoch) = (first.producer_id, first.producer_epoch);
@@ -493,7 +501,7 @@ impl Partition {
                 let info = self
                     .append_raw(records, summary.record_count as u64, epoch)
                     .await?;
-                producers.record(
+                producers.record_at(
                     pid,
                     pepoch,
                     BatchMeta {
@@ -502,7 +510,9 @@ impl Partition {
                         first_offset: info.first_offset,
                         last_offset: info.last_offset,
                     },
+                    now_ms(),
                 );
+                self.snapshot_on_roll(&producers).await;
                 Ok((Appended::New(info), epoch))
             }
         }
@@ -722,20 +732,9 @@ impl Partition {
         // Keep the idempotent producers' state as the leader keeps it, so
         // that this replica deduplicates the same way if it leads.
         for b in crate::protocol::batch::batches(&records).flatten() {
-            let h = b.header;
-            if h.producer_id >= 0 {
-                producers.record(
-                    h.producer_id,
-                    h.producer_epoch,
-                    BatchMeta {
-                        first_seq: h.base_sequence,
-                        last_seq: h.base_sequence.wrapping_add(h.last_offset_delta),
-                        first_offset: h.base_offset,
-                        last_offset: h.last_offset(),
-                    },
-                );
-            }
+            record_header(&mut producers, &b.header, now);
         }
+        self.snapshot_on_roll(&producers).await;
         Ok(true)
     }
 
@@ -750,6 +749,8 @@ impl Partition {
         let log = self.log.clone();
         blocking(move || log.truncate_to(offset)).await??;
         producers.truncate_from(offset);
+        let (log, end) = (self.log.clone(), self.log.end_offset());
+        blocking(move || remove_snapshots(log.dir(), |o| o > end)).await??;
         let end = self.log.end_offset();
         self.mark.send_modify(|m| {
             if m.hw > end {
@@ -799,13 +800,147 @@ impl Partition {
         Ok(())
     }
 
+    /// Writes a producer-state snapshot when the log has rolled since the
+    /// last one, so that a restart replays at most about a segment.
+    async fn snapshot_on_roll(&self, producers: &ProducerStates) {
+        let base = self.log.active_base();
+        if self.snapshot_base.swap(base, Ordering::AcqRel) == base {
+            return;
+        }
+        if let Err(e) = self.write_snapshot(producers).await {
+            tracing::warn!(partition = ?self, error = %e, "cannot snapshot producer state");
+        }
+    }
+
+    async fn write_snapshot(&self, producers: &ProducerStates) -> Result<()> {
+        let (log, state) = (self.log.clone(), producers.clone());
+        blocking(move || write_snapshot(&log, &state)).await??;
+        Ok(())
+    }
+
+    /// Forgets producers idle for longer than `max_idle`.
+    pub async fn expire_producers(&self, max_idle: Duration) -> usize {
+        let before = now_ms() - max_idle.as_millis() as i64;
+        self.producers.lock().await.expire(before)
+    }
+
     /// Flushes and marks the log cleanly shut down.
     pub async fn close(&self) -> Result<()> {
+        {
+            let producers = self.producers.lock().await;
+            self.write_snapshot(&producers).await?;
+        }
         self.checkpoint_high_watermark().await?;
         let log = self.log.clone();
         blocking(move || log.close()).await??;
         Ok(())
     }
+}
+
+const SNAPSHOT_SUFFIX: &str = ".snapshot";
+
+fn record_header(
+    producers: &mut ProducerStates,
+    h: &crate::protocol::batch::BatchHeader,
+    at_ms: i64,
+) {
+    if h.producer_id >= 0 {
+        producers.record_at(
+            h.producer_id,
+            h.producer_epoch,
+            BatchMeta {
+                first_seq: h.base_sequence,
+                last_seq: h.base_sequence.wrapping_add(h.last_offset_delta),
+                first_offset: h.base_offset,
+                last_offset: h.last_offset(),
+            },
+            at_ms,
+        );
+    }
+}
+
+/// Producer-state snapshots in `dir`, as (offset, path), oldest first.
+fn snapshots(dir: &Path) -> std::io::Result<Vec<(i64, std::path::PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SNAPSHOT_SUFFIX)) else {
+            continue;
+        };
+        if let Ok(offset) = stem.parse::<i64>() {
+            out.push((offset, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn remove_snapshots(dir: &Path, which: impl Fn(i64) -> bool) -> Result<()> {
+    let io = |e: std::io::Error| PartitionError::Task(format!("{}: {e}", dir.display()));
+    for (offset, path) in snapshots(dir).map_err(io)? {
+        if which(offset) {
+            std::fs::remove_file(&path).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `<log end offset>.snapshot` (keeping the previous one too).
+fn write_snapshot(log: &Log, state: &ProducerStates) -> Result<()> {
+    let end = log.end_offset();
+    let dir = log.dir();
+    let io = |e: std::io::Error| PartitionError::Task(format!("{}: {e}", dir.display()));
+    let json = serde_json::to_vec(state).map_err(|e| PartitionError::Task(e.to_string()))?;
+    let name = format!("{end:020}{SNAPSHOT_SUFFIX}");
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, &json).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, dir.join(&name)).map_err(io)?;
+    let all = snapshots(dir).map_err(io)?;
+    let keep_from = all.len().saturating_sub(2);
+    for (_, path) in &all[..keep_from] {
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The producer state as of the log end: the latest usable snapshot, then
+/// every batch after it. Snapshots beyond the log end (data lost in a
+/// crash) are removed.
+fn rebuild_producers(log: &Log) -> Result<ProducerStates> {
+    let end = log.end_offset();
+    let dir = log.dir();
+    remove_snapshots(dir, |o| o > end)?;
+    let io = |e: std::io::Error| PartitionError::Task(format!("{}: {e}", dir.display()));
+    let mut from = log.start_offset();
+    let mut state = ProducerStates::default();
+    for (offset, path) in snapshots(dir).map_err(io)?.into_iter().rev() {
+        let loaded = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProducerStates>(&b).ok());
+        match loaded {
+            Some(s) => {
+                state = s;
+                from = offset;
+                break;
+            }
+            None => {
+                tracing::warn!(path = %path.display(), "unreadable producer snapshot; ignoring it")
+            }
+        }
+    }
+    let now = now_ms();
+    if from < end {
+        log.for_each_header_from(from, |h| {
+            if h.base_offset >= from {
+                record_header(&mut state, h, now);
+            }
+        })?;
+    }
+    Ok(state)
 }
 
 /// Group commit: each round fsyncs everything appended before it began.

@@ -4,18 +4,22 @@
 //!
 //! Pure bookkeeping, no I/O. The partition consults it and records into it
 //! under one lock together with the append, so that check and append are
-//! atomic. (Rebuilding it from the log after a restart, snapshots at segment
-//! roll and expiry come with the idempotence work; until then a producer
-//! unknown to a restarted broker is accepted at any sequence, as Kafka does
-//! for producers whose state was lost.)
+//! atomic; followers record the leader's batches the same way, so a new
+//! leader deduplicates as the old one did. The partition snapshots it (as
+//! JSON) at segment rolls and clean shutdown, and rebuilds it at open from
+//! the latest snapshot plus the batches after it. Producers idle for
+//! `producer.id.expiration.ms` are forgotten; a producer unknown to the
+//! partition is accepted at any sequence, as Kafka does.
 
 use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
 
 /// Kafka keeps this many batches per producer: the largest
 /// `max.in.flight.requests.per.connection` allowed with idempotence.
 pub const RETAINED_BATCHES: usize = 5;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchMeta {
     pub first_seq: i32,
     pub last_seq: i32,
@@ -23,10 +27,13 @@ pub struct BatchMeta {
     pub last_offset: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     epoch: i16,
     recent: VecDeque<BatchMeta>,
+    /// When its last batch was written (ms since the epoch), for expiry.
+    #[serde(default)]
+    last_write_ms: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +61,7 @@ fn next_seq(seq: i32) -> i32 {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, Entry>,
 }
@@ -112,6 +119,29 @@ impl ProducerStates {
             e.recent.retain(|b| b.last_offset < offset);
         }
         self.producers.retain(|_, e| !e.recent.is_empty());
+    }
+
+    /// Forgets producers that wrote nothing since `before_ms`.
+    pub fn expire(&mut self, before_ms: i64) -> usize {
+        let n = self.producers.len();
+        self.producers.retain(|_, e| e.last_write_ms >= before_ms);
+        n - self.producers.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Records an appended batch, written at `at_ms`.
+    pub fn record_at(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta, at_ms: i64) {
+        self.record(producer_id, epoch, batch);
+        if let Some(e) = self.producers.get_mut(&producer_id) {
+            e.last_write_ms = e.last_write_ms.max(at_ms);
+        }
     }
 
     /// Records an appended batch.
@@ -189,6 +219,24 @@ mod tests {
             })
         );
         assert_eq!(s.check(1, 0, 2, 2), Ok(Check::Duplicate(meta(2, 2, 2))));
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_idle_producers_expire() {
+        let mut s = ProducerStates::default();
+        s.record_at(1, 0, meta(0, 4, 0), 1_000);
+        s.record_at(2, 3, meta(0, 0, 5), 5_000);
+        let json = serde_json::to_vec(&s).unwrap();
+        let back: ProducerStates = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.check(1, 0, 0, 4), Ok(Check::Duplicate(meta(0, 4, 0))));
+        assert_eq!(s.expire(2_000), 1);
+        assert_eq!(
+            s.check(1, 0, 9, 9),
+            Ok(Check::Append),
+            "forgotten: any sequence"
+        );
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

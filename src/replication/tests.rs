@@ -16,17 +16,23 @@ use crate::log::LogConfig;
 use crate::protocol::batch;
 
 fn batch_of(n: usize) -> Bytes {
+    idempotent_batch(-1, -1, -1, n)
+}
+
+/// `n` records of producer `pid` (epoch `epoch`) from sequence `seq`; a
+/// producer id of -1 makes a plain batch.
+fn idempotent_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
     let records: Vec<Record> = (0..n as i64)
         .map(|i| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
             timestamp_type: TimestampType::Creation,
             offset: i,
-            sequence: -1,
+            sequence: if pid < 0 { -1 } else { seq + i as i32 },
             timestamp: 1_000 + i,
             key: None,
             value: Some(Bytes::from(format!("v{i}"))),
@@ -314,4 +320,51 @@ async fn stale_and_future_epochs_are_refused() {
         leader.replica_fetch(3, 0, -1, 3, 1024).await,
         Err(FetchRefusal::NotLeader)
     ));
+}
+
+#[tokio::test]
+async fn producer_state_survives_a_crash_and_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let send = |p: std::sync::Arc<Partition>, seq: i32| async move {
+        let records = idempotent_batch(42, 0, seq, 2);
+        let summary = batch::validate_batches(&records, 1 << 20).unwrap();
+        p.append(records, &summary).await.map(|(a, _)| a)
+    };
+    let solo = |p: std::sync::Arc<Partition>| async move {
+        p.apply(&Assignment {
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![1],
+            isr: vec![1],
+        })
+        .await
+        .unwrap();
+        p
+    };
+    let p = solo(replica(dir.path(), 1, id).await).await;
+    assert!(matches!(send(p.clone(), 0).await, Ok(Appended::New(_))));
+    assert!(matches!(send(p.clone(), 2).await, Ok(Appended::New(_))));
+    // A crash: no close, no snapshot beyond the first append's.
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let p = solo(replica(dir.path(), 1, id).await).await;
+    match send(p.clone(), 2).await {
+        Ok(Appended::Duplicate(m)) => assert_eq!((m.first_offset, m.last_offset), (2, 3)),
+        other => panic!("a retry after a crash must be a duplicate: {other:?}"),
+    }
+    assert!(matches!(
+        send(p.clone(), 9).await,
+        Err(PartitionError::Sequence(_))
+    ));
+    assert!(matches!(send(p.clone(), 4).await, Ok(Appended::New(_))));
+    p.close().await.unwrap();
+    drop(p);
+    let p = solo(replica(dir.path(), 1, id).await).await;
+    match send(p.clone(), 4).await {
+        Ok(Appended::Duplicate(m)) => assert_eq!(m.first_offset, 4),
+        other => panic!("a retry after a clean restart must be a duplicate: {other:?}"),
+    }
+    assert_eq!(p.log_end_offset(), 6);
 }

@@ -1,9 +1,9 @@
 //! ElectLeaders (43), v0-2: preferred leader election (election type 0),
 //! as `kafka-leader-election.sh --election-type PREFERRED` sends it. The
 //! controller moves each partition's leadership to its first replica where
-//! that replica is alive and in the ISR. Unclean election on demand (type
-//! 1) is refused: it is the topic's `unclean.leader.election.enable` or
-//! nothing.
+//! that replica is alive and in the ISR. Unclean election on demand
+//! (election type 1) is refused; a topic opts into unclean election with
+//! `unclean.leader.election.enable`.
 
 use std::sync::Arc;
 
