@@ -36,6 +36,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::ListOffsets, 1, 8),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::ElectLeaders, 0, 2),
+    api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),

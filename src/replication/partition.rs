@@ -818,6 +818,11 @@ impl Partition {
         Ok(())
     }
 
+    /// The idempotent producers this replica knows (DescribeProducers).
+    pub async fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        self.producers.lock().await.describe()
+    }
+
     /// Forgets producers idle for longer than `max_idle`.
     pub async fn expire_producers(&self, max_idle: Duration) -> usize {
         let before = now_ms() - max_idle.as_millis() as i64;

@@ -128,6 +128,20 @@ impl ProducerStates {
         n - self.producers.len()
     }
 
+    /// (producer id, epoch, last sequence, last write ms) of every producer.
+    pub fn describe(&self) -> Vec<(i64, i16, i32, i64)> {
+        let mut out: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(id, e)| {
+                let last_seq = e.recent.back().map_or(-1, |b| b.last_seq);
+                (*id, e.epoch, last_seq, e.last_write_ms)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }

@@ -21,6 +21,10 @@ pub const ROUTES: &[(ApiKey, Handler)] = &[
     (ApiKey::ListOffsets, handlers::list_offsets::handle),
     (ApiKey::ElectLeaders, handlers::elect_leaders::handle),
     (
+        ApiKey::DescribeProducers,
+        handlers::describe_producers::handle,
+    ),
+    (
         ApiKey::OffsetForLeaderEpoch,
         handlers::offset_for_leader_epoch::handle,
     ),

@@ -10,6 +10,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_quorum;
+pub mod describe_producers;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
