@@ -60,6 +60,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Overrides every node of a replication test runs with (on top of the
@@ -761,18 +762,178 @@ fn continuous(topic: &str, prefix: &str) -> ProducerSpec {
 
 // ------------------------------------------------------------ consumer --
 
-/// Reads the partition from offset 0 up to the high watermark `hw` (through
-/// any node): (offset, key) in the order received.
-fn consume_all(c: &Cluster, topic: &str, p: i32, hw: i64) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap_all())
+fn consumer_config(c: &Cluster) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", c.bootstrap_all())
+        // librdkafka refuses assign() without a group.id; nothing is committed.
         .set("group.id", "runnel-replication-tests")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // A position the log does not have (any more) is an error, not a
+        // silent jump.
         .set("auto.offset.reset", "error")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("create consumer");
+        .set("enable.partition.eof", "false");
+    cfg
+}
+
+/// A consumer error: librdkafka's code, if any, and the message.
+type ConsumerError = (Option<RDKafkaErrorCode>, String);
+
+/// A consumer reading the partition from offset 0 while the test kills
+/// leaders, recording what it was shown: everything a consumer sees must
+/// be in the final log at the same offset (reads stop at the high
+/// watermark, so nothing read is ever lost or replaced).
+struct BgConsumer {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(i64, String)>>>,
+    errors: Arc<Mutex<Vec<ConsumerError>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl BgConsumer {
+    fn start(c: &Cluster, topic: &str, p: i32) -> BgConsumer {
+        let consumer: BaseConsumer = consumer_config(c).create().expect("create consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition offset");
+        consumer.assign(&tpl).expect("assign");
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, seen2, errors2) = (Arc::clone(&stop), Arc::clone(&seen), Arc::clone(&errors));
+        let handle = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => seen2.lock().expect("lock").push((m.offset(), key_of(&m))),
+                    Some(Err(e)) => {
+                        let mut errs = errors2.lock().expect("lock");
+                        if errs.len() < 100 {
+                            errs.push((e.rdkafka_error_code(), e.to_string()));
+                        }
+                    }
+                    None => {}
+                }
+            }
+        });
+        step!("consumer reading {topic}/{p} from offset 0 throughout");
+        BgConsumer {
+            stop,
+            seen,
+            errors,
+            handle: Some(handle),
+        }
+    }
+
+    /// Gives it up to 30 s to read up to the end of `final_log` (the log as
+    /// read back after the test: a consumer keeps working across
+    /// failovers), stops it and checks what it read against the final log.
+    fn finish_and_check(mut self, final_log: &[(i64, String)]) {
+        let end = final_log.last().map_or(-1, |(o, _)| *o);
+        let within = Duration::from_secs(30);
+        let deadline = Instant::now() + within;
+        let mut caught_up = false;
+        while Instant::now() < deadline {
+            let last = self
+                .seen
+                .lock()
+                .expect("lock")
+                .last()
+                .map_or(-1, |(o, _)| *o);
+            if last >= end {
+                caught_up = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            h.join().expect("consumer thread");
+        }
+        let seen = std::mem::take(&mut *self.seen.lock().expect("lock"));
+        let errors = std::mem::take(&mut *self.errors.lock().expect("lock"));
+        let by_offset: HashMap<i64, &str> =
+            final_log.iter().map(|(o, k)| (*o, k.as_str())).collect();
+        let mut problems = Vec::new();
+        if !caught_up {
+            problems.push(format!(
+                "the consumer did not reach the end of the log (offset {end}) within {within:?} \
+                 of the test's end: it is at {:?}; errors: {:?}",
+                seen.last(),
+                &errors[errors.len().saturating_sub(5)..]
+            ));
+        }
+        let wrong: Vec<String> = seen
+            .iter()
+            .filter(|(o, k)| by_offset.get(o) != Some(&k.as_str()))
+            .take(10)
+            .map(|(o, k)| format!("read {k} at {o}; the final log has {:?}", by_offset.get(o)))
+            .collect();
+        if !wrong.is_empty() {
+            problems.push(format!(
+                "a consumer was shown records that are not in the final log:\n  {}",
+                wrong.join("\n  ")
+            ));
+        }
+        if let Some(i) = (0..seen.len()).find(|&i| seen[i].0 != i as i64) {
+            problems.push(format!(
+                "the consumer's offsets are not 0, 1, 2, ...: #{i} is {} (around it {:?})",
+                seen[i].0,
+                &seen[i.saturating_sub(2)..(i + 3).min(seen.len())]
+            ));
+        }
+        // Its position was always at most the HW it was shown, which every
+        // later leader's log reaches: no reset, no truncation.
+        let fatal: Vec<&ConsumerError> = errors
+            .iter()
+            .filter(|(code, _)| {
+                matches!(
+                    code,
+                    Some(
+                        RDKafkaErrorCode::OffsetOutOfRange
+                            | RDKafkaErrorCode::AutoOffsetReset
+                            | RDKafkaErrorCode::LogTruncation
+                    )
+                )
+            })
+            .collect();
+        if !fatal.is_empty() {
+            problems.push(format!(
+                "the consumer's position fell outside the log: {:?}",
+                &fatal[..fatal.len().min(5)]
+            ));
+        }
+        step!(
+            "consumer read {} records during the test ({} errors{}): {}",
+            seen.len(),
+            errors.len(),
+            errors
+                .first()
+                .map(|e| format!(", first: {}", e.1))
+                .unwrap_or_default(),
+            if problems.is_empty() {
+                "all in the final log"
+            } else {
+                "FAILED"
+            }
+        );
+        assert!(
+            !seen.is_empty(),
+            "the consumer read nothing during the test"
+        );
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+}
+
+impl Drop for BgConsumer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Reads the partition from offset 0 up to the high watermark `hw` (through
+/// any node): (offset, key) in the order received.
+fn consume_all(c: &Cluster, topic: &str, p: i32, hw: i64) -> Vec<(i64, String)> {
+    let consumer: BaseConsumer = consumer_config(c).create().expect("create consumer");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, Offset::Beginning)
         .expect("partition offset");
@@ -792,10 +953,7 @@ fn consume_all(c: &Cluster, topic: &str, p: i32, hw: i64) -> Vec<(i64, String)> 
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 last = m.offset();
-                out.push((
-                    m.offset(),
-                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                ));
+                out.push((m.offset(), key_of(&m)));
             }
             Some(Err(e)) if errors.len() < 20 => errors.push(e.to_string()),
             Some(Err(_)) | None => {}
@@ -917,11 +1075,13 @@ fn check_log(consumed: &[(i64, String)], hw: i64, acked: &[Ack], prefixes: &[&st
 
 /// Stops the producer, waits for the replicas to converge, reads the
 /// partition back and checks it against the acknowledgements (plus
-/// `extra_acks`, e.g. raw produces). Returns the HW.
+/// `extra_acks`, e.g. raw produces) and against what `reader` was shown
+/// along the way. Returns the HW.
 fn finish_and_verify(
     c: &Cluster,
     topic: &str,
     producer: BgProducer,
+    reader: Option<BgConsumer>,
     extra_acks: &[Ack],
     prefixes: &[&str],
 ) -> i64 {
@@ -932,6 +1092,9 @@ fn finish_and_verify(
     let mut acked = reports.acked;
     acked.extend_from_slice(extra_acks);
     check_log(&consumed, hw, &acked, prefixes);
+    if let Some(r) = reader {
+        r.finish_and_check(&consumed);
+    }
     hw
 }
 
@@ -944,6 +1107,7 @@ fn acks_all_survives_five_leader_kills() {
     let mut c = Cluster::start_with(3, REPLICATION);
     admin_create(&c, topic, 1);
     let producer = BgProducer::start(c.bootstrap_all(), continuous(topic, "v"));
+    let reader = BgConsumer::start(&c, topic, 0);
     let t0 = Instant::now();
     producer.wait_acks_since(t0, 200, TIMEOUT, "before the first kill");
     for round in 1..=5 {
@@ -987,7 +1151,7 @@ fn acks_all_survives_five_leader_kills() {
         wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
     }
     producer.wait_acks_since(Instant::now(), 100, TIMEOUT, "after the last round");
-    finish_and_verify(&c, topic, producer, &[], &["v"]);
+    finish_and_verify(&c, topic, producer, Some(reader), &[], &["v"]);
 }
 
 #[test]
@@ -997,6 +1161,7 @@ fn paused_leader_is_fenced_and_acknowledges_nothing_after() {
     let mut c = Cluster::start_with(3, REPLICATION);
     admin_create(&c, topic, 1);
     let producer = BgProducer::start(c.bootstrap_all(), continuous(topic, "v"));
+    let reader = BgConsumer::start(&c, topic, 0);
     producer.wait_acks_since(Instant::now(), 200, TIMEOUT, "before the pause");
     let before = wait_full_isr(&c, topic, 0, TIMEOUT);
     let old = before.leader;
@@ -1066,7 +1231,7 @@ fn paused_leader_is_fenced_and_acknowledges_nothing_after() {
 
     producer.wait_acks_since(resumed, 100, TIMEOUT, "after SIGCONT");
     wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
-    let hw = finish_and_verify(&c, topic, producer, &extra, &["v", "probe"]);
+    let hw = finish_and_verify(&c, topic, producer, Some(reader), &extra, &["v", "probe"]);
     assert!(
         !matches!(probe_answer, Ok((0, _))),
         "the fenced old leader {old} acknowledged an acks=-1 write after SIGCONT: {probe_answer:?}"
@@ -1217,6 +1382,7 @@ fn two_leader_changes_within_a_second() {
     let mut c = Cluster::start_with(5, REPLICATION);
     admin_create(&c, topic, 1);
     let producer = BgProducer::start(c.bootstrap_all(), continuous(topic, "v"));
+    let reader = BgConsumer::start(&c, topic, 0);
     producer.wait_acks_since(Instant::now(), 200, TIMEOUT, "before the kills");
     let st = wait_full_isr(&c, topic, 0, TIMEOUT);
     let first = st.leader;
@@ -1275,7 +1441,7 @@ fn two_leader_changes_within_a_second() {
     let back = Instant::now();
     wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
     producer.wait_acks_since(back, 100, TIMEOUT, "after both restarts");
-    finish_and_verify(&c, topic, producer, &[], &["v"]);
+    finish_and_verify(&c, topic, producer, Some(reader), &[], &["v"]);
 }
 
 #[test]
@@ -1393,5 +1559,5 @@ fn measure_failover() {
          acknowledged before, {RUNS} runs: {ms:.0?} ms; median {:.0} ms",
         ms[ms.len() / 2]
     );
-    finish_and_verify(&c, topic, producer, &[], &["v"]);
+    finish_and_verify(&c, topic, producer, None, &[], &["v"]);
 }
