@@ -11,6 +11,13 @@
 //!   (19) or NOT_ENOUGH_REPLICAS_AFTER_APPEND (20) and the high watermark
 //!   does not move; once they are back, acks=all works again.
 //! * A follower that missed 100 MB catches up and rejoins the ISR.
+//! * A consumer reading throughout the failovers is only ever shown records
+//!   that are in the final log at the same offsets, and keeps going.
+//!
+//! Tests that need two replicas down at once run five nodes, so that the
+//! controller quorum (every node is a voter) survives. The tests run one at
+//! a time (a lock), since two clusters with 3 s timeouts on a small machine
+//! make the timings unreliable.
 //!
 //! Duplicates: the producer runs with `enable.idempotence=false` (set
 //! `RUNNEL_TEST_IDEMPOTENT=1` to turn it on). Without idempotence Kafka is
