@@ -350,11 +350,12 @@ fn record_batch(values: &[String]) -> Bytes {
     buf.freeze()
 }
 
-/// Produce v8, acks=-1, timeout 5 s, one batch of `values` to `topic`/`p`.
-fn produce_request(topic: &str, p: i32, values: &[String]) -> ProduceRequest {
+/// Produce v8, acks=-1, one batch of `values` to `topic`/`p`; the broker
+/// answers within `timeout_ms`.
+fn produce_request(topic: &str, p: i32, values: &[String], timeout_ms: i32) -> ProduceRequest {
     ProduceRequest::default()
         .with_acks(-1)
-        .with_timeout_ms(5_000)
+        .with_timeout_ms(timeout_ms)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
@@ -368,13 +369,62 @@ fn produce_result(resp: &ProduceResponse) -> (i16, i64) {
     (part.error_code, part.base_offset)
 }
 
-/// A raw acks=-1 Produce of `values` to the node at `addr`.
-fn raw_produce(addr: &str, topic: &str, p: i32, values: &[String]) -> io::Result<(i16, i64)> {
+/// A raw acks=-1 Produce of `values` to the node at `addr`, with the
+/// broker's `timeout_ms`.
+fn raw_produce(
+    addr: &str,
+    topic: &str,
+    p: i32,
+    values: &[String],
+    timeout_ms: i32,
+) -> io::Result<(i16, i64)> {
     let mut conn = RawConn::connect(addr)?;
-    conn.stream
-        .set_read_timeout(Some(Duration::from_secs(20)))?;
-    let resp = conn.roundtrip(8, 5, &produce_request(topic, p, values))?;
+    conn.stream.set_read_timeout(Some(
+        Duration::from_millis(timeout_ms as u64) + Duration::from_secs(15),
+    ))?;
+    let resp = conn.roundtrip(8, 5, &produce_request(topic, p, values, timeout_ms))?;
     Ok(produce_result(&resp))
+}
+
+/// A raw acks=-1 Produce of one record to the partition's current leader
+/// (as every node in `ask` agrees on it), retried while the answer says
+/// that nothing was written and a client should retry: UNKNOWN_TOPIC_OR_PARTITION
+/// (3), LEADER_NOT_AVAILABLE (5), NOT_LEADER_OR_FOLLOWER (6), as right after
+/// a topic is created or leadership moves. Any other error fails. Returns
+/// the acknowledgement.
+fn raw_produce_acked(c: &Cluster, ask: &[i32], topic: &str, p: i32, value: &str) -> Ack {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let st = wait_state(c, ask, topic, p, TIMEOUT, "a leader", |s| s.leader > 0);
+        let got = raw_produce(
+            &c.node(st.leader).bootstrap(),
+            topic,
+            p,
+            &[value.to_string()],
+            // Generous: this is not where the test times anything.
+            30_000,
+        );
+        match got {
+            Ok((0, offset)) => {
+                return Ack {
+                    key: value.to_string(),
+                    offset,
+                    at: Instant::now(),
+                }
+            }
+            Ok((code @ (3 | 5 | 6), _)) if Instant::now() < deadline => {
+                step!(
+                    "produce of {value} to leader {}: error {code}; retrying",
+                    st.leader
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => panic!(
+                "acks=-1 produce of {value} to leader {} of {topic}/{p} ({st:?}): {other:?}",
+                st.leader
+            ),
+        }
+    }
 }
 
 // --------------------------------------------------------------- disk --
@@ -1213,7 +1263,7 @@ fn paused_leader_is_fenced_and_acknowledges_nothing_after() {
     conn.send(
         8,
         9,
-        &produce_request(topic, 0, std::slice::from_ref(&probe)),
+        &produce_request(topic, 0, std::slice::from_ref(&probe), 5_000),
     )
     .expect("send produce to the paused node");
     c.signal(old, "CONT");
@@ -1277,21 +1327,14 @@ fn min_insync_refuses_when_two_replicas_are_down() {
     // topic's three replicas are on three of the five.
     let mut c = Cluster::start_with(5, REPLICATION);
     admin_create(&c, topic, 1);
-    let st = wait_full_isr(&c, topic, 0, TIMEOUT);
-    let leader = st.leader;
-    let addr = c.node(leader).bootstrap();
     let mut acked = Vec::new();
     for i in 1..=10 {
         let v = format!("raw-{i:06}");
-        let (code, offset) =
-            raw_produce(&addr, topic, 0, std::slice::from_ref(&v)).expect("produce");
-        assert_eq!(code, 0, "acks=-1 produce with all replicas up");
-        acked.push(Ack {
-            key: v,
-            offset,
-            at: Instant::now(),
-        });
+        acked.push(raw_produce_acked(&c, &ids(&c), topic, 0, &v));
     }
+    let st = wait_full_isr(&c, topic, 0, TIMEOUT);
+    let leader = st.leader;
+    let addr = c.node(leader).bootstrap();
     let (_, hw_before) = high_watermark(&c, &[leader], topic, 0);
     assert_eq!(
         hw_before, 10,
@@ -1321,8 +1364,8 @@ fn min_insync_refuses_when_two_replicas_are_down() {
     step!("ISR shrank to {:?} after {:?}", shrunk.isr, down.elapsed());
 
     let refused = "refused-000001".to_string();
-    let (code, _) =
-        raw_produce(&addr, topic, 0, std::slice::from_ref(&refused)).expect("produce answered");
+    let (code, _) = raw_produce(&addr, topic, 0, std::slice::from_ref(&refused), 5_000)
+        .expect("produce answered");
     step!("acks=-1 produce with ISR [{leader}]: error {code}");
     assert!(
         code == NOT_ENOUGH_REPLICAS || code == NOT_ENOUGH_REPLICAS_AFTER_APPEND,
@@ -1343,21 +1386,9 @@ fn min_insync_refuses_when_two_replicas_are_down() {
         c.restart(f);
     }
     wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
-    let v = "raw-000011".to_string();
-    let (code, offset) = raw_produce(
-        &c.node(wait_full_isr(&c, topic, 0, TIMEOUT).leader)
-            .bootstrap(),
-        topic,
-        0,
-        std::slice::from_ref(&v),
-    )
-    .expect("produce");
-    assert_eq!(code, 0, "acks=-1 produce with all replicas back");
-    acked.push(Ack {
-        key: v,
-        offset,
-        at: Instant::now(),
-    });
+    // acks=-1 works again (leadership may move back to the preferred
+    // replica meanwhile: NOT_LEADER_OR_FOLLOWER is retried).
+    acked.push(raw_produce_acked(&c, &ids(&c), topic, 0, "raw-000011"));
     // And through rdkafka, as an application would.
     let producer = BgProducer::start(
         c.bootstrap_all(),
