@@ -1,11 +1,13 @@
-//! Partition replication across three `runnel serve` nodes: what a user of
-//! a replication-factor-3 topic with `min.insync.replicas=2` relies on.
+//! Partition replication across `runnel serve` nodes (three, or five where
+//! two replicas go down at once): what a user of a replication-factor-3
+//! topic with `min.insync.replicas=2` relies on.
 //!
 //! * An acks=all write that was acknowledged survives `kill -9` of the
 //!   leader (five times in a row, twice within a second, or a leader that
 //!   is paused past its session and comes back): it is read back exactly
 //!   at the offset it was acknowledged with, offsets have no gaps, and the
-//!   three replicas' logs on disk are identical up to the high watermark.
+//!   three replicas' logs on disk are identical up to the high watermark
+//!   (batch by batch: offsets, CRC, partition leader epoch, length).
 //! * A paused, fenced leader acknowledges nothing after it resumes.
 //! * With two replicas down, acks=all is refused with NOT_ENOUGH_REPLICAS
 //!   (19) or NOT_ENOUGH_REPLICAS_AFTER_APPEND (20) and the high watermark
