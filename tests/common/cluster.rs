@@ -71,6 +71,9 @@ impl ClusterNode {
 pub struct Cluster {
     pub nodes: Vec<ClusterNode>,
     voters: String,
+    /// Extra `key=value` overrides every node is served with (start and
+    /// restart), after the harness's own.
+    extra: Vec<String>,
     root: Option<tempfile::TempDir>,
 }
 
@@ -79,8 +82,18 @@ impl Cluster {
     /// Metadata lists all `n` brokers. Retries on fresh ports if a port was
     /// taken between choosing and binding it.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// As `start`, with extra `key=value` overrides (e.g.
+    /// "min.insync.replicas=2") given to every node's `serve`, on start and
+    /// on every restart.
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        for kv in extra {
+            assert!(kv.contains('='), "override {kv:?} is not key=value");
+        }
         for attempt in 1..=3 {
-            match Cluster::try_start(n) {
+            match Cluster::try_start(n, extra) {
                 Ok(c) => return c,
                 Err((c, e)) if attempt < 3 => {
                     step!("cluster did not start ({e}); retrying on other ports");
@@ -95,7 +108,7 @@ impl Cluster {
         unreachable!("the last attempt returns or panics")
     }
 
-    fn try_start(n: usize) -> Result<Cluster, (Cluster, String)> {
+    fn try_start(n: usize, extra: &[&str]) -> Result<Cluster, (Cluster, String)> {
         let root = tempfile::Builder::new()
             .prefix("runnel-cluster.")
             .tempdir()
@@ -122,12 +135,16 @@ impl Cluster {
         let mut c = Cluster {
             nodes,
             voters,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             root: Some(root),
         };
         step!(
             "formatting {n} nodes, controller.quorum.voters={}",
             c.voters
         );
+        if !c.extra.is_empty() {
+            step!("every node is served with {:?}", c.extra);
+        }
         for i in 0..n {
             let out = c
                 .command(i, "format")
@@ -204,6 +221,9 @@ impl Cluster {
             .open(&self.nodes[i].log_path)
             .expect("open node log");
         let mut cmd = self.command(i, "serve");
+        for kv in &self.extra {
+            cmd.arg("--override").arg(kv);
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -323,6 +343,15 @@ impl Cluster {
 
     pub fn dir(&self, id: i32) -> &Path {
         &self.node(id).dir
+    }
+
+    /// Every node's Kafka listener, comma-separated, for `bootstrap.servers`.
+    pub fn bootstrap_all(&self) -> String {
+        self.nodes
+            .iter()
+            .map(ClusterNode::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
