@@ -133,6 +133,32 @@ fn three_nodes_form_a_cluster_from_formatted_dirs() {
         wait_topics_on(&c, id, &want);
     }
     step!("topic 'formed' is listed by all three nodes");
+
+    // DescribeQuorum answers the same leader and voters through any node
+    // (followers ask the leader), as `runnel metadata-quorum` relies on.
+    use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse};
+    for n in &c.nodes {
+        let mut conn = common::RawConn::connect(&n.bootstrap()).expect("connect");
+        let resp: DescribeQuorumResponse = conn
+            .roundtrip(2, 1, &DescribeQuorumRequest::default())
+            .expect("DescribeQuorum");
+        let part = &resp.topics[0].partitions[0];
+        assert_eq!(
+            part.error_code, 0,
+            "node {}: {:?}",
+            n.id, part.error_message
+        );
+        assert_eq!(
+            part.leader_id.0, controller,
+            "node {}'s quorum leader",
+            n.id
+        );
+        let mut voters: Vec<i32> = part.current_voters.iter().map(|v| v.replica_id.0).collect();
+        voters.sort_unstable();
+        assert_eq!(voters, vec![1, 2, 3], "node {}'s voters", n.id);
+        assert_eq!(resp.nodes.len(), 3, "node {}: voter endpoints", n.id);
+    }
+    step!("DescribeQuorum through every node names leader {controller} and voters 1, 2, 3");
 }
 
 #[test]

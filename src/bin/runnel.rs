@@ -175,9 +175,6 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let rpc_socket = if single {
         None
     } else {
-        if !config.roles.broker {
-            bail!("a controller-only node (process.roles=controller) is not supported yet; use process.roles=broker,controller");
-        }
         Some(bind_controller_listener(&config).await?)
     };
     let controller = Controller::start(controller_config(&config))
@@ -218,6 +215,33 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let image_cluster = controller.image().cluster_id.clone();
     if !image_cluster.is_empty() && image_cluster != cluster_id {
         bail!("the metadata log belongs to cluster {image_cluster}, but meta.properties says {cluster_id}");
+    }
+
+    if !config.roles.broker {
+        // A controller-only node: a voter (and, when elected, the active
+        // controller that fences brokers and balances leaders), with no
+        // Kafka listener and no partitions.
+        controller.start_fencing(Duration::from_millis(config.broker_session_timeout_ms));
+        if config.auto_leader_rebalance_enable {
+            controller.start_leader_rebalance(Duration::from_millis(
+                config.leader_imbalance_check_interval_ms,
+            ));
+        }
+        tracing::info!(
+            node_id = config.node_id,
+            %cluster_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Runnel controller started"
+        );
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        controller.shutdown().await?;
+        if let Some(server) = rpc_server {
+            let _ = rpc_stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+        }
+        tracing::info!("shut down cleanly");
+        return Ok(());
     }
 
     // Open the partitions this node already holds before serving anything.

@@ -173,6 +173,13 @@ impl Broker {
             .values()
             .map(|t| (t.id, t.configs.clone()))
             .collect();
+        let offline = image
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader < 0)
+            .count();
+        metrics::gauge!("runnel_offline_partitions").set(offline as f64);
         let mut wanted: HashMap<PartitionKey, (&TopicImage, Assignment)> = HashMap::new();
         for t in image.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {

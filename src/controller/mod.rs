@@ -41,6 +41,26 @@ use self::network::NetworkFactory;
 use self::records::{MetadataCommand, MetadataResponse};
 use crate::rpc::{self, Channels};
 
+/// The controller quorum as its leader sees it (Raft log indexes as Kafka
+/// offsets: a log end offset is the index after the last entry).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumStatus {
+    pub leader: u64,
+    pub term: u64,
+    pub high_watermark: i64,
+    pub voters: Vec<VoterStatus>,
+    /// Voter id -> CONTROLLER address.
+    pub addresses: BTreeMap<u64, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterStatus {
+    pub id: u64,
+    pub log_end_offset: i64,
+    /// When it last matched the leader's log (ms since the epoch; -1: lagging).
+    pub caught_up_ms: i64,
+}
+
 openraft::declare_raft_types!(
     /// Raft types of the controller quorum. `Node::addr` is the host:port of
     /// the voter's CONTROLLER listener.
@@ -296,6 +316,78 @@ impl Controller {
             }
             other => Ok(other),
         }
+    }
+
+    /// The quorum as its leader sees it (DescribeQuorum): asked of the
+    /// leader from any voter, so that a client may ask any broker.
+    pub async fn quorum_status(&self) -> Result<QuorumStatus> {
+        if let Some(st) = self.quorum_status_here() {
+            return Ok(st);
+        }
+        let leader = self
+            .leader_id()
+            .ok_or_else(|| Error::Unavailable("the controller quorum has no leader".into()))?;
+        let node = self
+            .inner
+            .voters
+            .get(&leader)
+            .ok_or_else(|| Error::Unavailable(format!("no address for controller {leader}")))?;
+        let mut client = self
+            .inner
+            .channels
+            .client(&node.addr)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.quorum_status(rpc::pb::Envelope { payload: vec![] }),
+        )
+        .await
+        .map_err(|_| Error::Unavailable(format!("controller {leader} did not answer")))?
+        .map_err(|s| Error::Unavailable(format!("controller {leader}: {}", s.message())))?;
+        let st: Option<QuorumStatus> = rpc::decode("quorum status", &reply.into_inner().payload)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        st.ok_or_else(|| Error::Unavailable(format!("controller {leader} no longer leads")))
+    }
+
+    /// The quorum status if this node leads, from its Raft metrics.
+    pub fn quorum_status_here(&self) -> Option<QuorumStatus> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let matched = m.replication.as_ref()?;
+        let now = crate::replication::partition::now_ms();
+        let acked = now - m.millis_since_quorum_ack.unwrap_or(0) as i64;
+        let own_leo = m.last_log_index.map_or(0, |i| i as i64 + 1);
+        let mut voters = vec![VoterStatus {
+            id: m.id,
+            log_end_offset: own_leo,
+            caught_up_ms: now,
+        }];
+        for voter in m.membership_config.membership().voter_ids() {
+            if voter == m.id {
+                continue;
+            }
+            let leo = matched
+                .get(&voter)
+                .copied()
+                .flatten()
+                .map_or(0, |l| l.index as i64 + 1);
+            voters.push(VoterStatus {
+                id: voter,
+                log_end_offset: leo,
+                caught_up_ms: if leo >= own_leo { acked } else { -1 },
+            });
+        }
+        Some(QuorumStatus {
+            leader: m.id,
+            term: m.current_term,
+            high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
+            voters,
+            addresses: m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect(),
+        })
     }
 
     /// Records a heartbeat if this node leads; never forwards.

@@ -98,6 +98,16 @@ impl ControllerRpc for Service {
         }))
     }
 
+    async fn quorum_status(
+        &self,
+        _request: Request<Envelope>,
+    ) -> Result<Response<Envelope>, Status> {
+        let status = self.controller.quorum_status_here();
+        Ok(Response::new(Envelope {
+            payload: encode("quorum status", &status)?,
+        }))
+    }
+
     async fn propose(
         &self,
         request: Request<ProposeRequest>,

@@ -33,9 +33,20 @@ pub fn broker_endpoint(ctx: &Ctx, b: &BrokerRegistration) -> Option<(String, i32
         .map(|e| (e.host.clone(), e.port as i32))
 }
 
-/// The active controller as clients see it: the Raft leader's node id.
+/// The active controller as clients see it: the Raft leader's node id when
+/// that node is also a live broker; otherwise (a controller-only leader,
+/// which clients cannot reach) this broker, which forwards admin requests
+/// to the active controller, as KRaft brokers answer.
 pub fn controller_id(ctx: &Ctx) -> i32 {
-    ctx.controller.leader_id().map(|id| id as i32).unwrap_or(-1)
+    let Some(leader) = ctx.controller.leader_id().map(|id| id as i32) else {
+        return -1;
+    };
+    let image = ctx.controller.image();
+    if image.brokers.get(&leader).is_some_and(|b| !b.fenced) {
+        leader
+    } else {
+        ctx.config.node_id
+    }
 }
 
 pub fn topic_response(t: &TopicImage, version: i16) -> MetadataResponseTopic {
