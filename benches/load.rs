@@ -6,7 +6,8 @@
 //! acks=1 and acks=-1 on one node, and acks=-1 throughput on a three-node
 //! loopback cluster with replication factor 3 and min.insync.replicas=2.
 //!
-//! `cargo bench --bench load` (env: RECORDS, default 200000).
+//! `cargo bench --bench load` (env: RECORDS, default 200000;
+//! CLUSTER_OVERRIDES, space-separated `key=value`s for the cluster's nodes).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -138,6 +139,13 @@ fn start_cluster(root: &std::path::Path) -> (Vec<Child>, String) {
             format!("log.dirs={}", root.join(format!("n{}", i + 1)).display()),
         ]
         .into_iter()
+        .chain(
+            std::env::var("CLUSTER_OVERRIDES")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        )
         .flat_map(|kv| ["--override".to_string(), kv])
         .collect()
     };
@@ -204,6 +212,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    if std::env::var_os("CLUSTER_ONLY").is_some() {
+        cluster_throughput(records);
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");

@@ -196,8 +196,10 @@ const KNOWN: &[(&str, &str)] = &[
     ("group.initial.rebalance.delay.ms", "3000"),
     ("replica.lag.time.max.ms", "30000"),
     ("replica.fetch.wait.max.ms", "500"),
-    ("replica.fetch.max.bytes", "1048576"),
-    ("replica.fetch.response.max.bytes", "10485760"),
+    // 8 MiB, not Kafka's 1 MiB: a follower fsyncs before each fetch, so
+    // fewer, larger fetches keep acks=-1 throughput up.
+    ("replica.fetch.max.bytes", "8388608"),
+    ("replica.fetch.response.max.bytes", "33554432"),
     ("unclean.leader.election.enable", "false"),
     ("auto.leader.rebalance.enable", "true"),
     ("producer.id.expiration.ms", "86400000"),
