@@ -126,6 +126,10 @@ pub struct Config {
     /// Move leadership back to preferred leaders every
     /// `leader.imbalance.check.interval.seconds`.
     pub auto_leader_rebalance_enable: bool,
+    /// Controller metadata log: committed records between snapshots, and
+    /// records kept behind the latest snapshot.
+    pub metadata_snapshot_interval_records: u64,
+    pub metadata_log_retained_records: u64,
     /// A producer id idle this long is forgotten by every partition.
     pub producer_id_expiration_ms: u64,
     pub leader_imbalance_check_interval_ms: u64,
@@ -203,6 +207,8 @@ const KNOWN: &[(&str, &str)] = &[
     ("unclean.leader.election.enable", "false"),
     ("auto.leader.rebalance.enable", "true"),
     ("producer.id.expiration.ms", "86400000"),
+    ("metadata.snapshot.interval.records", "10000"),
+    ("metadata.log.retained.records", "1000"),
     ("leader.imbalance.check.interval.seconds", "300"),
     // One fetcher per source broker carries all its partitions.
     ("num.replica.fetchers", "1"),
@@ -578,6 +584,8 @@ impl Config {
             unclean_leader_election_enable: p.boolean("unclean.leader.election.enable")?,
             auto_leader_rebalance_enable: p.boolean("auto.leader.rebalance.enable")?,
             producer_id_expiration_ms: p.num("producer.id.expiration.ms", 1)?,
+            metadata_snapshot_interval_records: p.num("metadata.snapshot.interval.records", 1)?,
+            metadata_log_retained_records: p.num("metadata.log.retained.records", 0)?,
             leader_imbalance_check_interval_ms: p
                 .num::<u64>("leader.imbalance.check.interval.seconds", 1)?
                 .saturating_mul(1000),

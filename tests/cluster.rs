@@ -474,3 +474,36 @@ fn sigterm_is_a_controlled_shutdown() {
             .map(|_| ())
     });
 }
+
+/// A voter that was down while the others snapshotted and purged their
+/// logs catches up by InstallSnapshot over gRPC, and serves the same image.
+#[test]
+fn a_lagging_voter_catches_up_from_a_snapshot() {
+    let mut c = Cluster::start_with(
+        3,
+        &[
+            "metadata.snapshot.interval.records=20",
+            "metadata.log.retained.records=0",
+        ],
+    );
+    let controller = agreed_controller(&c, &[1, 2, 3]);
+    let down = if controller == 3 { 2 } else { 3 };
+    let up = controller;
+    c.kill9(down);
+    let mut want = BTreeMap::new();
+    for i in 0..40 {
+        let name = format!("snap-{i}");
+        create_topic(&c.node(up).bootstrap(), &name, 1, TIMEOUT).expect("CreateTopics");
+        want.insert(name, 1);
+    }
+    step!("created 40 topics while node {down} was down (snapshots every 20 records, none kept)");
+    c.restart(down);
+    wait_topics_on(&c, down, &want);
+    let log = c.node(down).log_tail(100_000);
+    assert!(
+        log.contains("installed controller snapshot"),
+        "node {down} should have caught up from a snapshot:\n{}",
+        c.node(down).log_tail(40)
+    );
+    step!("node {down} installed a snapshot and lists all 40 topics");
+}

@@ -127,9 +127,13 @@ fn controller_config(config: &Config) -> ControllerConfig {
             .collect()
     };
     ControllerConfig {
-        node_id: config.node_id as u64,
-        dir: config.metadata_log_dir.join("__cluster_metadata-0"),
-        voters,
+        snapshot_interval: config.metadata_snapshot_interval_records,
+        retained_after_snapshot: config.metadata_log_retained_records,
+        ..ControllerConfig::new(
+            config.node_id as u64,
+            config.metadata_log_dir.join("__cluster_metadata-0"),
+            voters,
+        )
     }
 }
 

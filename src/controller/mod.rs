@@ -190,6 +190,23 @@ pub struct ControllerConfig {
     /// Voter id -> host:port of its CONTROLLER listener. Must contain
     /// `node_id`.
     pub voters: BTreeMap<u64, String>,
+    /// Committed entries between snapshots.
+    pub snapshot_interval: u64,
+    /// Entries kept in the log behind the latest snapshot, so that a voter
+    /// a little behind catches up from the log rather than a snapshot.
+    pub retained_after_snapshot: u64,
+}
+
+impl ControllerConfig {
+    pub fn new(node_id: u64, dir: PathBuf, voters: BTreeMap<u64, String>) -> ControllerConfig {
+        ControllerConfig {
+            node_id,
+            dir,
+            voters,
+            snapshot_interval: 10_000,
+            retained_after_snapshot: 1_000,
+        }
+    }
 }
 
 /// A running controller quorum member. Cheap to clone.
@@ -211,13 +228,14 @@ struct Inner {
     liveness: liveness::Liveness,
 }
 
-fn raft_config() -> Result<Config> {
+fn raft_config(cfg: &ControllerConfig) -> Result<Config> {
     Config {
         cluster_name: "runnel-controller".into(),
         heartbeat_interval: 150,
         election_timeout_min: 600,
         election_timeout_max: 1200,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_interval.max(1)),
+        max_in_snapshot_log_to_keep: cfg.retained_after_snapshot,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         enable_tick: true,
         ..Default::default()
@@ -252,7 +270,7 @@ impl Controller {
         let channels = Channels::default();
         let raft = Raft::new(
             cfg.node_id,
-            Arc::new(raft_config()?),
+            Arc::new(raft_config(&cfg)?),
             NetworkFactory::new(channels.clone()),
             log_store,
             state_machine,

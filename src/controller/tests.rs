@@ -218,11 +218,11 @@ async fn corrupt_entry_is_a_storage_error() -> anyhow::Result<()> {
 }
 
 fn config(dir: &TempDir) -> ControllerConfig {
-    ControllerConfig {
-        node_id: 1,
-        dir: dir.path().join("controller"),
-        voters: BTreeMap::from([(1, "127.0.0.1:9093".to_string())]),
-    }
+    ControllerConfig::new(
+        1,
+        dir.path().join("controller"),
+        BTreeMap::from([(1, "127.0.0.1:9093".to_string())]),
+    )
 }
 
 async fn register(c: &Controller, id: i32, rack: &str) -> anyhow::Result<i64> {
