@@ -55,6 +55,13 @@ pub struct Liveness {
 impl Liveness {
     pub fn record(&self, hb: &Heartbeat, now: Instant) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // An older incarnation's heartbeat never keeps a newer one alive.
+        if seen
+            .get(&hb.broker_id)
+            .is_some_and(|s| s.epoch > hb.broker_epoch)
+        {
+            return;
+        }
         seen.insert(
             hb.broker_id,
             Seen {
@@ -92,12 +99,24 @@ impl Liveness {
         let mut out = Vec::new();
         for b in image.brokers.values() {
             // A broker registered since the last reset starts its session now.
-            let s = *seen.entry(b.id).or_insert(Seen {
+            let s = seen.entry(b.id).or_insert(Seen {
                 epoch: b.epoch,
                 at: now,
                 applied: 0,
             });
-            let silent = now.saturating_duration_since(s.at) > session || s.epoch != b.epoch;
+            // A registration newer than the last heartbeat (a restarted
+            // broker) starts its session now: fencing it before its first
+            // heartbeat could arrive would move its leaderships and ISR
+            // places for nothing.
+            if s.epoch != b.epoch {
+                *s = Seen {
+                    epoch: b.epoch,
+                    at: now,
+                    applied: 0,
+                };
+            }
+            let s = *s;
+            let silent = now.saturating_duration_since(s.at) > session;
             if !b.fenced && silent {
                 out.push(MetadataCommand::FenceBroker {
                     id: b.id,
@@ -181,17 +200,23 @@ mod tests {
     fn a_heartbeat_from_an_old_incarnation_does_not_keep_a_broker_alive() {
         let l = Liveness::default();
         let t0 = Instant::now();
+        let session = Duration::from_secs(3);
         let live = image(false, 0);
-        l.record(
-            &Heartbeat {
-                broker_id: 1,
-                broker_epoch: 9,
-                applied: 0,
-            },
-            t0,
-        );
+        let old = Heartbeat {
+            broker_id: 1,
+            broker_epoch: 9,
+            applied: 0,
+        };
+        l.record(&old, t0);
+        // The new registration (epoch 10) gets a whole session for its
+        // first heartbeat: a restarted broker is not fenced on arrival.
+        assert!(l.decide(&live, session, t0).is_empty());
+        l.record(&old, t0 + Duration::from_secs(2));
+        assert!(l
+            .decide(&live, session, t0 + Duration::from_millis(2500))
+            .is_empty());
         assert_eq!(
-            l.decide(&live, Duration::from_secs(3), t0),
+            l.decide(&live, session, t0 + Duration::from_secs(4)),
             vec![MetadataCommand::FenceBroker { id: 1, epoch: 10 }]
         );
     }
