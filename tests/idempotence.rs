@@ -1,0 +1,1051 @@
+//! Idempotent producers (issue 6): no duplicates through retries and
+//! failover.
+//!
+//! * An rdkafka producer with `enable.idempotence=true`, acks=all, sends
+//!   through TCP proxies that now and then swallow a Produce response and
+//!   close the connection (the write happened, the client never heard), while
+//!   the test kills the partition leader with `kill -9` twice. Every value
+//!   acknowledged is in the log exactly once, at its acknowledged offset, and
+//!   each producer's values are in send order.
+//! * Raw Produce requests with a producer id and sequence numbers: a batch
+//!   resent after every broker was restarted (`kill -9`, then SIGTERM) gets
+//!   its original offset back and the log does not grow; a sequence gap is
+//!   OUT_OF_ORDER_SEQUENCE_NUMBER (45).
+//! * kafka-python (its own protocol code) with `enable_idempotence=True`.
+//!
+//! Run with the step log: `cargo test --release --test idempotence -- --nocapture`.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cluster::Cluster;
+use common::{Node, RawConn};
+use futures::executor::block_on;
+use indexmap::IndexMap;
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+
+/// One cluster test at a time: each runs 3 s sessions and ISR lag limits,
+/// and two at once on a small machine make the timings unreliable.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ------------------------------------------------------------ metadata --
+
+/// One partition as a node's Metadata (v9, raw) describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PState {
+    leader: i32,
+    leader_epoch: i32,
+    replicas: Vec<i32>,
+    /// Sorted.
+    isr: Vec<i32>,
+}
+
+/// Metadata v9 for `topic` from the node at `addr`, for `partition`.
+fn partition_state(addr: &str, topic: &str, partition: i32) -> io::Result<PState> {
+    let mut conn = RawConn::connect(addr)?;
+    conn.stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]))
+        .with_allow_auto_topic_creation(false);
+    let resp: MetadataResponse = conn.roundtrip(9, 1, &req)?;
+    let t = resp
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic))
+        .ok_or_else(|| io::Error::other(format!("{topic} not in Metadata")))?;
+    if t.error_code != 0 {
+        return Err(io::Error::other(format!("{topic}: error {}", t.error_code)));
+    }
+    let p = t
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)
+        .ok_or_else(|| io::Error::other(format!("{topic}/{partition} not in Metadata")))?;
+    if p.error_code != 0 && p.error_code != 5 {
+        return Err(io::Error::other(format!(
+            "{topic}/{partition}: error {}",
+            p.error_code
+        )));
+    }
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort_unstable();
+    Ok(PState {
+        leader: p.leader_id.0,
+        leader_epoch: p.leader_epoch,
+        replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+        isr,
+    })
+}
+
+/// Waits until every node in `ask` answers, all agree on leader and epoch,
+/// and `pred` holds.
+fn wait_state(
+    c: &Cluster,
+    ask: &[i32],
+    topic: &str,
+    p: i32,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&PState) -> bool,
+) -> PState {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen: BTreeMap<i32, Result<PState, String>> = ask
+            .iter()
+            .map(|&id| {
+                (
+                    id,
+                    partition_state(&c.node(id).bootstrap(), topic, p).map_err(|e| e.to_string()),
+                )
+            })
+            .collect();
+        let answers: Vec<&PState> = seen.values().filter_map(|r| r.as_ref().ok()).collect();
+        if answers.len() == ask.len() {
+            let first = answers[0];
+            if answers
+                .iter()
+                .all(|s| s.leader == first.leader && s.leader_epoch == first.leader_epoch)
+                && answers.iter().all(|s| pred(s))
+            {
+                return first.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what} ({topic}/{p}); nodes {ask:?} say: {seen:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ids(c: &Cluster) -> Vec<i32> {
+    c.nodes.iter().map(|n| n.id).collect()
+}
+
+fn wait_full_isr(c: &Cluster, topic: &str, p: i32, within: Duration) -> PState {
+    let st = wait_state(
+        c,
+        &ids(c),
+        topic,
+        p,
+        within,
+        "all three replicas in the ISR",
+        |s| {
+            let mut r = s.replicas.clone();
+            r.sort_unstable();
+            s.leader > 0 && s.replicas.len() == 3 && s.isr == r
+        },
+    );
+    step!(
+        "{topic}/{p}: ISR {:?}, leader {} epoch {}",
+        st.isr,
+        st.leader,
+        st.leader_epoch
+    );
+    st
+}
+
+fn admin_create(bootstrap: &str, name: &str, partitions: i32) {
+    step!("create topic {name}: {partitions} partitions, RF 3, min.insync.replicas 2");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let res = block_on(
+        admin.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(3))
+                .set("min.insync.replicas", "2")],
+            &AdminOptions::new()
+                .request_timeout(Some(TIMEOUT))
+                .operation_timeout(Some(TIMEOUT)),
+        ),
+    )
+    .expect("CreateTopics request");
+    for r in res {
+        if let Err((t, e)) = r {
+            panic!("CreateTopics {t}: {e:?}");
+        }
+    }
+}
+
+/// ListOffsets v4 latest (READ_UNCOMMITTED): (error, high watermark).
+fn list_latest(addr: &str, topic: &str, p: i32) -> io::Result<(i16, i64)> {
+    let mut conn = RawConn::connect(addr)?;
+    conn.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(0)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(p)
+                .with_timestamp(-1)])]);
+    let resp: ListOffsetsResponse = conn.roundtrip(4, 3, &req)?;
+    let part = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| io::Error::other("ListOffsets answered no partition"))?;
+    Ok((part.error_code, part.offset))
+}
+
+/// The current leader's high watermark (retried while leadership settles).
+fn high_watermark(c: &Cluster, topic: &str, p: i32) -> (i32, i64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let st = wait_state(c, &ids(c), topic, p, TIMEOUT, "a leader", |s| s.leader > 0);
+        let got = list_latest(&c.node(st.leader).bootstrap(), topic, p);
+        match got {
+            Ok((0, hw)) => return (st.leader, hw),
+            _ => assert!(
+                Instant::now() < deadline,
+                "no high watermark from leader {} of {topic}/{p}: {got:?}",
+                st.leader
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// --------------------------------------------------------------- proxy --
+
+/// State shared by every proxy of a test: which Produce responses to swallow.
+#[derive(Default)]
+struct ProxyShared {
+    /// Swallow the response to every Nth Produce request (over all
+    /// proxies); 0: forward everything.
+    drop_every: AtomicU64,
+    produce_seen: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A TCP proxy in front of one broker: a thread per direction per
+/// connection, forwarding whole Kafka frames. When the response to a
+/// doomed Produce request arrives from the broker (so the broker did the
+/// write), it is not forwarded: both sockets are closed instead, as if the
+/// network had failed just before the answer got through.
+struct Proxy {
+    port: u16,
+    target: Arc<Mutex<Option<String>>>,
+}
+
+impl Proxy {
+    fn start(shared: Arc<ProxyShared>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let target: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let t2 = Arc::clone(&target);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let target = Arc::clone(&t2);
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || proxy_conn(client, &target, shared));
+            }
+        });
+        Proxy { port, target }
+    }
+
+    fn set_target(&self, addr: String) {
+        *self.target.lock().expect("lock") = Some(addr);
+    }
+}
+
+/// Reads one length-prefixed frame (prefix included).
+fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let n = i32::from_be_bytes(len);
+    if !(0..=512 * 1024 * 1024).contains(&n) {
+        return Err(io::Error::other(format!("frame length {n}")));
+    }
+    let mut frame = vec![0u8; 4 + n as usize];
+    frame[..4].copy_from_slice(&len);
+    s.read_exact(&mut frame[4..])?;
+    Ok(frame)
+}
+
+fn proxy_conn(client: TcpStream, target: &Mutex<Option<String>>, shared: Arc<ProxyShared>) {
+    // Brokers may connect (replica fetchers) before the test knows the
+    // broker's port: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Some(a) = target.lock().expect("lock").clone() {
+            break a;
+        }
+        if Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let Ok(broker) = TcpStream::connect(&addr) else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = broker.set_nodelay(true);
+    let doomed: Arc<Mutex<HashSet<i32>>> = Arc::new(Mutex::new(HashSet::new()));
+    let (Ok(mut c_in), Ok(mut c_out), Ok(mut b_in), Ok(mut b_out)) = (
+        client.try_clone(),
+        client.try_clone(),
+        broker.try_clone(),
+        broker.try_clone(),
+    ) else {
+        return;
+    };
+    let doomed2 = Arc::clone(&doomed);
+    let shared2 = Arc::clone(&shared);
+    let up = std::thread::spawn(move || {
+        while let Ok(frame) = read_frame(&mut c_in) {
+            if frame.len() >= 12 {
+                let api_key = i16::from_be_bytes([frame[4], frame[5]]);
+                let corr = i32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
+                let every = shared2.drop_every.load(Ordering::SeqCst);
+                if api_key == 0 {
+                    let n = shared2.produce_seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    if every > 0 && n % every == 0 {
+                        doomed2.lock().expect("lock").insert(corr);
+                    }
+                }
+            }
+            if b_out.write_all(&frame).is_err() {
+                break;
+            }
+        }
+        let _ = b_out.shutdown(Shutdown::Both);
+        let _ = c_in.shutdown(Shutdown::Both);
+    });
+    while let Ok(frame) = read_frame(&mut b_in) {
+        if frame.len() >= 8 {
+            let corr = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            if doomed.lock().expect("lock").remove(&corr) {
+                shared.dropped.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+        }
+        if c_out.write_all(&frame).is_err() {
+            break;
+        }
+    }
+    let _ = c_out.shutdown(Shutdown::Both);
+    let _ = b_in.shutdown(Shutdown::Both);
+    let _ = up.join();
+}
+
+// ------------------------------------------------------------ producer --
+
+#[derive(Default)]
+struct Reports {
+    /// value -> (partition, offset)
+    acked: HashMap<String, (i32, i64)>,
+    failed: Vec<(String, String)>,
+}
+
+struct Recorder {
+    reports: Arc<Mutex<Reports>>,
+}
+
+impl ClientContext for Recorder {}
+
+impl ProducerContext for Recorder {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let mut r = self.reports.lock().expect("lock");
+        match result {
+            Ok(m) => {
+                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                r.acked.insert(v, (m.partition(), m.offset()));
+            }
+            Err((e, m)) => {
+                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                r.failed.push((v, e.to_string()));
+            }
+        }
+    }
+}
+
+/// An idempotent acks=all producer on its own thread, sending values
+/// "<name>-0000001", ... alternately to partitions 0 and 1 (value i goes to
+/// partition i % 2).
+struct BgProducer {
+    name: String,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    reports: Arc<Mutex<Reports>>,
+    handle: Option<JoinHandle<Option<(String, String)>>>,
+}
+
+fn value_of(name: &str, i: u64) -> String {
+    format!("{name}-{i:07}")
+}
+
+impl BgProducer {
+    fn start(bootstrap: &str, topic: &str, name: &str) -> BgProducer {
+        let reports = Arc::new(Mutex::new(Reports::default()));
+        let producer: ThreadedProducer<Recorder> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "240000")
+            .set("request.timeout.ms", "5000")
+            .set("socket.timeout.ms", "5000")
+            .set("retry.backoff.ms", "50")
+            .set("retry.backoff.max.ms", "500")
+            .set("reconnect.backoff.ms", "20")
+            .set("reconnect.backoff.max.ms", "500")
+            .set("topic.metadata.refresh.interval.ms", "2000")
+            .set("linger.ms", "5")
+            .create_with_context(Recorder {
+                reports: Arc::clone(&reports),
+            })
+            .expect("create producer");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (stop2, sent2) = (Arc::clone(&stop), Arc::clone(&sent));
+        let (topic, name2) = (topic.to_string(), name.to_string());
+        let handle = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop2.load(Ordering::SeqCst) {
+                let v = value_of(&name2, i);
+                let rec = BaseRecord::<str, str>::to(&topic)
+                    .partition((i % 2) as i32)
+                    .key(&v)
+                    .payload(&v);
+                match producer.send(rec) {
+                    Ok(()) => {
+                        i += 1;
+                        sent2.store(i, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            if let Err(e) = producer.flush(Duration::from_secs(270)) {
+                eprintln!("producer {name2} flush: {e}");
+            }
+            producer
+                .client()
+                .fatal_error()
+                .map(|(code, s)| (format!("{code:?}"), s))
+        });
+        step!("producer {name}: enable.idempotence=true, acks=all, to {bootstrap}");
+        BgProducer {
+            name: name.to_string(),
+            stop,
+            sent,
+            reports,
+            handle: Some(handle),
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.reports.lock().expect("lock").acked.len()
+    }
+
+    /// Stops sending, waits for every delivery report: (reports, sent,
+    /// librdkafka's fatal error if any).
+    fn finish(mut self) -> (Reports, u64, Option<(String, String)>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let fatal = self
+            .handle
+            .take()
+            .map(|h| h.join().expect("producer thread"))
+            .unwrap_or_default();
+        let sent = self.sent.load(Ordering::SeqCst);
+        let r = std::mem::take(&mut *self.reports.lock().expect("lock"));
+        step!(
+            "producer {} finished: sent {sent}, acknowledged {}, failed {}, fatal error {fatal:?}",
+            self.name,
+            r.acked.len(),
+            r.failed.len()
+        );
+        (r, sent, fatal)
+    }
+}
+
+impl Drop for BgProducer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn wait_acks(producers: &[BgProducer], more: usize, what: &str) {
+    let start: usize = producers.iter().map(BgProducer::acked).sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: usize = producers.iter().map(BgProducer::acked).sum();
+        if now >= start + more {
+            step!("{what}: {} acknowledgements so far", now);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: only {} of {more} more acknowledgements within 60 s",
+            now - start
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads `topic`/`p` from offset 0 up to `hw`: (offset, value).
+fn consume_all(bootstrap: &str, topic: &str, p: i32, hw: i64) -> Vec<(i64, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "runnel-idempotence-tests")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("create consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Beginning)
+        .expect("partition offset");
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::with_capacity(hw as usize);
+    let within = Duration::from_secs(120);
+    let deadline = Instant::now() + within;
+    let mut errors = Vec::new();
+    let mut last = -1i64;
+    while last < hw - 1 {
+        assert!(
+            Instant::now() < deadline,
+            "read only {} records (up to offset {last}) of {topic}/{p} below HW {hw} within {within:?}; \
+             consumer errors: {errors:?}",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last = m.offset();
+                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                out.push((m.offset(), v));
+            }
+            Some(Err(e)) if errors.len() < 20 => errors.push(e.to_string()),
+            Some(Err(_)) | None => {}
+        }
+    }
+    step!("consumed {} records of {topic}/{p} (HW {hw})", out.len());
+    out
+}
+
+/// Kills the leader of `topic`/`p` with `kill -9`, waits for another
+/// leader and for acknowledgements through it, restarts the old leader and
+/// waits until both partitions have all three replicas in the ISR again.
+fn kill_leader_and_rejoin(c: &mut Cluster, topic: &str, p: i32, producers: &[BgProducer]) {
+    let st = wait_full_isr(c, topic, p, REJOIN_TIMEOUT);
+    let victim = st.leader;
+    step!("kill -9 leader {victim} of {topic}/{p} (epoch {})", st.leader_epoch);
+    c.kill9(victim);
+    let rest: Vec<i32> = ids(c).into_iter().filter(|&i| i != victim).collect();
+    let new = wait_state(
+        c,
+        &rest,
+        topic,
+        p,
+        FAILOVER_TIMEOUT,
+        "a new leader",
+        |s| s.leader > 0 && s.leader != victim,
+    );
+    step!("{topic}/{p}: new leader {} epoch {}", new.leader, new.leader_epoch);
+    wait_acks(producers, 300, "after the failover");
+    c.restart(victim);
+    for q in 0..2 {
+        wait_full_isr(c, topic, q, REJOIN_TIMEOUT);
+    }
+    wait_acks(producers, 300, "after the old leader rejoined");
+}
+
+#[test]
+fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
+    let _serial = serial();
+    let topic = "idem-failover";
+    let shared = Arc::new(ProxyShared::default());
+    let proxies: Vec<Proxy> = (0..3).map(|_| Proxy::start(Arc::clone(&shared))).collect();
+    let proxy_ports: Vec<u16> = proxies.iter().map(|p| p.port).collect();
+    step!("proxies on ports {proxy_ports:?} (node 1, 2, 3); every node advertises its proxy");
+    let ports = proxy_ports.clone();
+    let mut c = Cluster::start_with_node_overrides(
+        3,
+        &["replica.lag.time.max.ms=3000"],
+        &move |id| {
+            vec![format!(
+                "advertised.listeners=PLAINTEXT://127.0.0.1:{}",
+                ports[(id - 1) as usize]
+            )]
+        },
+    );
+    for (i, p) in proxies.iter().enumerate() {
+        p.set_target(c.node(i as i32 + 1).bootstrap());
+    }
+    let bootstrap = proxy_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    admin_create(&bootstrap, topic, 2);
+    for p in 0..2 {
+        wait_full_isr(&c, topic, p, TIMEOUT);
+    }
+
+    // Swallow every 25th Produce response (over both producers and all
+    // connections): the broker wrote the batch, the client never heard.
+    shared.drop_every.store(25, Ordering::SeqCst);
+    step!("proxies swallow every 25th Produce response and close the connection");
+    let producers = vec![
+        BgProducer::start(&bootstrap, topic, "pa"),
+        BgProducer::start(&bootstrap, topic, "pb"),
+    ];
+    wait_acks(&producers, 1000, "before any kill");
+    kill_leader_and_rejoin(&mut c, topic, 0, &producers);
+    kill_leader_and_rejoin(&mut c, topic, 0, &producers);
+    wait_acks(&producers, 500, "after the second rejoin");
+
+    let finished: Vec<(String, Reports, u64, Option<(String, String)>)> = producers
+        .into_iter()
+        .map(|p| {
+            let name = p.name.clone();
+            let (r, sent, fatal) = p.finish();
+            (name, r, sent, fatal)
+        })
+        .collect();
+    shared.drop_every.store(0, Ordering::SeqCst);
+    let dropped = shared.dropped.load(Ordering::SeqCst);
+    step!(
+        "{} Produce requests through the proxies, {dropped} responses swallowed",
+        shared.produce_seen.load(Ordering::SeqCst)
+    );
+    assert!(
+        dropped >= 5,
+        "only {dropped} Produce responses were swallowed: the test did not exercise retries"
+    );
+
+    let mut problems = Vec::new();
+    for (name, r, sent, fatal) in &finished {
+        if let Some(f) = fatal {
+            problems.push(format!("producer {name}: librdkafka fatal error {f:?}"));
+        }
+        if !r.failed.is_empty() {
+            problems.push(format!(
+                "producer {name}: {} of {sent} sends failed, first {:?}",
+                r.failed.len(),
+                &r.failed[..r.failed.len().min(3)]
+            ));
+        }
+    }
+
+    // Read everything back and check it against what was sent and acked.
+    let mut where_found: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+    for p in 0..2 {
+        let (leader, hw) = high_watermark(&c, topic, p);
+        step!("{topic}/{p}: leader {leader}, high watermark {hw}");
+        let log = consume_all(&bootstrap, topic, p, hw);
+        if let Some(i) = (0..log.len()).find(|&i| log[i].0 != i as i64) {
+            problems.push(format!(
+                "{topic}/{p}: offsets are not 0..{hw}: #{i} is {} (around: {:?})",
+                log[i].0,
+                &log[i.saturating_sub(2)..(i + 3).min(log.len())]
+            ));
+        }
+        // Per producer, the values in this partition in offset order must
+        // be strictly increasing (send order, no repeats).
+        let mut last_of: HashMap<&str, (u64, i64)> = HashMap::new();
+        let mut disorder = Vec::new();
+        for (o, v) in &log {
+            where_found.entry(v.clone()).or_default().push((p, *o));
+            let Some((name, idx)) = v.rsplit_once('-') else {
+                problems.push(format!("{topic}/{p}: value {v:?} at {o} was never sent"));
+                continue;
+            };
+            let Some((_, _, sent, _)) = finished.iter().find(|f| f.0 == name) else {
+                problems.push(format!("{topic}/{p}: value {v:?} at {o} was never sent"));
+                continue;
+            };
+            let idx: u64 = idx.parse().unwrap_or(u64::MAX);
+            if idx >= *sent || idx % 2 != p as u64 {
+                problems.push(format!("{topic}/{p}: value {v:?} at {o} was never sent here"));
+                continue;
+            }
+            if let Some(&(prev, prev_o)) = last_of.get(name) {
+                if idx <= prev && disorder.len() < 10 {
+                    disorder.push(format!(
+                        "{} at {prev_o} then {v} at {o}",
+                        value_of(name, prev)
+                    ));
+                }
+            }
+            last_of.insert(name, (idx, *o));
+        }
+        if !disorder.is_empty() {
+            problems.push(format!(
+                "{topic}/{p}: values of one producer out of send order or repeated:\n  {}",
+                disorder.join("\n  ")
+            ));
+        }
+    }
+    let dups: Vec<String> = where_found
+        .iter()
+        .filter(|(_, at)| at.len() > 1)
+        .take(10)
+        .map(|(v, at)| format!("{v} at {at:?}"))
+        .collect();
+    let n_dups = where_found.values().filter(|at| at.len() > 1).count();
+    if n_dups > 0 {
+        problems.push(format!(
+            "{n_dups} values are in the log more than once, e.g.:\n  {}",
+            dups.join("\n  ")
+        ));
+    }
+    let mut acked_total = 0;
+    for (name, r, _, _) in &finished {
+        acked_total += r.acked.len();
+        let mut wrong: Vec<String> = r
+            .acked
+            .iter()
+            .filter(|(v, at)| where_found.get(*v).map(Vec::as_slice) != Some(&[**at]))
+            .map(|(v, at)| {
+                format!(
+                    "{v} acked at {at:?}, in the log at {:?}",
+                    where_found.get(v)
+                )
+            })
+            .collect();
+        wrong.sort();
+        if !wrong.is_empty() {
+            problems.push(format!(
+                "producer {name}: {} acknowledged values are not exactly once at their \
+                 acknowledged offset, e.g.:\n  {}",
+                wrong.len(),
+                wrong[..wrong.len().min(10)].join("\n  ")
+            ));
+        }
+    }
+    step!(
+        "{acked_total} acknowledged values checked against {} values in the log: {}",
+        where_found.len(),
+        if problems.is_empty() { "exactly once, in order" } else { "FAILED" }
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(acked_total > 2000, "only {acked_total} writes acknowledged");
+}
+
+// ---------------------------------------------------------- raw produce --
+
+/// One v2 batch of `values` from producer `pid`/`epoch`, first sequence `seq`.
+fn idempotent_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::from(v.to_string())),
+            value: Some(Bytes::from(v.to_string())),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
+}
+
+/// Produce v8, acks=-1, one batch to `topic`/`p` at `addr`: (error, base offset).
+fn raw_produce(addr: &str, topic: &str, p: i32, batch: &Bytes) -> io::Result<(i16, i64)> {
+    let mut conn = RawConn::connect(addr)?;
+    conn.stream.set_read_timeout(Some(Duration::from_secs(45)))?;
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(batch.clone()))])]);
+    let resp: ProduceResponse = conn.roundtrip(8, 5, &req)?;
+    let part = &resp.responses[0].partition_responses[0];
+    Ok((part.error_code, part.base_offset))
+}
+
+/// Sends `batch` to the current leader, retrying only while the answer says
+/// nothing was written and a client should retry (3, 5, 6, 19, or no
+/// answer at all while leadership settles). Returns the final answer.
+fn produce_to_leader(c: &Cluster, topic: &str, p: i32, batch: &Bytes, what: &str) -> (i16, i64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let st = wait_state(c, &ids(c), topic, p, TIMEOUT, "a leader", |s| s.leader > 0);
+        let got = raw_produce(&c.node(st.leader).bootstrap(), topic, p, batch);
+        match got {
+            Ok((code @ (3 | 5 | 6 | 19), _)) if Instant::now() < deadline => {
+                step!("{what} to leader {}: error {code}; retrying", st.leader);
+            }
+            Err(e) if Instant::now() < deadline => {
+                step!("{what} to leader {}: {e}; retrying", st.leader);
+            }
+            Ok(ans) => {
+                step!("{what} to leader {}: error {}, base offset {}", st.leader, ans.0, ans.1);
+                return ans;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// InitProducerId v4 (no transactional id) to `addr`, retried on retriable
+/// errors: (producer id, epoch).
+fn init_producer_id(addr: &str) -> (i64, i16) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut conn = RawConn::connect(addr).expect("connect");
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let resp: InitProducerIdResponse = conn.roundtrip(4, 9, &req).expect("InitProducerId");
+        if resp.error_code == 0 {
+            return (resp.producer_id.0, resp.producer_epoch);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "InitProducerId: error {}",
+            resp.error_code
+        );
+        step!("InitProducerId: error {}; retrying", resp.error_code);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// DescribeProducers v0 for `topic`/`p` at `addr`: (error, [(producer id,
+/// epoch, last sequence)]).
+fn describe_producers(addr: &str, topic: &str, p: i32) -> io::Result<(i16, Vec<(i64, i32, i32)>)> {
+    let mut conn = RawConn::connect(addr)?;
+    let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_indexes(vec![p])]);
+    let resp: DescribeProducersResponse = conn.roundtrip(0, 11, &req)?;
+    let part = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| io::Error::other("DescribeProducers answered no partition"))?;
+    Ok((
+        part.error_code,
+        part.active_producers
+            .iter()
+            .map(|s| (s.producer_id.0, s.producer_epoch, s.last_sequence))
+            .collect(),
+    ))
+}
+
+#[test]
+fn a_retry_after_every_broker_restarted_gets_its_original_offset() {
+    let _serial = serial();
+    let topic = "idem-raw";
+    let mut c = Cluster::start_with(3, &["replica.lag.time.max.ms=3000"]);
+    admin_create(&c.bootstrap_all(), topic, 1);
+    wait_full_isr(&c, topic, 0, TIMEOUT);
+
+    let (pid, epoch) = init_producer_id(&c.node(1).bootstrap());
+    step!("InitProducerId: producer id {pid}, epoch {epoch}");
+    assert!(pid >= 0 && epoch >= 0, "InitProducerId gave {pid}/{epoch}");
+
+    let b0 = idempotent_batch(pid, epoch, 0, &["v0"]);
+    let b1 = idempotent_batch(pid, epoch, 1, &["v1", "v2", "v3"]);
+    let (e, off0) = produce_to_leader(&c, topic, 0, &b0, "sequence 0 (1 record)");
+    assert_eq!((e, off0), (0, 0), "first idempotent batch");
+    let (e, off1) = produce_to_leader(&c, topic, 0, &b1, "sequence 1..=3 (3 records)");
+    assert_eq!((e, off1), (0, 1), "second idempotent batch");
+    let (e, o) = produce_to_leader(&c, topic, 0, &b1, "resend of sequence 1..=3");
+    assert_eq!(
+        (e, o),
+        (0, off1),
+        "an immediate resend of sequence 1..=3 must answer its original offset"
+    );
+    let (_, hw) = high_watermark(&c, topic, 0);
+    assert_eq!(hw, 4, "log end after the two batches and a duplicate");
+    wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
+
+    // Each way of restarting every broker: the producer state must come
+    // back from disk (snapshots and/or the log) on whichever node leads.
+    for how in ["kill -9", "SIGTERM"] {
+        step!("restart every broker ({how})");
+        for id in ids(&c) {
+            if how == "SIGTERM" {
+                c.stop(id);
+            } else {
+                c.kill9(id);
+            }
+        }
+        c.restart_all(&ids(&c));
+        let st = wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
+        step!("after {how}: leader {}", st.leader);
+        let (e, o) = produce_to_leader(&c, topic, 0, &b1, "resend of sequence 1..=3");
+        assert_eq!(
+            (e, o),
+            (0, off1),
+            "after {how} of every broker, a resend of sequence 1..=3 must answer error 0 \
+             with its original base offset {off1}"
+        );
+        let (e, o) = produce_to_leader(&c, topic, 0, &b0, "resend of sequence 0");
+        assert_eq!(
+            (e, o),
+            (0, off0),
+            "after {how} of every broker, a resend of sequence 0 must answer error 0 \
+             with its original base offset {off0}"
+        );
+        let (leader, hw) = high_watermark(&c, topic, 0);
+        assert_eq!(hw, 4, "after {how}: the resends made the log grow (leader {leader})");
+        let (e, producers) = describe_producers(&c.node(leader).bootstrap(), topic, 0)
+            .expect("DescribeProducers");
+        step!("DescribeProducers on leader {leader}: error {e}, {producers:?}");
+        assert_eq!(
+            (e, producers),
+            (0, vec![(pid, i32::from(epoch), 3)]),
+            "after {how}: DescribeProducers on the leader"
+        );
+    }
+
+    // A gap: sequence 5 when 4 is expected.
+    let gap = idempotent_batch(pid, epoch, 5, &["v5"]);
+    let (e, _) = produce_to_leader(&c, topic, 0, &gap, "sequence 5 (gap: 4 expected)");
+    assert_eq!(
+        e, OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "a batch with sequence 5 after 3 must be OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    let (_, hw) = high_watermark(&c, topic, 0);
+    assert_eq!(hw, 4, "the out-of-order batch was written");
+    // The expected one still goes in, once.
+    let b4 = idempotent_batch(pid, epoch, 4, &["v4"]);
+    let (e, off4) = produce_to_leader(&c, topic, 0, &b4, "sequence 4");
+    assert_eq!((e, off4), (0, 4), "sequence 4 after the refused gap");
+    let (e, o) = produce_to_leader(&c, topic, 0, &b4, "resend of sequence 4");
+    assert_eq!((e, o), (0, 4), "resend of sequence 4");
+    let (_, hw) = high_watermark(&c, topic, 0);
+    assert_eq!(hw, 5, "log end after sequence 4 and its resend");
+
+    let log = consume_all(&c.bootstrap_all(), topic, 0, hw);
+    let want: Vec<(i64, String)> = ["v0", "v1", "v2", "v3", "v4"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v.to_string()))
+        .collect();
+    assert_eq!(log, want, "the log as a consumer reads it: each record once");
+}
+
+// -------------------------------------------------------- kafka-python --
+
+#[test]
+fn kafka_python_idempotent_producer_works() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/idempotent.py");
+    let probe = Command::new("python3")
+        .args(["-c", "import kafka"])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        _ => panic!(
+            "python3 with kafka-python is needed (the Makefile installs it: pip install kafka-python)"
+        ),
+    }
+    let node = Node::start(&[]);
+    let topic = "kpy-idem";
+    let per_partition = 500;
+    step!("python3 {script} {} {topic} {per_partition}", node.bootstrap());
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(node.bootstrap())
+        .arg(topic)
+        .arg(per_partition.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "kafka-python idempotent produce/read-back failed (output above)"
+    );
+    // The broker saw one idempotent producer per partition, whose last
+    // sequence is the partition's record count - 1: the client really sent
+    // producer ids and sequence numbers.
+    for p in 0..3 {
+        let (e, producers) =
+            describe_producers(&node.bootstrap(), topic, p).expect("DescribeProducers");
+        step!("DescribeProducers {topic}/{p}: error {e}, {producers:?}");
+        assert_eq!(e, 0, "DescribeProducers {topic}/{p}");
+        assert_eq!(producers.len(), 1, "{topic}/{p}: producers {producers:?}");
+        let (pid, epoch, last_seq) = producers[0];
+        assert!(pid >= 0 && epoch >= 0, "{topic}/{p}: producer {pid}/{epoch}");
+        assert_eq!(
+            last_seq,
+            per_partition - 1,
+            "{topic}/{p}: last sequence of the kafka-python producer"
+        );
+    }
+}
