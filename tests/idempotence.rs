@@ -14,6 +14,9 @@
 //! * kafka-python (its own protocol code) with `enable_idempotence=True`.
 //!
 //! Run with the step log: `cargo test --release --test idempotence -- --nocapture`.
+//! To see the first test catch duplicates, run it with
+//! `RUNNEL_TEST_IDEMPOTENCE=false`: the same producers without idempotence
+//! (its assertions must then fail).
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -59,6 +62,13 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+
+/// `enable.idempotence` of the first test's producers: true unless
+/// `RUNNEL_TEST_IDEMPOTENCE=false` (a check that the test can fail).
+fn idempotence() -> bool {
+    std::env::var("RUNNEL_TEST_IDEMPOTENCE").map_or(true, |v| v != "false" && v != "0")
+}
 
 /// One cluster test at a time: each runs 3 s sessions and ISR lag limits,
 /// and two at once on a small machine make the timings unreliable.
@@ -425,8 +435,11 @@ impl BgProducer {
         let reports = Arc::new(Mutex::new(Reports::default()));
         let producer: ThreadedProducer<Recorder> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", idempotence().to_string())
             .set("acks", "all")
+            // Without idempotence, keep librdkafka's retries (and ordering).
+            .set("retries", "2147483647")
+            .set("max.in.flight.requests.per.connection", "5")
             .set("message.timeout.ms", "240000")
             .set("request.timeout.ms", "5000")
             .set("socket.timeout.ms", "5000")
@@ -469,7 +482,10 @@ impl BgProducer {
                 .fatal_error()
                 .map(|(code, s)| (format!("{code:?}"), s))
         });
-        step!("producer {name}: enable.idempotence=true, acks=all, to {bootstrap}");
+        step!(
+            "producer {name}: enable.idempotence={}, acks=all, to {bootstrap}",
+            idempotence()
+        );
         BgProducer {
             name: name.to_string(),
             stop,
@@ -587,12 +603,12 @@ fn kill_leader_and_rejoin(c: &mut Cluster, topic: &str, p: i32, producers: &[BgP
         |s| s.leader > 0 && s.leader != victim,
     );
     step!("{topic}/{p}: new leader {} epoch {}", new.leader, new.leader_epoch);
-    wait_acks(producers, 300, "after the failover");
+    wait_acks(producers, 1000, "after the failover");
     c.restart(victim);
     for q in 0..2 {
         wait_full_isr(c, topic, q, REJOIN_TIMEOUT);
     }
-    wait_acks(producers, 300, "after the old leader rejoined");
+    wait_acks(producers, 2000, "after the old leader rejoined");
 }
 
 #[test]
@@ -627,18 +643,18 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
         wait_full_isr(&c, topic, p, TIMEOUT);
     }
 
-    // Swallow every 25th Produce response (over both producers and all
+    // Swallow every 10th Produce response (over both producers and all
     // connections): the broker wrote the batch, the client never heard.
-    shared.drop_every.store(25, Ordering::SeqCst);
-    step!("proxies swallow every 25th Produce response and close the connection");
+    shared.drop_every.store(10, Ordering::SeqCst);
+    step!("proxies swallow every 10th Produce response and close the connection");
     let producers = vec![
         BgProducer::start(&bootstrap, topic, "pa"),
         BgProducer::start(&bootstrap, topic, "pb"),
     ];
-    wait_acks(&producers, 1000, "before any kill");
+    wait_acks(&producers, 3000, "before any kill");
     kill_leader_and_rejoin(&mut c, topic, 0, &producers);
     kill_leader_and_rejoin(&mut c, topic, 0, &producers);
-    wait_acks(&producers, 500, "after the second rejoin");
+    wait_acks(&producers, 3000, "after the second rejoin");
 
     let finished: Vec<(String, Reports, u64, Option<(String, String)>)> = producers
         .into_iter()
@@ -655,7 +671,7 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
         shared.produce_seen.load(Ordering::SeqCst)
     );
     assert!(
-        dropped >= 5,
+        dropped >= 10,
         "only {dropped} Produce responses were swallowed: the test did not exercise retries"
     );
 
@@ -1048,4 +1064,158 @@ fn kafka_python_idempotent_producer_works() {
             "{topic}/{p}: last sequence of the kafka-python producer"
         );
     }
+}
+
+// ------------------------------------------- commitment and fencing --
+
+/// Produce v8 to `addr` with the broker's own `timeout_ms`: (error, base offset).
+fn raw_produce_timeout(
+    addr: &str,
+    topic: &str,
+    p: i32,
+    batch: &Bytes,
+    timeout_ms: i32,
+) -> io::Result<(i16, i64)> {
+    let mut conn = RawConn::connect(addr)?;
+    conn.stream.set_read_timeout(Some(
+        Duration::from_millis(timeout_ms as u64) + Duration::from_secs(10),
+    ))?;
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(batch.clone()))])]);
+    let resp: ProduceResponse = conn.roundtrip(8, 5, &req)?;
+    let part = &resp.responses[0].partition_responses[0];
+    Ok((part.error_code, part.base_offset))
+}
+
+/// A retry of a batch that is in the leader's log but not yet on the other
+/// ISR members must not be acknowledged (acks=all) before the original is
+/// committed: the duplicate answer waits for the high watermark like the
+/// original does.
+#[test]
+fn a_duplicate_is_acknowledged_only_once_the_original_is_committed() {
+    let _serial = serial();
+    let topic = "idem-commit";
+    // A long lag limit: the paused followers stay in the ISR during the
+    // (short) pause, so acks=all waits for them instead of failing.
+    let mut c = Cluster::start_with(3, &["replica.lag.time.max.ms=20000"]);
+    admin_create(&c.bootstrap_all(), topic, 1);
+    let st = wait_full_isr(&c, topic, 0, TIMEOUT);
+    let leader = st.leader;
+    let addr = c.node(leader).bootstrap();
+    let (pid, epoch) = init_producer_id(&addr);
+    step!("producer id {pid}, epoch {epoch}");
+    let b0 = idempotent_batch(pid, epoch, 0, &["w0"]);
+    assert_eq!(
+        produce_to_leader(&c, topic, 0, &b0, "sequence 0"),
+        (0, 0),
+        "first batch"
+    );
+
+    let followers: Vec<i32> = ids(&c).into_iter().filter(|&i| i != leader).collect();
+    for &f in &followers {
+        c.signal(f, "STOP");
+    }
+    let b1 = idempotent_batch(pid, epoch, 1, &["w1"]);
+    let first = raw_produce_timeout(&addr, topic, 0, &b1, 500);
+    step!("sequence 1 with both followers paused (timeout 500 ms): {first:?}");
+    let retry = raw_produce_timeout(&addr, topic, 0, &b1, 500);
+    step!("its retry, followers still paused: {retry:?}");
+    let hw = list_latest(&addr, topic, 0);
+    step!("leader {leader}'s high watermark meanwhile: {hw:?}");
+    for &f in &followers {
+        c.signal(f, "CONT");
+    }
+    assert!(
+        matches!(hw, Ok((0, 1))),
+        "the high watermark moved while both followers were paused: {hw:?}"
+    );
+    assert!(
+        !matches!(first, Ok((0, _))),
+        "acks=all sequence 1 was acknowledged while both followers were paused: {first:?}"
+    );
+    assert!(
+        !matches!(retry, Ok((0, _))),
+        "the retry of sequence 1 (a duplicate of a batch not yet committed) was acknowledged \
+         with acks=all while both followers were paused (HW {hw:?}): {retry:?}"
+    );
+    // Once the followers are back, the retry is acknowledged with the
+    // offset the first attempt got.
+    let again = produce_to_leader(&c, topic, 0, &b1, "retry of sequence 1 after resuming");
+    assert_eq!(again, (0, 1), "retry of sequence 1 once the followers are back");
+    let (_, hw) = high_watermark(&c, topic, 0);
+    assert_eq!(hw, 2, "log end: sequence 0 and 1, once each");
+}
+
+/// Epochs: a batch from an older epoch is INVALID_PRODUCER_EPOCH (47); a
+/// newer epoch starts at sequence 0 (anything else is 45); and both rules
+/// hold after `kill -9` (the state is rebuilt from disk).
+#[test]
+fn an_older_epoch_is_fenced_and_a_new_epoch_starts_at_sequence_zero() {
+    let mut node = Node::start(&[]);
+    let addr = node.bootstrap();
+    let topic = "idem-epochs";
+    let (code, msg, _) = cluster::raw_create_topic(&addr, topic, 1).expect("CreateTopics");
+    assert_eq!(code, 0, "CreateTopics {topic}: {msg:?}");
+    let (pid, e0) = init_producer_id(&addr);
+    let e1 = e0 + 1;
+    let produce = |b: &Bytes, what: &str| -> (i16, i64) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            // 3 or 5 until the new topic has its leader.
+            let got = raw_produce(&addr, topic, 0, b).expect("produce");
+            if matches!(got.0, 3 | 5) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            step!("{what}: error {}, base offset {}", got.0, got.1);
+            return got;
+        }
+    };
+    assert_eq!(
+        produce(&idempotent_batch(pid, e0, 0, &["a", "b", "c"]), "epoch 0 sequence 0..=2"),
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&idempotent_batch(pid, e1, 3, &["x"]), "epoch 1 sequence 3").0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "a new epoch must start at sequence 0"
+    );
+    let b_e1 = idempotent_batch(pid, e1, 0, &["d"]);
+    assert_eq!(produce(&b_e1, "epoch 1 sequence 0"), (0, 3));
+    let old = idempotent_batch(pid, e0, 3, &["e"]);
+    assert_eq!(
+        produce(&old, "epoch 0 sequence 3 (fenced)").0,
+        INVALID_PRODUCER_EPOCH,
+        "a batch of the older epoch after the newer one wrote"
+    );
+    node.kill9();
+    node.restart();
+    assert_eq!(
+        produce(&old, "after kill -9: epoch 0 sequence 3").0,
+        INVALID_PRODUCER_EPOCH,
+        "after kill -9: a batch of the older epoch"
+    );
+    assert_eq!(
+        produce(&b_e1, "after kill -9: resend of epoch 1 sequence 0"),
+        (0, 3),
+        "after kill -9: a resend of epoch 1 sequence 0 must get its original offset"
+    );
+    assert_eq!(
+        produce(&idempotent_batch(pid, e1, 1, &["f"]), "epoch 1 sequence 1"),
+        (0, 4)
+    );
+    let (e, hw) = list_latest(&addr, topic, 0).expect("ListOffsets");
+    assert_eq!((e, hw), (0, 5), "log end: a b c d f");
+    let (e, producers) = describe_producers(&addr, topic, 0).expect("DescribeProducers");
+    assert_eq!(
+        (e, producers),
+        (0, vec![(pid, i32::from(e1), 1)]),
+        "DescribeProducers: the producer at epoch 1, last sequence 1"
+    );
 }
