@@ -1219,3 +1219,150 @@ fn an_older_epoch_is_fenced_and_a_new_epoch_starts_at_sequence_zero() {
         "DescribeProducers: the producer at epoch 1, last sequence 1"
     );
 }
+
+/// Produce to a single node, retried while the new topic gets its leader.
+fn produce_single(addr: &str, topic: &str, b: &Bytes) -> (i16, i64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = raw_produce(addr, topic, 0, b).expect("produce");
+        if matches!(got.0, 3 | 5) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        return got;
+    }
+}
+
+/// Two idempotent producers writing interleaved batches to one partition
+/// ('a': two records per batch, 'b': one), each record padded to ~700 bytes.
+struct TwoProducers {
+    topic: String,
+    ids: [(char, i64, i16, usize); 2],
+    seq: [i32; 2],
+    next: i64,
+    /// ((producer, first sequence), batch, base offset), in write order.
+    written: Vec<((char, i32), Bytes, i64)>,
+}
+
+impl TwoProducers {
+    fn round(&mut self, addr: &str, rounds: usize) {
+        let pad = "x".repeat(700);
+        for _ in 0..rounds {
+            for k in 0..2 {
+                let (name, pid, epoch, n) = self.ids[k];
+                let values: Vec<String> = (0..n)
+                    .map(|i| format!("{name}{:04}-{pad}", self.seq[k] + i as i32))
+                    .collect();
+                let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                let b = idempotent_batch(pid, epoch, self.seq[k], &refs);
+                let got = produce_single(addr, &self.topic, &b);
+                assert_eq!(
+                    got,
+                    (0, self.next),
+                    "producer {name} sequence {}: first write",
+                    self.seq[k]
+                );
+                self.written.push(((name, self.seq[k]), b, self.next));
+                self.next += n as i64;
+                self.seq[k] += n as i32;
+            }
+        }
+    }
+
+    /// Resends each producer's last five batches (original offsets
+    /// expected) and its sixth-newest (must not be written again); the log
+    /// end must not move.
+    fn check_resends(&self, addr: &str, when: &str) {
+        for name in ['a', 'b'] {
+            let mine: Vec<&((char, i32), Bytes, i64)> =
+                self.written.iter().filter(|w| w.0 .0 == name).collect();
+            for w in &mine[mine.len() - 5..] {
+                let got = produce_single(addr, &self.topic, &w.1);
+                assert_eq!(
+                    got,
+                    (0, w.2),
+                    "{when}: resend of producer {name} sequence {} (one of its last five \
+                     batches) must answer its original offset",
+                    w.0 .1
+                );
+            }
+            // The sixth-newest is no longer remembered: it must not be
+            // written again (Kafka answers OUT_OF_ORDER_SEQUENCE_NUMBER).
+            let old = mine[mine.len() - 6];
+            let got = produce_single(addr, &self.topic, &old.1);
+            step!(
+                "{when}: resend of producer {name} sequence {} (sixth-newest): {got:?}",
+                old.0 .1
+            );
+            assert_ne!(
+                got.0, 0,
+                "{when}: the sixth-newest batch of {name} was accepted again: {got:?}"
+            );
+        }
+        let (e, hw) = list_latest(addr, &self.topic, 0).expect("ListOffsets");
+        assert_eq!(
+            (e, hw),
+            (0, self.next),
+            "{when}: the resends made the log grow"
+        );
+        step!("{when}: every resend answered as expected, log end still {hw}");
+    }
+}
+
+/// Producer state across segment rolls (where snapshots are taken), a clean
+/// restart (snapshot at shutdown), more writes, then `kill -9` (state
+/// rebuilt from the latest snapshot plus the batches after it): for two
+/// interleaved producers, each of its last five batches resent gets its
+/// original offset; an older one is not written again; the next sequence
+/// goes in.
+#[test]
+fn producer_state_survives_segment_rolls_clean_restart_and_kill9() {
+    let mut node = Node::start(&[("log.segment.bytes", "16384")]);
+    let addr = node.bootstrap();
+    let topic = "idem-rolls";
+    let (code, msg, _) = cluster::raw_create_topic(&addr, topic, 1).expect("CreateTopics");
+    assert_eq!(code, 0, "CreateTopics {topic}: {msg:?}");
+    let (pa, ea) = init_producer_id(&addr);
+    let (pb, eb) = init_producer_id(&addr);
+    assert_ne!(pa, pb, "two InitProducerId calls gave the same producer id");
+    let mut w = TwoProducers {
+        topic: topic.to_string(),
+        ids: [('a', pa, ea, 2), ('b', pb, eb, 1)],
+        seq: [0, 0],
+        next: 0,
+        written: Vec::new(),
+    };
+    w.round(&addr, 20);
+    let n_segments = std::fs::read_dir(node.data_dir().join(format!("{topic}-0")))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .count()
+        })
+        .unwrap_or(0);
+    step!(
+        "{} batches, {} records, {n_segments} segments",
+        w.written.len(),
+        w.next
+    );
+    assert!(n_segments >= 3, "only {n_segments} segments: no rolls to test");
+
+    w.check_resends(&addr, "before any restart");
+    node.stop();
+    node.restart();
+    w.check_resends(&addr, "after a clean restart");
+    // Writes after the shutdown snapshot, so that the state after kill -9
+    // comes from a snapshot plus the log after it.
+    w.round(&addr, 3);
+    node.kill9();
+    node.restart();
+    w.check_resends(&addr, "after kill -9");
+    w.round(&addr, 1);
+    let (e, producers) = describe_producers(&addr, topic, 0).expect("DescribeProducers");
+    let mut want = vec![
+        (pa, i32::from(ea), w.seq[0] - 1),
+        (pb, i32::from(eb), w.seq[1] - 1),
+    ];
+    want.sort_unstable();
+    assert_eq!((e, producers), (0, want), "DescribeProducers at the end");
+}
