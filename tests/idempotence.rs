@@ -841,9 +841,22 @@ fn raw_produce(addr: &str, topic: &str, p: i32, batch: &Bytes) -> io::Result<(i1
 /// nothing was written and a client should retry (3, 5, 6, 19, or no
 /// answer at all while leadership settles). Returns the final answer.
 fn produce_to_leader(c: &Cluster, topic: &str, p: i32, batch: &Bytes, what: &str) -> (i16, i64) {
-    let deadline = Instant::now() + TIMEOUT;
+    produce_to_leader_of(c, &ids(c), topic, p, batch, what)
+}
+
+/// As `produce_to_leader`, with the leader as the nodes `ask` agree on it
+/// (the running ones, while one is down).
+fn produce_to_leader_of(
+    c: &Cluster,
+    ask: &[i32],
+    topic: &str,
+    p: i32,
+    batch: &Bytes,
+    what: &str,
+) -> (i16, i64) {
+    let deadline = Instant::now() + FAILOVER_TIMEOUT;
     loop {
-        let st = wait_state(c, &ids(c), topic, p, TIMEOUT, "a leader", |s| s.leader > 0);
+        let st = wait_state(c, ask, topic, p, FAILOVER_TIMEOUT, "a leader", |s| s.leader > 0);
         let got = raw_produce(&c.node(st.leader).bootstrap(), topic, p, batch);
         match got {
             Ok((code @ (3 | 5 | 6 | 19), _)) if Instant::now() < deadline => {
@@ -1365,4 +1378,142 @@ fn producer_state_survives_segment_rolls_clean_restart_and_kill9() {
     ];
     want.sort_unstable();
     assert_eq!((e, producers), (0, want), "DescribeProducers at the end");
+}
+
+/// A follower that had to cut off uncommitted batches of a producer (its
+/// log diverged from the new leader's) must drop them from its producer
+/// state too: once it leads again, a retry of those batches answers the
+/// offsets the *new* log has them at.
+///
+/// Leader L writes producer A's sequence 0 (committed); with both followers
+/// paused, L also appends A's sequences 1 and 2 (not committed: the produce
+/// times out). L is killed; a follower takes over, where producer B writes
+/// first, then A's retries of 1 and 2 land at other offsets than on L. L
+/// comes back, truncates, and catches up. Then leadership is moved back to
+/// L and the retries are resent there.
+#[test]
+fn a_truncated_follower_forgets_the_cut_batches_of_a_producer() {
+    let _serial = serial();
+    let topic = "idem-truncate";
+    let mut c = Cluster::start_with(3, &["replica.lag.time.max.ms=20000"]);
+    admin_create(&c.bootstrap_all(), topic, 1);
+    let st = wait_full_isr(&c, topic, 0, TIMEOUT);
+    let old_leader = st.leader;
+    let old_addr = c.node(old_leader).bootstrap();
+    let (pa, ea) = init_producer_id(&old_addr);
+    let (pb, eb) = init_producer_id(&old_addr);
+    let a0 = idempotent_batch(pa, ea, 0, &["a0"]);
+    let a1 = idempotent_batch(pa, ea, 1, &["a1"]);
+    let a2 = idempotent_batch(pa, ea, 2, &["a2", "a3", "a4"]);
+    let b0 = idempotent_batch(pb, eb, 0, &["b0"]);
+    assert_eq!(produce_to_leader(&c, topic, 0, &a0, "A sequence 0"), (0, 0));
+    wait_full_isr(&c, topic, 0, TIMEOUT);
+
+    let followers: Vec<i32> = ids(&c).into_iter().filter(|&i| i != old_leader).collect();
+    for &f in &followers {
+        c.signal(f, "STOP");
+    }
+    let r1 = raw_produce_timeout(&old_addr, topic, 0, &a1, 300);
+    let r2 = raw_produce_timeout(&old_addr, topic, 0, &a2, 300);
+    step!("on leader {old_leader} with both followers paused: A seq 1 {r1:?}, A seq 2 {r2:?}");
+    let leo = list_latest(&old_addr, topic, 0);
+    c.kill9(old_leader);
+    for &f in &followers {
+        c.signal(f, "CONT");
+    }
+    assert!(
+        matches!(r1, Ok((7, _))) && matches!(r2, Ok((7, _))),
+        "acks=all writes with both followers paused must time out (7): {r1:?} {r2:?}"
+    );
+    assert!(matches!(leo, Ok((0, 1))), "HW on the old leader: {leo:?}");
+
+    let st = wait_state(
+        &c,
+        &followers,
+        topic,
+        0,
+        FAILOVER_TIMEOUT,
+        "a new leader",
+        |s| s.leader > 0 && s.leader != old_leader,
+    );
+    step!("new leader {} epoch {}", st.leader, st.leader_epoch);
+    // A follower may have fetched A's sequence 1 (or 2) just before it was
+    // paused (the answer to a long-poll fetch already on its way): B's
+    // offset says how far the new leader's log goes.
+    let (e, nb) = produce_to_leader_of(&c, &followers, topic, 0, &b0, "B sequence 0");
+    assert_eq!(e, 0, "B's first batch on the new leader");
+    let (had_a1, had_a2) = match nb {
+        1 => (false, false),
+        2 => (true, false),
+        5 => (true, true),
+        _ => panic!("B's first batch on the new leader at offset {nb}: expected 1, 2 or 5"),
+    };
+    step!("the new leader had A's sequence 1: {had_a1}, sequence 2: {had_a2}");
+    let off_a1 = if had_a1 { 1 } else { nb + 1 };
+    let off_a2 = if had_a2 {
+        2
+    } else if had_a1 {
+        nb + 1
+    } else {
+        nb + 2
+    };
+    if had_a2 {
+        step!("nothing to cut on the old leader this time: the test checks only resends");
+    }
+    let got1 = produce_to_leader_of(&c, &followers, topic, 0, &a1, "retry of A sequence 1");
+    assert_eq!(got1, (0, off_a1), "A's retry of sequence 1 on the new leader");
+    let got2 = produce_to_leader_of(&c, &followers, topic, 0, &a2, "retry of A sequence 2");
+    assert_eq!(got2, (0, off_a2), "A's retry of sequence 2 on the new leader");
+    let mut want_log: Vec<(i64, &str)> = vec![
+        (0, "a0"),
+        (nb, "b0"),
+        (off_a1, "a1"),
+        (off_a2, "a2"),
+        (off_a2 + 1, "a3"),
+        (off_a2 + 2, "a4"),
+    ];
+    want_log.sort_unstable();
+
+    c.restart(old_leader);
+    wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
+    // Move leadership back to the old leader: kill whichever node leads
+    // until it is the old one (each time after the ISR is full again).
+    for attempt in 1..=4 {
+        let st = wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
+        if st.leader == old_leader {
+            break;
+        }
+        assert!(attempt < 4, "leadership did not come back to node {old_leader}");
+        let victim = st.leader;
+        c.kill9(victim);
+        let rest: Vec<i32> = ids(&c).into_iter().filter(|&i| i != victim).collect();
+        wait_state(&c, &rest, topic, 0, FAILOVER_TIMEOUT, "a new leader", |s| {
+            s.leader > 0 && s.leader != victim
+        });
+        c.restart(victim);
+    }
+    step!("node {old_leader} leads again");
+    let (_, hw_before) = high_watermark(&c, topic, 0);
+    assert_eq!(hw_before, 6, "log end: a0 b0 a1 a2 a3 a4");
+    for (b, what, want) in [
+        (&a2, "A sequence 2", (0, off_a2)),
+        (&a1, "A sequence 1", (0, off_a1)),
+        (&b0, "B sequence 0", (0, nb)),
+        (&a0, "A sequence 0", (0, 0)),
+    ] {
+        let got = produce_to_leader(&c, topic, 0, b, &format!("resend of {what} to node {old_leader}"));
+        assert_eq!(
+            got, want,
+            "resend of {what} to node {old_leader}, which once had A's sequences 1 and 2 at \
+             offsets 1 and 2..=4 and cut them: it must answer the offset of the current log"
+        );
+    }
+    let (_, hw) = high_watermark(&c, topic, 0);
+    assert_eq!(hw, 6, "the resends made the log grow");
+    let log: Vec<String> = consume_all(&c.bootstrap_all(), topic, 0, hw)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let want: Vec<&str> = want_log.iter().map(|(_, v)| *v).collect();
+    assert_eq!(log, want, "the log");
 }
