@@ -590,19 +590,20 @@ fn consume_all(bootstrap: &str, topic: &str, p: i32, hw: i64) -> Vec<(i64, Strin
 fn kill_leader_and_rejoin(c: &mut Cluster, topic: &str, p: i32, producers: &[BgProducer]) {
     let st = wait_full_isr(c, topic, p, REJOIN_TIMEOUT);
     let victim = st.leader;
-    step!("kill -9 leader {victim} of {topic}/{p} (epoch {})", st.leader_epoch);
+    step!(
+        "kill -9 leader {victim} of {topic}/{p} (epoch {})",
+        st.leader_epoch
+    );
     c.kill9(victim);
     let rest: Vec<i32> = ids(c).into_iter().filter(|&i| i != victim).collect();
-    let new = wait_state(
-        c,
-        &rest,
-        topic,
-        p,
-        FAILOVER_TIMEOUT,
-        "a new leader",
-        |s| s.leader > 0 && s.leader != victim,
+    let new = wait_state(c, &rest, topic, p, FAILOVER_TIMEOUT, "a new leader", |s| {
+        s.leader > 0 && s.leader != victim
+    });
+    step!(
+        "{topic}/{p}: new leader {} epoch {}",
+        new.leader,
+        new.leader_epoch
     );
-    step!("{topic}/{p}: new leader {} epoch {}", new.leader, new.leader_epoch);
     wait_acks(producers, 1000, "after the failover");
     c.restart(victim);
     for q in 0..2 {
@@ -620,16 +621,13 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
     let proxy_ports: Vec<u16> = proxies.iter().map(|p| p.port).collect();
     step!("proxies on ports {proxy_ports:?} (node 1, 2, 3); every node advertises its proxy");
     let ports = proxy_ports.clone();
-    let mut c = Cluster::start_with_node_overrides(
-        3,
-        &["replica.lag.time.max.ms=3000"],
-        &move |id| {
+    let mut c =
+        Cluster::start_with_node_overrides(3, &["replica.lag.time.max.ms=3000"], &move |id| {
             vec![format!(
                 "advertised.listeners=PLAINTEXT://127.0.0.1:{}",
                 ports[(id - 1) as usize]
             )]
-        },
-    );
+        });
     for (i, p) in proxies.iter().enumerate() {
         p.set_target(c.node(i as i32 + 1).bootstrap());
     }
@@ -718,7 +716,9 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
             };
             let idx: u64 = idx.parse().unwrap_or(u64::MAX);
             if idx >= *sent || idx % 2 != p as u64 {
-                problems.push(format!("{topic}/{p}: value {v:?} at {o} was never sent here"));
+                problems.push(format!(
+                    "{topic}/{p}: value {v:?} at {o} was never sent here"
+                ));
                 continue;
             }
             if let Some(&(prev, prev_o)) = last_of.get(name) {
@@ -778,7 +778,11 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
     step!(
         "{acked_total} acknowledged values checked against {} values in the log: {}",
         where_found.len(),
-        if problems.is_empty() { "exactly once, in order" } else { "FAILED" }
+        if problems.is_empty() {
+            "exactly once, in order"
+        } else {
+            "FAILED"
+        }
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(acked_total > 2000, "only {acked_total} writes acknowledged");
@@ -823,7 +827,8 @@ fn idempotent_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Bytes {
 /// Produce v8, acks=-1, one batch to `topic`/`p` at `addr`: (error, base offset).
 fn raw_produce(addr: &str, topic: &str, p: i32, batch: &Bytes) -> io::Result<(i16, i64)> {
     let mut conn = RawConn::connect(addr)?;
-    conn.stream.set_read_timeout(Some(Duration::from_secs(45)))?;
+    conn.stream
+        .set_read_timeout(Some(Duration::from_secs(45)))?;
     let req = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30_000)
@@ -856,7 +861,9 @@ fn produce_to_leader_of(
 ) -> (i16, i64) {
     let deadline = Instant::now() + FAILOVER_TIMEOUT;
     loop {
-        let st = wait_state(c, ask, topic, p, FAILOVER_TIMEOUT, "a leader", |s| s.leader > 0);
+        let st = wait_state(c, ask, topic, p, FAILOVER_TIMEOUT, "a leader", |s| {
+            s.leader > 0
+        });
         let got = raw_produce(&c.node(st.leader).bootstrap(), topic, p, batch);
         match got {
             Ok((code @ (3 | 5 | 6 | 19), _)) if Instant::now() < deadline => {
@@ -866,7 +873,12 @@ fn produce_to_leader_of(
                 step!("{what} to leader {}: {e}; retrying", st.leader);
             }
             Ok(ans) => {
-                step!("{what} to leader {}: error {}, base offset {}", st.leader, ans.0, ans.1);
+                step!(
+                    "{what} to leader {}: error {}, base offset {}",
+                    st.leader,
+                    ans.0,
+                    ans.1
+                );
                 return ans;
             }
             Err(e) => panic!("{what}: {e}"),
@@ -979,9 +991,12 @@ fn a_retry_after_every_broker_restarted_gets_its_original_offset() {
              with its original base offset {off0}"
         );
         let (leader, hw) = high_watermark(&c, topic, 0);
-        assert_eq!(hw, 4, "after {how}: the resends made the log grow (leader {leader})");
-        let (e, producers) = describe_producers(&c.node(leader).bootstrap(), topic, 0)
-            .expect("DescribeProducers");
+        assert_eq!(
+            hw, 4,
+            "after {how}: the resends made the log grow (leader {leader})"
+        );
+        let (e, producers) =
+            describe_producers(&c.node(leader).bootstrap(), topic, 0).expect("DescribeProducers");
         step!("DescribeProducers on leader {leader}: error {e}, {producers:?}");
         assert_eq!(
             (e, producers),
@@ -1014,7 +1029,10 @@ fn a_retry_after_every_broker_restarted_gets_its_original_offset() {
         .enumerate()
         .map(|(i, v)| (i as i64, v.to_string()))
         .collect();
-    assert_eq!(log, want, "the log as a consumer reads it: each record once");
+    assert_eq!(
+        log, want,
+        "the log as a consumer reads it: each record once"
+    );
 }
 
 // -------------------------------------------------------- kafka-python --
@@ -1034,7 +1052,10 @@ fn kafka_python_idempotent_producer_works() {
     let node = Node::start(&[]);
     let topic = "kpy-idem";
     let per_partition = 500;
-    step!("python3 {script} {} {topic} {per_partition}", node.bootstrap());
+    step!(
+        "python3 {script} {} {topic} {per_partition}",
+        node.bootstrap()
+    );
     let mut child = Command::new("python3")
         .arg(script)
         .arg(node.bootstrap())
@@ -1070,7 +1091,10 @@ fn kafka_python_idempotent_producer_works() {
         assert_eq!(e, 0, "DescribeProducers {topic}/{p}");
         assert_eq!(producers.len(), 1, "{topic}/{p}: producers {producers:?}");
         let (pid, epoch, last_seq) = producers[0];
-        assert!(pid >= 0 && epoch >= 0, "{topic}/{p}: producer {pid}/{epoch}");
+        assert!(
+            pid >= 0 && epoch >= 0,
+            "{topic}/{p}: producer {pid}/{epoch}"
+        );
         assert_eq!(
             last_seq,
             per_partition - 1,
@@ -1160,7 +1184,11 @@ fn a_duplicate_is_acknowledged_only_once_the_original_is_committed() {
     // Once the followers are back, the retry is acknowledged with the
     // offset the first attempt got.
     let again = produce_to_leader(&c, topic, 0, &b1, "retry of sequence 1 after resuming");
-    assert_eq!(again, (0, 1), "retry of sequence 1 once the followers are back");
+    assert_eq!(
+        again,
+        (0, 1),
+        "retry of sequence 1 once the followers are back"
+    );
     let (_, hw) = high_watermark(&c, topic, 0);
     assert_eq!(hw, 2, "log end: sequence 0 and 1, once each");
 }
@@ -1191,7 +1219,10 @@ fn an_older_epoch_is_fenced_and_a_new_epoch_starts_at_sequence_zero() {
         }
     };
     assert_eq!(
-        produce(&idempotent_batch(pid, e0, 0, &["a", "b", "c"]), "epoch 0 sequence 0..=2"),
+        produce(
+            &idempotent_batch(pid, e0, 0, &["a", "b", "c"]),
+            "epoch 0 sequence 0..=2"
+        ),
         (0, 0)
     );
     assert_eq!(
@@ -1358,7 +1389,10 @@ fn producer_state_survives_segment_rolls_clean_restart_and_kill9() {
         w.written.len(),
         w.next
     );
-    assert!(n_segments >= 3, "only {n_segments} segments: no rolls to test");
+    assert!(
+        n_segments >= 3,
+        "only {n_segments} segments: no rolls to test"
+    );
 
     w.check_resends(&addr, "before any restart");
     node.stop();
@@ -1461,9 +1495,17 @@ fn a_truncated_follower_forgets_the_cut_batches_of_a_producer() {
         step!("nothing to cut on the old leader this time: the test checks only resends");
     }
     let got1 = produce_to_leader_of(&c, &followers, topic, 0, &a1, "retry of A sequence 1");
-    assert_eq!(got1, (0, off_a1), "A's retry of sequence 1 on the new leader");
+    assert_eq!(
+        got1,
+        (0, off_a1),
+        "A's retry of sequence 1 on the new leader"
+    );
     let got2 = produce_to_leader_of(&c, &followers, topic, 0, &a2, "retry of A sequence 2");
-    assert_eq!(got2, (0, off_a2), "A's retry of sequence 2 on the new leader");
+    assert_eq!(
+        got2,
+        (0, off_a2),
+        "A's retry of sequence 2 on the new leader"
+    );
     let mut want_log: Vec<(i64, &str)> = vec![
         (0, "a0"),
         (nb, "b0"),
@@ -1483,7 +1525,10 @@ fn a_truncated_follower_forgets_the_cut_batches_of_a_producer() {
         if st.leader == old_leader {
             break;
         }
-        assert!(attempt < 4, "leadership did not come back to node {old_leader}");
+        assert!(
+            attempt < 4,
+            "leadership did not come back to node {old_leader}"
+        );
         let victim = st.leader;
         c.kill9(victim);
         let rest: Vec<i32> = ids(&c).into_iter().filter(|&i| i != victim).collect();
@@ -1501,7 +1546,13 @@ fn a_truncated_follower_forgets_the_cut_batches_of_a_producer() {
         (&b0, "B sequence 0", (0, nb)),
         (&a0, "A sequence 0", (0, 0)),
     ] {
-        let got = produce_to_leader(&c, topic, 0, b, &format!("resend of {what} to node {old_leader}"));
+        let got = produce_to_leader(
+            &c,
+            topic,
+            0,
+            b,
+            &format!("resend of {what} to node {old_leader}"),
+        );
         assert_eq!(
             got, want,
             "resend of {what} to node {old_leader}, which once had A's sequences 1 and 2 at \
