@@ -526,6 +526,10 @@ impl Drop for BgProducer {
     }
 }
 
+/// A finished producer: (name, delivery reports, number sent, librdkafka's
+/// fatal error).
+type Finished = (String, Reports, u64, Option<(String, String)>);
+
 fn wait_acks(producers: &[BgProducer], more: usize, what: &str) {
     let start: usize = producers.iter().map(BgProducer::acked).sum();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -654,7 +658,7 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
     kill_leader_and_rejoin(&mut c, topic, 0, &producers);
     wait_acks(&producers, 3000, "after the second rejoin");
 
-    let finished: Vec<(String, Reports, u64, Option<(String, String)>)> = producers
+    let finished: Vec<Finished> = producers
         .into_iter()
         .map(|p| {
             let name = p.name.clone();
@@ -912,9 +916,12 @@ fn init_producer_id(addr: &str) -> (i64, i16) {
     }
 }
 
+/// (producer id, epoch, last sequence) as DescribeProducers lists them.
+type ProducerRow = (i64, i32, i32);
+
 /// DescribeProducers v0 for `topic`/`p` at `addr`: (error, [(producer id,
 /// epoch, last sequence)]).
-fn describe_producers(addr: &str, topic: &str, p: i32) -> io::Result<(i16, Vec<(i64, i32, i32)>)> {
+fn describe_producers(addr: &str, topic: &str, p: i32) -> io::Result<(i16, Vec<ProducerRow>)> {
     let mut conn = RawConn::connect(addr)?;
     let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
         .with_name(TopicName(StrBytes::from_string(topic.to_string())))
