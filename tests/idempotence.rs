@@ -620,26 +620,7 @@ fn kill_leader_and_rejoin(c: &mut Cluster, topic: &str, p: i32, producers: &[BgP
 fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
     let _serial = serial();
     let topic = "idem-failover";
-    let shared = Arc::new(ProxyShared::default());
-    let proxies: Vec<Proxy> = (0..3).map(|_| Proxy::start(Arc::clone(&shared))).collect();
-    let proxy_ports: Vec<u16> = proxies.iter().map(|p| p.port).collect();
-    step!("proxies on ports {proxy_ports:?} (node 1, 2, 3); every node advertises its proxy");
-    let ports = proxy_ports.clone();
-    let mut c =
-        Cluster::start_with_node_overrides(3, &["replica.lag.time.max.ms=3000"], &move |id| {
-            vec![format!(
-                "advertised.listeners=PLAINTEXT://127.0.0.1:{}",
-                ports[(id - 1) as usize]
-            )]
-        });
-    for (i, p) in proxies.iter().enumerate() {
-        p.set_target(c.node(i as i32 + 1).bootstrap());
-    }
-    let bootstrap = proxy_ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let (mut c, shared, bootstrap, _proxies) = proxied_cluster(&["replica.lag.time.max.ms=3000"]);
     admin_create(&bootstrap, topic, 2);
     for p in 0..2 {
         wait_full_isr(&c, topic, p, TIMEOUT);
@@ -1108,6 +1089,102 @@ fn kafka_python_idempotent_producer_works() {
             "{topic}/{p}: last sequence of the kafka-python producer"
         );
     }
+}
+
+/// A 3-node cluster behind response-dropping proxies (every node
+/// advertises its proxy): (cluster, shared proxy state, bootstrap list of
+/// the proxies). Nothing is dropped until the caller sets `drop_every`.
+fn proxied_cluster(extra: &[&str]) -> (Cluster, Arc<ProxyShared>, String, Vec<Proxy>) {
+    let shared = Arc::new(ProxyShared::default());
+    let proxies: Vec<Proxy> = (0..3).map(|_| Proxy::start(Arc::clone(&shared))).collect();
+    let ports: Vec<u16> = proxies.iter().map(|p| p.port).collect();
+    step!("proxies on ports {ports:?} (node 1, 2, 3); every node advertises its proxy");
+    let ports2 = ports.clone();
+    let c = Cluster::start_with_node_overrides(3, extra, &move |id| {
+        vec![format!(
+            "advertised.listeners=PLAINTEXT://127.0.0.1:{}",
+            ports2[(id - 1) as usize]
+        )]
+    });
+    for (i, p) in proxies.iter().enumerate() {
+        p.set_target(c.node(i as i32 + 1).bootstrap());
+    }
+    let bootstrap = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (c, shared, bootstrap, proxies)
+}
+
+/// kafka-python's idempotent producer (its own retry and sequence code)
+/// through proxies that swallow every 10th Produce response, while the
+/// leader of partition 0 is killed: every record exactly once, in order.
+#[test]
+fn kafka_python_idempotent_producer_through_dropped_responses_and_a_leader_kill() {
+    let _serial = serial();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/idempotent.py");
+    let topic = "kpy-idem-failover";
+    let (mut c, shared, bootstrap, _proxies) = proxied_cluster(&["replica.lag.time.max.ms=3000"]);
+    admin_create(&bootstrap, topic, 2);
+    for p in 0..2 {
+        wait_full_isr(&c, topic, p, TIMEOUT);
+    }
+    shared.drop_every.store(10, Ordering::SeqCst);
+    let per_partition = 3000;
+    step!("python3 {script} {bootstrap} {topic} {per_partition} 2 20");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(&bootstrap)
+        .arg(topic)
+        .arg(per_partition.to_string())
+        .arg("2")
+        .arg("20")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    std::thread::sleep(Duration::from_secs(3));
+    let st = wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
+    let victim = st.leader;
+    c.kill9(victim);
+    let rest: Vec<i32> = ids(&c).into_iter().filter(|&i| i != victim).collect();
+    let new = wait_state(&c, &rest, topic, 0, FAILOVER_TIMEOUT, "a new leader", |s| {
+        s.leader > 0 && s.leader != victim
+    });
+    step!("{topic}/0: new leader {}", new.leader);
+    c.restart(victim);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+    eprintln!(
+        "{stdout}{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    let dropped = shared.dropped.load(Ordering::SeqCst);
+    step!(
+        "{} Produce requests through the proxies, {dropped} responses swallowed",
+        shared.produce_seen.load(Ordering::SeqCst)
+    );
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "kafka-python idempotent producer through dropped responses and a leader kill \
+         failed (output above)"
+    );
+    assert!(
+        dropped >= 5,
+        "only {dropped} Produce responses were swallowed: the test did not exercise retries"
+    );
 }
 
 // ------------------------------------------- commitment and fencing --

@@ -5,7 +5,10 @@ enable_idempotence=True and acks='all' (several batches in flight), then
 read everything back: every acknowledged record exactly once, at its
 acknowledged offset, in send order.
 
-Usage: idempotent.py BOOTSTRAP TOPIC PER_PARTITION   (exit 0 and "OK" on success)
+Usage: idempotent.py BOOTSTRAP TOPIC PER_PARTITION [PARTITIONS PACE_MS]
+  (exit 0 and "OK" on success). With PARTITIONS, the topic already exists
+  (the caller made it, e.g. replicated) and sends are paced: PACE_MS after
+  every 10 records, so that the caller can kill brokers meanwhile.
 """
 import sys
 import time
@@ -13,6 +16,7 @@ import time
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 PARTITIONS = 3
+PACE_MS = 0
 
 
 def fail(msg):
@@ -21,13 +25,17 @@ def fail(msg):
 
 
 def main():
-    if len(sys.argv) != 4:
-        fail("usage: idempotent.py BOOTSTRAP TOPIC PER_PARTITION")
+    global PARTITIONS, PACE_MS
+    if len(sys.argv) not in (4, 6):
+        fail("usage: idempotent.py BOOTSTRAP TOPIC PER_PARTITION [PARTITIONS PACE_MS]")
     bootstrap, topic, per_partition = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
-    admin.create_topics({topic: {"num_partitions": PARTITIONS, "replication_factor": 1}})
-    admin.close()
+    if len(sys.argv) == 6:
+        PARTITIONS, PACE_MS = int(sys.argv[4]), int(sys.argv[5])
+    else:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+        admin.create_topics({topic: {"num_partitions": PARTITIONS, "replication_factor": 1}})
+        admin.close()
     deadline = time.time() + 30
     while True:
         probe = KafkaConsumer(bootstrap_servers=bootstrap)
@@ -43,17 +51,23 @@ def main():
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
                              linger_ms=2, batch_size=2048,
-                             max_in_flight_requests_per_connection=5)
+                             max_in_flight_requests_per_connection=5,
+                             request_timeout_ms=5000, retry_backoff_ms=100,
+                             reconnect_backoff_ms=50, reconnect_backoff_max_ms=1000,
+                             metadata_max_age_ms=2000, delivery_timeout_ms=180000)
     futures = []
     for i in range(per_partition):
         for p in range(PARTITIONS):
             value = ("idem-%d-%06d" % (p, i)).encode()
             futures.append((p, value, producer.send(topic, value=value, partition=p)))
-    producer.flush(60)
+        if PACE_MS and i % 10 == 9:
+            time.sleep(PACE_MS / 1000.0)
+    print("all %d records handed to the producer" % (PARTITIONS * per_partition), flush=True)
+    producer.flush(180)
     acked = {p: [] for p in range(PARTITIONS)}
     for p, value, fut in futures:
         try:
-            md = fut.get(timeout=60)
+            md = fut.get(timeout=180)
         except Exception as e:
             fail("send of %r: %s: %s" % (value, type(e).__name__, e))
         if md.partition != p:
@@ -75,10 +89,10 @@ def main():
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     got = {p: [] for p in range(PARTITIONS)}
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while sum(len(v) for v in got.values()) < PARTITIONS * per_partition:
         if time.time() > deadline:
-            fail("read %r records per partition within 60 s" % {p: len(v) for p, v in got.items()})
+            fail("read %r records per partition within 120 s" % {p: len(v) for p, v in got.items()})
         for tp, records in consumer.poll(timeout_ms=500).items():
             for r in records:
                 got[tp.partition].append((r.offset, r.value))
