@@ -1722,3 +1722,31 @@ fn two_batches_in_one_partition_are_invalid_record() {
     );
     assert_eq!(got, (0, 0), "sequence 0 on its own");
 }
+
+/// InitProducerId (no transactional id) with a producer id and epoch: Kafka
+/// ignores them and hands out a fresh id at epoch 0; runnel bumps the epoch
+/// (KIP-360). Either way, a producer id this cluster never handed out must
+/// not come back as the caller's: it would later be handed out to another
+/// producer, and the two would fence each other.
+#[test]
+#[ignore = "broker bug: InitProducerId v4 with producer_id=123456 epoch=0, which no broker \
+            handed out, answers (123456, 1) instead of a fresh id"]
+fn init_producer_id_does_not_adopt_an_id_it_never_handed_out() {
+    let node = Node::start(&[]);
+    let addr = node.bootstrap();
+    let (first, _) = init_producer_id(&addr);
+    let mut conn = RawConn::connect(&addr).expect("connect");
+    let forged = first + 123_456;
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(forged))
+        .with_producer_epoch(0);
+    let resp: InitProducerIdResponse = conn.roundtrip(4, 9, &req).expect("InitProducerId");
+    let got = (resp.error_code, resp.producer_id.0, resp.producer_epoch);
+    step!("InitProducerId v4 with producer id {forged} epoch 0 (never handed out): {got:?}");
+    assert!(
+        got.0 != 0 || got.1 != forged,
+        "InitProducerId adopted producer id {forged}, which no broker handed out: {got:?}"
+    );
+}
