@@ -1,22 +1,32 @@
 //! Idempotent producers (issue 6): no duplicates through retries and
 //! failover.
 //!
-//! * An rdkafka producer with `enable.idempotence=true`, acks=all, sends
-//!   through TCP proxies that now and then swallow a Produce response and
-//!   close the connection (the write happened, the client never heard), while
-//!   the test kills the partition leader with `kill -9` twice. Every value
-//!   acknowledged is in the log exactly once, at its acknowledged offset, and
-//!   each producer's values are in send order.
-//! * Raw Produce requests with a producer id and sequence numbers: a batch
-//!   resent after every broker was restarted (`kill -9`, then SIGTERM) gets
-//!   its original offset back and the log does not grow; a sequence gap is
-//!   OUT_OF_ORDER_SEQUENCE_NUMBER (45).
-//! * kafka-python (its own protocol code) with `enable_idempotence=True`.
+//! * rdkafka (`enable.idempotence=true`, acks=all, two producers, two
+//!   partitions, RF 3) through TCP proxies that swallow every 10th Produce
+//!   response and close the connection (the broker wrote the batch, the
+//!   client never heard), while the leader of partition 0 is killed with
+//!   `kill -9` twice: every value in the log once, every acknowledged value
+//!   at its acknowledged offset, each producer's values in send order.
+//!   `RUNNEL_TEST_IDEMPOTENCE=false` runs the same without idempotence: it
+//!   must then fail (duplicates), which shows that the checks can fail.
+//! * kafka-python (its own protocol code) with `enable_idempotence=True`:
+//!   on one node (with DescribeProducers showing its sequences), and through
+//!   the dropping proxies while a leader is killed.
+//! * Raw Produce requests with producer ids and sequences:
+//!   - a resent batch gets its original offset after every broker was
+//!     restarted (`kill -9`, then SIGTERM), the log does not grow, a gap is
+//!     OUT_OF_ORDER_SEQUENCE_NUMBER (45);
+//!   - a duplicate of a batch not yet committed is not acknowledged (acks=all)
+//!     before the original is;
+//!   - an older epoch is INVALID_PRODUCER_EPOCH (47), a new epoch starts at
+//!     sequence 0, also after `kill -9`;
+//!   - the last five batches of each producer survive segment rolls, a clean
+//!     restart and `kill -9`; an older batch is not written again;
+//!   - a follower that truncated a producer's uncommitted batches answers
+//!     retries with the offsets of the new log once it leads;
+//!   - producer ids are unique across brokers and restarts.
 //!
 //! Run with the step log: `cargo test --release --test idempotence -- --nocapture`.
-//! To see the first test catch duplicates, run it with
-//! `RUNNEL_TEST_IDEMPOTENCE=false`: the same producers without idempotence
-//! (its assertions must then fail).
 
 #[path = "common/cluster.rs"]
 mod cluster;
