@@ -38,6 +38,9 @@ pub struct ClusterNode {
     dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
+    /// `key=value` overrides for this node only (after the cluster-wide
+    /// ones); empty unless started with `start_with_node_overrides`.
+    node_extra: Vec<String>,
 }
 
 impl ClusterNode {
@@ -89,11 +92,22 @@ impl Cluster {
     /// "min.insync.replicas=2") given to every node's `serve`, on start and
     /// on every restart.
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with_node_overrides(n, extra, &|_| Vec::new())
+    }
+
+    /// As `start_with`, plus per-node `key=value` overrides: `per_node(id)`
+    /// for node `id` (e.g. its own `advertised.listeners`), on start and on
+    /// every restart.
+    pub fn start_with_node_overrides(
+        n: usize,
+        extra: &[&str],
+        per_node: &dyn Fn(i32) -> Vec<String>,
+    ) -> Cluster {
         for kv in extra {
             assert!(kv.contains('='), "override {kv:?} is not key=value");
         }
         for attempt in 1..=3 {
-            match Cluster::try_start(n, extra) {
+            match Cluster::try_start(n, extra, per_node) {
                 Ok(c) => return c,
                 Err((c, e)) if attempt < 3 => {
                     step!("cluster did not start ({e}); retrying on other ports");
@@ -108,7 +122,11 @@ impl Cluster {
         unreachable!("the last attempt returns or panics")
     }
 
-    fn try_start(n: usize, extra: &[&str]) -> Result<Cluster, (Cluster, String)> {
+    fn try_start(
+        n: usize,
+        extra: &[&str],
+        per_node: &dyn Fn(i32) -> Vec<String>,
+    ) -> Result<Cluster, (Cluster, String)> {
         let root = tempfile::Builder::new()
             .prefix("runnel-cluster.")
             .tempdir()
@@ -124,6 +142,7 @@ impl Cluster {
                     log_path: dir.join("runnel.log"),
                     dir,
                     child: None,
+                    node_extra: per_node(id),
                 }
             })
             .collect();
@@ -221,7 +240,7 @@ impl Cluster {
             .open(&self.nodes[i].log_path)
             .expect("open node log");
         let mut cmd = self.command(i, "serve");
-        for kv in &self.extra {
+        for kv in self.extra.iter().chain(&self.nodes[i].node_extra) {
             cmd.arg("--override").arg(kv);
         }
         if std::env::var_os("RUST_LOG").is_none() {
@@ -333,6 +352,85 @@ impl Cluster {
                 n.log_tail(40)
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM node `id` and wait (up to 30 s) for a clean exit; panics if
+    /// it does not exit in time or exits with a failure status.
+    pub fn stop(&mut self, id: i32) {
+        let n = self.node_mut(id);
+        let Some(mut c) = n.child.take() else {
+            return;
+        };
+        step!("SIGTERM node {id} (pid {})", c.id());
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM {} failed", c.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match c.try_wait() {
+                Ok(Some(st)) => {
+                    step!("node {id} exited: {st}");
+                    assert!(
+                        st.success(),
+                        "node {id} exited with {st} after SIGTERM\n{}",
+                        n.log_tail(40)
+                    );
+                    return;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!(
+                        "node {id} did not exit within 30 s of SIGTERM\n{}",
+                        n.log_tail(40)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Starts every node in `ids` again (killing any still running) and
+    /// waits until each answers Metadata: unlike calling `restart` one by
+    /// one, this works when all of them were down (a node only serves once
+    /// the controller quorum is back).
+    pub fn restart_all(&mut self, ids: &[i32]) {
+        for &id in ids {
+            self.kill9(id);
+        }
+        for &id in ids {
+            let i = self
+                .nodes
+                .iter()
+                .position(|n| n.id == id)
+                .unwrap_or_else(|| panic!("no node {id}"));
+            step!("restarting node {id}");
+            self.spawn(i);
+        }
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        for &id in ids {
+            loop {
+                let n = self.node_mut(id);
+                if let Some(Ok(Some(st))) = n.child.as_mut().map(Child::try_wait) {
+                    panic!("node {id} exited after restart: {st}\n{}", n.log_tail(40));
+                }
+                if metadata_view(&n.bootstrap()).is_ok() {
+                    step!("node {id} serving again");
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} not serving within {STARTUP_TIMEOUT:?} of restart\n{}",
+                    n.log_tail(40)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 

@@ -9,6 +9,11 @@
 #   RUNNEL_BIN        the broker binary (default: the release build)
 #   LIBRDKAFKA_TESTS  space/comma separated test numbers to run instead of the
 #                     default list (exclusions still apply)
+#   LIBRDKAFKA_IDEMPOTENT=1
+#                     force enable.idempotence=true on every producer the
+#                     tests create (the runner's -P), and run the produce
+#                     list plus 0090 instead of the default list (unless
+#                     LIBRDKAFKA_TESTS is set)
 #   LIBRDKAFKA_CACHE  where the built suite is kept (default /var/tmp/librdkafka-tests)
 #   TEST_TIMEOUT      seconds allowed per test (default 600)
 #
@@ -21,12 +26,23 @@ repo="$(cd "$here/../.." && pwd)"
 
 # The tests relevant to a broker without transactions or SASL (COMPAT.md:
 # "produce, fetch, metadata, offsets", then "consumer groups and commits"
-# but 0153, which skips itself for the classic protocol).
-default_tests="0001 0002 0003 0005 0007 0008 0011 0012 0013 0014 0015 0017
+# but 0153, which skips itself for the classic protocol, then the
+# idempotent producer, 0090).
+produce_tests="0001 0002 0003 0005 0007 0008 0011 0012 0013 0014 0015 0017
 0021 0022 0029 0031 0034 0035 0036 0038 0039 0041 0042 0048 0051 0053 0054
-0057 0059 0063 0065 0067 0070 0073 0082 0085 0110 0114 0125 0127
-0018 0019 0020 0026 0030 0033 0040 0045 0050 0056 0060 0061 0064 0083 0084
-0086 0089 0091 0093 0099 0118 0130 0132 0137 0140"
+0057 0059 0063 0065 0067 0070 0073 0082 0085 0110 0114 0125 0127"
+group_tests="0018 0019 0020 0026 0030 0033 0040 0045 0050 0056 0060 0061 0064
+0083 0084 0086 0089 0091 0093 0099 0118 0130 0132 0137 0140"
+idempotence_tests="0090"
+default_tests="$produce_tests
+$group_tests
+$idempotence_tests"
+idempotent="${LIBRDKAFKA_IDEMPOTENT:-0}"
+runner_flags="-L -E -Q -p1"
+if [[ $idempotent == 1 ]]; then
+    default_tests="$produce_tests $idempotence_tests"
+    runner_flags="$runner_flags -P"
+fi
 
 log() { echo "[librdkafka-suite] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -36,7 +52,7 @@ bin_arg=""
 for arg in "$@"; do
     case "$arg" in
         --build-only) build_only=1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) bin_arg="$arg" ;;
     esac
 done
@@ -141,6 +157,7 @@ for _ in $(seq 1 300); do
 done
 [[ $ready == 1 ]] || { tail -n 40 "$broker_log" >&2; die "runnel did not listen on $port within 30s"; }
 log "broker is listening"
+[[ $idempotent == 1 ]] && log "LIBRDKAFKA_IDEMPOTENT=1: every producer runs with enable.idempotence=true (-P)"
 
 # ------------------------------------------------------------------ tests --
 excluded="$(sed -e 's/#.*//' "$here/excluded.txt" 2>/dev/null | tr -s ' \t\n' ' ' || true)"
@@ -171,7 +188,7 @@ for t in "${to_run[@]}"; do
     # One test per run-test.sh invocation so that a hang or crash in one test
     # is attributed to it and does not take the rest down.
     (cd "$tree/tests" && TESTS="$t" TEST_KAFKA_VERSION=3.7.0 timeout -k 10 "$per_test_timeout" \
-        ./run-test.sh -L -E -Q -p1) >"$results/$t.log" 2>&1
+        ./run-test.sh $runner_flags) >"$results/$t.log" 2>&1
     rc=$?
     set -e
     took=$(( $(date +%s) - start ))
@@ -201,7 +218,11 @@ for t in "${to_run[@]}"; do
 done
 
 echo
-echo "librdkafka suite against runnel (skipped = excluded here, or skipped by the suite itself):"
+if [[ $idempotent == 1 ]]; then
+    echo "librdkafka suite against runnel, idempotent producers forced on (-P) (skipped = excluded here, or skipped by the suite itself):"
+else
+    echo "librdkafka suite against runnel (skipped = excluded here, or skipped by the suite itself):"
+fi
 echo "librdkafka: ${#passed[@]} passed, ${#failed[@]} failed, ${#skipped[@]} skipped"
 [[ ${#failed[@]} -gt 0 ]] && echo "failed:   ${failed[*]}"
 [[ ${#excluded_run[@]} -gt 0 ]] && echo "excluded: ${excluded_run[*]} (see tests/librdkafka/excluded.txt)"
