@@ -230,6 +230,96 @@ fn initial_delay_waits_for_more_members() {
     assert_eq!(jb.try_recv().expect("b").expect("ok").generation, 1);
 }
 
+/// Issue 5's sequence, as two librdkafka 2.0 balanced consumers (kcat -G)
+/// drive it (from their `debug=cgrp,protocol` trace): both join a new group
+/// together through KIP-394, the leader assigns the one partition to one
+/// member, the assignee commits, then dies silently (kill -9) and the
+/// survivor rebalances alone and commits in the next generation. Every
+/// commit of the current generation's members must be accepted, also while
+/// the group prepares the next rebalance (as Kafka).
+#[test]
+fn two_new_members_assignee_commits_then_dies_and_the_survivor_takes_over() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let ms = Duration::from_millis;
+    let mut g = Group::new(s(3));
+    let a = new_id(&mut g, t0);
+    let b = new_id(&mut g, t0);
+    let mut ja = join(&mut g, req(&a, &["range", "roundrobin"]), t0);
+    let mut jb = join(&mut g, req(&b, &["range", "roundrobin"]), t0 + ms(5));
+    g.tick(t0 + s(2));
+    assert!(
+        ja.try_recv().is_err() && jb.try_recv().is_err(),
+        "initial delay"
+    );
+    g.tick(t0 + s(3) + ms(5));
+    let ra = ja.try_recv().expect("a").expect("ok");
+    let rb = jb.try_recv().expect("b").expect("ok");
+    assert_eq!((ra.generation, rb.generation), (1, 1), "one generation");
+    assert_eq!(ra.leader, rb.leader);
+    let (owner, survivor) = if ra.leader == a { (a, b) } else { (b, a) };
+    let t = t0 + s(3) + ms(10);
+    // The leader gives the partition to itself, nothing to the other.
+    let mut sf = sync(&mut g, &survivor, 1, vec![], t);
+    let mut so = sync(
+        &mut g,
+        &owner,
+        1,
+        vec![(owner.clone(), "P0".into()), (survivor.clone(), "".into())],
+        t,
+    );
+    assert_eq!(so.try_recv().expect("owner").expect("ok").assignment, "P0");
+    assert_eq!(sf.try_recv().expect("other").expect("ok").assignment, "");
+    assert_eq!(g.state(), GroupState::Stable);
+    for (who, at) in [(&owner, 500), (&survivor, 500), (&owner, 1000)] {
+        assert_eq!(g.heartbeat(who, 1, t + ms(at)), Ok(()));
+    }
+    // Auto-commits: the assignee's, and an (empty) one from the other.
+    assert_eq!(g.validate_commit(&owner, 1, t + s(1)), Ok(()));
+    assert_eq!(g.validate_commit(&survivor, 1, t + s(1)), Ok(()));
+
+    // kill -9 the owner: only the survivor heartbeats from now on.
+    for i in 1..=12 {
+        g.tick(t + s(1) + ms(500 * i));
+        assert_eq!(g.heartbeat(&survivor, 1, t + s(1) + ms(500 * i)), Ok(()));
+    }
+    let t = t + s(1) + s(10) + ms(100);
+    g.tick(t);
+    assert_eq!(g.state(), GroupState::PreparingRebalance, "owner expired");
+    assert_eq!(
+        g.heartbeat(&survivor, 1, t),
+        Err(GroupError::RebalanceInProgress)
+    );
+    // Kafka accepts the current generation's commits while preparing.
+    assert_eq!(g.validate_commit(&survivor, 1, t), Ok(()));
+    assert_eq!(
+        g.validate_commit(&owner, 1, t),
+        Err(GroupError::UnknownMemberId)
+    );
+    let mut js = join(&mut g, req(&survivor, &["range", "roundrobin"]), t);
+    let rs = js.try_recv().expect("survivor").expect("ok");
+    assert_eq!((rs.generation, rs.leader.as_str()), (2, survivor.as_str()));
+    assert_eq!(rs.members.len(), 1);
+    assert_eq!(
+        g.validate_commit(&survivor, 2, t),
+        Err(GroupError::RebalanceInProgress),
+        "no commits between join and sync"
+    );
+    let mut ss = sync(
+        &mut g,
+        &survivor,
+        2,
+        vec![(survivor.clone(), "P0".into())],
+        t,
+    );
+    assert_eq!(ss.try_recv().expect("s").expect("ok").assignment, "P0");
+    assert_eq!(g.validate_commit(&survivor, 2, t), Ok(()));
+    assert_eq!(
+        g.validate_commit(&survivor, 1, t),
+        Err(GroupError::IllegalGeneration)
+    );
+}
+
 #[test]
 fn static_member_rejoining_fences_its_old_id() {
     let t0 = Instant::now();
