@@ -1703,8 +1703,6 @@ fn producer_ids_are_unique_across_brokers_and_restarts() {
 /// pair is deduplicated as one unit and a lone retry of the second batch is
 /// answered OUT_OF_ORDER_SEQUENCE_NUMBER instead of its offset.
 #[test]
-#[ignore = "broker bug: Produce v8 with two record batches in one partition's records is \
-            accepted (error 0) and written; Kafka answers INVALID_RECORD (87)"]
 fn two_batches_in_one_partition_are_invalid_record() {
     const INVALID_RECORD: i16 = 87;
     let node = Node::start(&[]);
@@ -1735,12 +1733,10 @@ fn two_batches_in_one_partition_are_invalid_record() {
 
 /// InitProducerId (no transactional id) with a producer id and epoch: Kafka
 /// ignores them and hands out a fresh id at epoch 0; runnel bumps the epoch
-/// (KIP-360). Either way, a producer id this cluster never handed out must
+/// (KIP-360) of an id it handed out. Either way, a producer id this cluster never handed out must
 /// not come back as the caller's: it would later be handed out to another
 /// producer, and the two would fence each other.
 #[test]
-#[ignore = "broker bug: InitProducerId v4 with producer_id=123456 epoch=0, which no broker \
-            handed out, answers (123456, 1) instead of a fresh id"]
 fn init_producer_id_does_not_adopt_an_id_it_never_handed_out() {
     let node = Node::start(&[]);
     let addr = node.bootstrap();

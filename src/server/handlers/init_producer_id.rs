@@ -55,7 +55,10 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             // Transactions come later: no transaction coordinator yet.
             return error(ResponseError::TransactionalIdAuthorizationFailed);
         }
-        let (id, epoch) = if body.producer_id.0 >= 0 && body.producer_epoch >= 0 {
+        // Only an id this cluster handed out may be re-initialised: adopting
+        // any id a client names could collide with a later allocation.
+        let handed_out = body.producer_id.0 < ctx.controller.image().next_producer_id;
+        let (id, epoch) = if body.producer_id.0 >= 0 && body.producer_epoch >= 0 && handed_out {
             if body.producer_epoch < i16::MAX - 1 {
                 (body.producer_id.0, body.producer_epoch + 1)
             } else {

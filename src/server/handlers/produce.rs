@@ -92,6 +92,17 @@ async fn produce_one(
             );
         }
     };
+    if summary.batch_count != 1 {
+        // Kafka's ProduceRequest.validateRecords: v3+ carries one batch.
+        return (
+            error(
+                index,
+                ResponseError::InvalidRecord,
+                Some("Produce v3 and later carries exactly one record batch per partition".into()),
+            ),
+            None,
+        );
+    }
     let min_isr = ctx.broker.min_insync_replicas(&partition);
     if acks == -1 {
         let isr = partition.isr();
