@@ -313,7 +313,19 @@ impl MetadataImage {
                 generation,
                 member: _,
                 offsets,
+                coordinator,
+                coordinator_epoch,
             } => {
+                if *coordinator >= 0 {
+                    let current = self.group_coordinator(group);
+                    let epoch = self.brokers.get(coordinator).map(|b| b.epoch);
+                    if current != Some(*coordinator) || epoch != Some(*coordinator_epoch) {
+                        return MetadataResponse::Rejected(MetadataError::NotCoordinator(format!(
+                            "broker {coordinator} (epoch {coordinator_epoch}) does not coordinate group {group}; broker {} does",
+                            current.unwrap_or(-1)
+                        )));
+                    }
+                }
                 let g = self.groups.entry(group.clone()).or_default();
                 g.generation = *generation;
                 for OffsetCommit {
@@ -359,6 +371,17 @@ impl MetadataImage {
 }
 
 impl MetadataImage {
+    /// The broker that coordinates `group`: rendezvous hashing of the group
+    /// id over the unfenced brokers, so that losing a broker moves only its
+    /// own groups.
+    pub fn group_coordinator(&self, group: &str) -> Option<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .max_by_key(|b| (rendezvous_score(group, b.id), b.id))
+            .map(|b| b.id)
+    }
+
     /// Registered, unfenced brokers.
     pub fn alive(&self) -> Vec<i32> {
         self.brokers
@@ -468,6 +491,21 @@ impl MetadataImage {
         p.partition_epoch += 1;
         MetadataResponse::Ok
     }
+}
+
+/// FNV-1a over the key and broker id, then a 64-bit finaliser (splitmix)
+/// so that nearby ids spread. Stable across builds, unlike `DefaultHasher`.
+fn rendezvous_score(key: &str, broker: i32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes().chain(broker.to_be_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 fn unclean_allowed(t: &TopicImage) -> bool {
@@ -767,7 +805,52 @@ mod tests {
                 leader_epoch: -1,
                 metadata: Some("meta".into()),
             }],
+            coordinator: -1,
+            coordinator_epoch: 0,
         }
+    }
+
+    #[test]
+    fn only_the_current_coordinator_commits() {
+        let (mut img, _) = three_brokers_and_topic(&[]);
+        let coordinator = img.group_coordinator("g").expect("a coordinator");
+        let commit_by = |img: &MetadataImage, by: i32, offset: i64| {
+            let mut cmd = commit("g", "t", 0, offset);
+            if let MetadataCommand::CommitOffsets {
+                coordinator,
+                coordinator_epoch,
+                ..
+            } = &mut cmd
+            {
+                *coordinator = by;
+                *coordinator_epoch = img.brokers[&by].epoch;
+            }
+            cmd
+        };
+        let other = (1..=3).find(|b| *b != coordinator).unwrap();
+        assert_eq!(
+            img.apply(10, &commit_by(&img, coordinator, 5)),
+            MetadataResponse::Ok
+        );
+        assert!(matches!(
+            img.apply(11, &commit_by(&img, other, 9)),
+            MetadataResponse::Rejected(MetadataError::NotCoordinator(_))
+        ));
+        // The coordinator is fenced (paused, then silent): its commits,
+        // even ones it validated before, no longer land.
+        let stale = commit_by(&img, coordinator, 7);
+        fence(&mut img, 12, coordinator);
+        assert!(matches!(
+            img.apply(13, &stale),
+            MetadataResponse::Rejected(MetadataError::NotCoordinator(_))
+        ));
+        let next = img.group_coordinator("g").expect("another coordinator");
+        assert_ne!(next, coordinator);
+        assert_eq!(
+            img.apply(14, &commit_by(&img, next, 8)),
+            MetadataResponse::Ok
+        );
+        assert_eq!(img.groups["g"].get("t", 0).map(|o| o.offset), Some(8));
     }
 
     #[test]

@@ -78,6 +78,15 @@ pub enum MetadataCommand {
         generation: i32,
         member: String,
         offsets: Vec<OffsetCommit>,
+        /// The broker that validated the commit as the group's coordinator,
+        /// and its registration epoch: the commit is refused unless that
+        /// broker still coordinates the group in the committed image, so a
+        /// coordinator that lost its role (paused, fenced, restarted)
+        /// cannot commit. -1: not checked (entries written before this).
+        #[serde(default = "unchecked")]
+        coordinator: i32,
+        #[serde(default)]
+        coordinator_epoch: i64,
     },
     /// Forgets a group's committed offsets (DeleteGroups).
     DeleteGroup {
@@ -88,6 +97,10 @@ pub enum MetadataCommand {
         group: String,
         partitions: Vec<(String, i32)>,
     },
+}
+
+fn unchecked() -> i32 {
+    -1
 }
 
 /// One partition's committed position.
@@ -139,6 +152,9 @@ pub enum MetadataError {
     StaleBrokerEpoch(String),
     #[error("group {0} does not exist")]
     UnknownGroup(String),
+    /// NOT_COORDINATOR: the committing broker does not coordinate the group.
+    #[error("{0}")]
+    NotCoordinator(String),
     /// FENCED_LEADER_EPOCH: the proposer no longer leads in that epoch.
     #[error("{0}")]
     FencedLeaderEpoch(String),

@@ -28,27 +28,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// The broker that coordinates `group`: the unfenced broker with the highest
 /// hash of (group, broker id), so that losing a broker moves only its groups.
 pub fn coordinator_for(image: &MetadataImage, group: &str) -> Option<i32> {
-    image
-        .brokers
-        .values()
-        .filter(|b| !b.fenced)
-        .max_by_key(|b| (rendezvous_score(group, b.id), b.id))
-        .map(|b| b.id)
-}
-
-/// FNV-1a over the key and broker id, then a 64-bit finaliser (splitmix)
-/// so that nearby ids spread. Stable across builds, unlike `DefaultHasher`.
-fn rendezvous_score(key: &str, broker: i32) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes().chain(broker.to_be_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    image.group_coordinator(group)
 }
 
 /// All groups this broker coordinates.

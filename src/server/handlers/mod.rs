@@ -99,6 +99,7 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
         MetadataError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
         MetadataError::UnknownGroup(_) => ResponseError::GroupIdNotFound,
+        MetadataError::NotCoordinator(_) => ResponseError::NotCoordinator,
         MetadataError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
         MetadataError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,

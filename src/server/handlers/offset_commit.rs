@@ -101,16 +101,23 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         }
         let mut failed = 0;
         if !offsets.is_empty() {
+            let me = ctx.config.node_id;
             let cmd = MetadataCommand::CommitOffsets {
                 group,
                 generation: body.generation_id_or_member_epoch,
                 member: body.member_id.to_string(),
                 offsets,
+                coordinator: me,
+                coordinator_epoch: image.brokers.get(&me).map_or(-1, |b| b.epoch),
             };
             if let Err((code, msg)) = super::propose(&ctx, cmd).await {
                 tracing::warn!("offset commit failed: {msg} ({code:?})");
                 // Retriable for the client: find the coordinator again.
-                failed = ResponseError::CoordinatorNotAvailable.code();
+                failed = if code == ResponseError::NotCoordinator {
+                    code.code()
+                } else {
+                    ResponseError::CoordinatorNotAvailable.code()
+                };
             }
         }
         now(per_partition(&body, |t, p| {
