@@ -90,6 +90,7 @@ impl Broker {
                 .replica_fetch(
                     req.follower_id,
                     fp.fetch_offset,
+                    fp.durable_offset,
                     fp.last_fetched_epoch,
                     fp.current_leader_epoch,
                     limit,
@@ -293,6 +294,8 @@ async fn fetcher(broker: Arc<Broker>, leader: i32, resolver: Resolver, channels:
         .replica_fetch_response_max_bytes
         .min(MAX_RESPONSE_BYTES) as u32;
     let mut failures = 0u32;
+    // The background fsync of the previous round's appends.
+    let mut in_flight: Option<tokio::task::JoinHandle<bool>> = None;
     loop {
         let parts: Vec<Arc<Partition>> = followed
             .borrow_and_update()
@@ -323,6 +326,7 @@ async fn fetcher(broker: Arc<Broker>, leader: i32, resolver: Resolver, channels:
             req.partitions.push(FetchPartition {
                 topic_id: p.topic_id.as_bytes().to_vec(),
                 partition: p.index,
+                durable_offset: p.durable_offset(),
                 fetch_offset: offset,
                 last_fetched_epoch: p.log().latest_epoch().unwrap_or(-1),
                 current_leader_epoch: epoch,
@@ -358,6 +362,7 @@ async fn fetcher(broker: Arc<Broker>, leader: i32, resolver: Resolver, channels:
         };
         let mut backoff = false;
         let mut synced = Vec::new();
+        let mut appended_any = Vec::new();
         for fp in resp.partitions {
             let Ok(id) = Uuid::from_slice(&fp.topic_id) else {
                 continue;
@@ -385,6 +390,7 @@ async fn fetcher(broker: Arc<Broker>, leader: i32, resolver: Resolver, channels:
                 let records: Bytes = fp.records;
                 let appended = p.append_from_leader(leader, epoch, records).await;
                 synced.push((p.clone(), fp.high_watermark));
+                appended_any.push(p.index);
                 appended
             } else {
                 synced.push((p.clone(), fp.high_watermark));
@@ -395,13 +401,30 @@ async fn fetcher(broker: Arc<Broker>, leader: i32, resolver: Resolver, channels:
                 backoff = true;
             }
         }
-        // fsync before the next fetch reports the new offsets: the leader
-        // counts them towards the HW.
-        for r in join_all(synced.iter().map(|(p, hw)| p.sync_as_follower(*hw))).await {
-            if let Err(e) = r {
-                tracing::error!(leader, error = %e, "fsync of replicated data failed");
+        // fsync in the background and fetch on (the next fetch reports
+        // what is durable by then); when nothing new came, wait for the
+        // fsync so that the next fetch reports it without a long-poll's
+        // delay and the leader's HW moves at once.
+        let got_data = !appended_any.is_empty();
+        let flush = tokio::spawn(async move {
+            let mut failed = false;
+            for r in join_all(synced.iter().map(|(p, hw)| p.sync_as_follower(*hw))).await {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "fsync of replicated data failed");
+                    failed = true;
+                }
+            }
+            failed
+        });
+        if let Some(prev) = in_flight.take() {
+            if prev.await.unwrap_or(true) {
                 backoff = true;
             }
+        }
+        if got_data {
+            in_flight = Some(flush);
+        } else if flush.await.unwrap_or(true) {
+            backoff = true;
         }
         if backoff {
             let _ = tokio::time::timeout(Duration::from_millis(100), followed.changed()).await;

@@ -739,6 +739,13 @@ impl Log {
             return Err(Error::Closed(self.dir.clone()));
         }
         if offset >= g.active.next_offset {
+            // Nothing to cut, but an epoch that starts here wrote nothing
+            // this log keeps: forget it too, or a follower would keep
+            // naming an epoch its leader never had.
+            let mut c = self.epochs.lock().map_err(|_| Error::Poisoned)?;
+            if c.truncate_from(offset) {
+                c.write(&self.dir)?;
+            }
             return Ok(());
         }
         let interval = self.config.index_interval_bytes;

@@ -148,7 +148,15 @@ struct ReplicaState {
     epoch_start_offset: i64,
     /// An ISR change sent to the controller and not yet seen committed.
     pending: Option<(Vec<i32>, Instant)>,
+    /// A follower outside the ISR that has durably caught up with where
+    /// the leader was at its previous fetch: for a moment the HW waits for
+    /// it too, so that under continuous load it can reach the HW and join
+    /// (otherwise the HW, moved by the ISR, can stay one round ahead of it).
+    candidate: Option<(i32, Instant)>,
 }
+
+/// How long a catching-up follower may hold the HW back.
+const CANDIDATE_HOLD: Duration = Duration::from_millis(500);
 
 /// An unanswered ISR proposal is sent again after this.
 const PROPOSAL_RETRY: Duration = Duration::from_secs(2);
@@ -292,6 +300,7 @@ impl Partition {
                 followers: HashMap::new(),
                 epoch_start_offset: 0,
                 pending: None,
+                candidate: None,
             }),
             flush_wanted: Arc::new(Notify::new()),
             progress: signals.progress,
@@ -384,6 +393,7 @@ impl Partition {
             st.role = role;
             st.epoch_start_offset = self.log.end_offset();
             st.pending = None;
+            st.candidate = None;
             st.followers = a
                 .replicas
                 .iter()
@@ -445,7 +455,15 @@ impl Partition {
             FlushPolicy::EveryMessages(_) => self.log.end_offset(),
         };
         let pending = st.pending.as_ref().map(|(isr, _)| isr.as_slice());
-        let members = st.isr.iter().chain(pending.unwrap_or(&[]).iter());
+        let candidate = st
+            .candidate
+            .filter(|(_, at)| at.elapsed() < CANDIDATE_HOLD)
+            .map(|(id, _)| id);
+        let members = st
+            .isr
+            .iter()
+            .chain(pending.unwrap_or(&[]).iter())
+            .chain(candidate.iter());
         for r in members {
             if *r == self.me {
                 continue;
@@ -575,6 +593,7 @@ impl Partition {
         &self,
         follower: i32,
         fetch_offset: i64,
+        durable_offset: i64,
         last_fetched_epoch: i32,
         current_leader_epoch: i32,
         max_bytes: usize,
@@ -621,10 +640,15 @@ impl Partition {
             } else if fetch_offset >= f.last_fetch_leader_leo && f.last_fetch_leader_leo >= 0 {
                 f.last_caught_up = f.last_caught_up.max(f.last_fetch);
             }
-            f.leo = fetch_offset;
+            // Only what the follower has on disk counts, and never more
+            // than it fetched from here in this epoch.
+            let durable = durable_offset.min(fetch_offset);
+            let caught_up_to_previous =
+                f.last_fetch_leader_leo >= 0 && durable >= f.last_fetch_leader_leo;
+            f.leo = durable;
             f.last_fetch = now;
             f.last_fetch_leader_leo = end;
-            let in_sync = fetch_offset >= hw && fetch_offset >= st.epoch_start_offset;
+            let in_sync = durable >= hw && durable >= st.epoch_start_offset;
             let wanted = !st.isr.contains(&follower) && st.replicas.contains(&follower);
             let may_propose = st
                 .pending
@@ -634,8 +658,18 @@ impl Partition {
                 let mut isr = st.isr.clone();
                 isr.push(follower);
                 st.pending = Some((isr.clone(), now));
+                st.candidate = None;
                 Some(self.proposal(&st, isr))
             } else {
+                if wanted
+                    && caught_up_to_previous
+                    && durable >= st.epoch_start_offset
+                    && st
+                        .candidate
+                        .is_none_or(|(id, at)| id == follower || at.elapsed() >= CANDIDATE_HOLD)
+                {
+                    st.candidate = Some((follower, now));
+                }
                 None
             };
             let hw = self.leader_hw(&st);
@@ -759,6 +793,15 @@ impl Partition {
             }
         });
         Ok(true)
+    }
+
+    /// What this replica holds durably: the fsynced offset, or the log end
+    /// under flush-later.
+    pub fn durable_offset(&self) -> i64 {
+        match self.policy {
+            FlushPolicy::BeforeAck => self.log.flushed_offset(),
+            FlushPolicy::EveryMessages(_) => self.log.end_offset(),
+        }
     }
 
     /// As follower: fsyncs what was appended, then takes the leader's HW

@@ -96,6 +96,7 @@ async fn fetch_round(leader: &Partition, follower: &Partition, leader_id: i32) -
         .replica_fetch(
             2,
             follower.log_end_offset(),
+            follower.durable_offset(),
             follower.log().latest_epoch().unwrap_or(-1),
             epoch,
             1 << 20,
@@ -199,14 +200,14 @@ async fn a_caught_up_follower_is_proposed_for_the_isr_and_a_lagging_one_dropped(
     // Not in the ISR, the follower does not hold the HW back.
     assert!(leader.wait_for_hw(5, 0, Duration::from_secs(5)).await == HwWait::Reached);
     let f = leader
-        .replica_fetch(2, 0, -1, 0, 1 << 20)
+        .replica_fetch(2, 0, 0, -1, 0, 1 << 20)
         .await
         .expect("fetch");
     assert_eq!(f.proposal, None, "behind the HW: not in sync yet");
     follower.append_from_leader(1, 0, f.records).await.unwrap();
     follower.sync_as_follower(f.high_watermark).await.unwrap();
     let f = leader
-        .replica_fetch(2, 5, 0, 0, 1 << 20)
+        .replica_fetch(2, 5, 5, 0, 0, 1 << 20)
         .await
         .expect("fetch");
     let prop = f.proposal.expect("caught up: proposed for the ISR");
@@ -259,6 +260,7 @@ async fn a_divergent_follower_truncates_to_the_new_leaders_history() {
             .replica_fetch(
                 1,
                 a.log_end_offset(),
+                a.durable_offset(),
                 a.log().latest_epoch().unwrap_or(-1),
                 epoch,
                 1 << 20,
@@ -305,19 +307,19 @@ async fn stale_and_future_epochs_are_refused() {
     let leader = replica(dir.path(), 1, id).await;
     leader.apply(&assignment(1, 3, 0, &[1, 2])).await.unwrap();
     assert!(matches!(
-        leader.replica_fetch(2, 0, -1, 2, 1024).await,
+        leader.replica_fetch(2, 0, 0, -1, 2, 1024).await,
         Err(FetchRefusal::FencedEpoch(2))
     ));
     assert!(matches!(
-        leader.replica_fetch(2, 0, -1, 4, 1024).await,
+        leader.replica_fetch(2, 0, 0, -1, 4, 1024).await,
         Err(FetchRefusal::UnknownEpoch(4))
     ));
     assert!(matches!(
-        leader.replica_fetch(2, 9, -1, 3, 1024).await,
+        leader.replica_fetch(2, 9, 9, -1, 3, 1024).await,
         Err(FetchRefusal::OutOfRange { .. })
     ));
     assert!(matches!(
-        leader.replica_fetch(3, 0, -1, 3, 1024).await,
+        leader.replica_fetch(3, 0, 0, -1, 3, 1024).await,
         Err(FetchRefusal::NotLeader)
     ));
 }
