@@ -1140,7 +1140,7 @@ fn kafka_python_idempotent_producer_through_dropped_responses_and_a_leader_kill(
     for p in 0..2 {
         wait_full_isr(&c, topic, p, TIMEOUT);
     }
-    shared.drop_every.store(10, Ordering::SeqCst);
+    shared.drop_every.store(3, Ordering::SeqCst);
     let per_partition = 3000;
     step!("python3 {script} {bootstrap} {topic} {per_partition} 2 20");
     let mut child = Command::new("python3")
