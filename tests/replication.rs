@@ -1160,7 +1160,6 @@ fn finish_and_verify(
 // --------------------------------------------------------------- tests --
 
 #[test]
-#[ignore = "known bug: under continuous acks=all load a restarted follower can take over 60 s to rejoin the ISR (it stays one round behind the HW); run with --ignored"]
 fn acks_all_survives_five_leader_kills() {
     let _serial = serial();
     let topic = "five-kills";

@@ -314,9 +314,14 @@ async fn fetcher(broker: Arc<Broker>, leader: i32, resolver: Resolver, channels:
             continue;
         };
         let mut sent: HashMap<(Uuid, i32), (Arc<Partition>, i32, i64)> = HashMap::new();
+        // While an fsync is still running, the leader should not hold this
+        // fetch open for new records: what it is waiting for (to move its
+        // HW) is this follower's next durable offset, which comes with the
+        // fetch after the fsync.
+        let syncing = in_flight.as_ref().is_some_and(|f| !f.is_finished());
         let mut req = ReplicaFetchRequest {
             follower_id: me,
-            max_wait_ms: wait_ms,
+            max_wait_ms: if syncing { 0 } else { wait_ms },
             max_bytes: total,
             partitions: Vec::with_capacity(parts.len()),
         };

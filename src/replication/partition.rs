@@ -148,10 +148,10 @@ struct ReplicaState {
     epoch_start_offset: i64,
     /// An ISR change sent to the controller and not yet seen committed.
     pending: Option<(Vec<i32>, Instant)>,
-    /// A follower outside the ISR that has durably caught up with where
-    /// the leader was at its previous fetch: for a moment the HW waits for
-    /// it too, so that under continuous load it can reach the HW and join
-    /// (otherwise the HW, moved by the ISR, can stay one round ahead of it).
+    /// A follower outside the ISR whose log end has reached the HW: for a
+    /// moment the HW waits for its durable offset too, so that under
+    /// continuous load its fsync can catch up with the HW and it can join
+    /// (otherwise the HW, moved by the ISR's fsyncs, can stay ahead of it).
     candidate: Option<(i32, Instant)>,
 }
 
@@ -643,8 +643,6 @@ impl Partition {
             // Only what the follower has on disk counts, and never more
             // than it fetched from here in this epoch.
             let durable = durable_offset.min(fetch_offset);
-            let caught_up_to_previous =
-                f.last_fetch_leader_leo >= 0 && durable >= f.last_fetch_leader_leo;
             f.leo = durable;
             f.last_fetch = now;
             f.last_fetch_leader_leo = end;
@@ -661,9 +659,14 @@ impl Partition {
                 st.candidate = None;
                 Some(self.proposal(&st, isr))
             } else {
+                // Kafka's test for joining (the follower's log end has
+                // reached the HW) says it holds everything acknowledged, but
+                // only in its page cache: hold the HW at its durable offset
+                // for a moment, so that its next fetch, once the fsync is
+                // done, finds it in sync even under continuous load.
                 if wanted
-                    && caught_up_to_previous
-                    && durable >= st.epoch_start_offset
+                    && fetch_offset >= hw
+                    && fetch_offset >= st.epoch_start_offset
                     && st
                         .candidate
                         .is_none_or(|(id, at)| id == follower || at.elapsed() >= CANDIDATE_HOLD)

@@ -370,3 +370,42 @@ async fn producer_state_survives_a_crash_and_a_clean_restart() {
     }
     assert_eq!(p.log_end_offset(), 6);
 }
+
+/// Under continuous load the HW, moved by the ISR, is always ahead of a
+/// follower whose fsync trails its fetches: once the follower's log end has
+/// reached the HW, the HW waits for its fsync so that it can join.
+#[tokio::test]
+async fn a_follower_rejoins_while_the_leader_keeps_taking_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let leader = replica(dir.path(), 1, id).await;
+    leader.apply(&assignment(1, 0, 0, &[1])).await.unwrap();
+    produce(&leader, 5).await;
+    assert!(leader.wait_for_hw(5, 0, Duration::from_secs(5)).await == HwWait::Reached);
+    // The follower has fetched everything up to the HW, but its fsync is
+    // still running: not in sync yet.
+    let f = leader
+        .replica_fetch(2, 5, 0, 0, 0, 1 << 20)
+        .await
+        .expect("fetch");
+    assert_eq!(f.proposal, None, "nothing durable yet: not in sync");
+    // More writes arrive; the HW must not run away from the follower.
+    let (end, epoch) = produce(&leader, 5).await;
+    assert_eq!(
+        leader
+            .wait_for_hw(end, epoch, Duration::from_millis(100))
+            .await,
+        HwWait::TimedOut,
+        "the HW waits for the catching-up follower's fsync"
+    );
+    assert_eq!(leader.high_watermark(), 5);
+    // Its fsync done, the follower reports it and is proposed.
+    let f = leader
+        .replica_fetch(2, 5, 5, 0, 0, 1 << 20)
+        .await
+        .expect("fetch");
+    let prop = f
+        .proposal
+        .expect("durable up to the HW: proposed for the ISR");
+    assert_eq!(prop.isr, vec![1, 2]);
+}
