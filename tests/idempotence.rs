@@ -31,6 +31,8 @@
 #[path = "common/cluster.rs"]
 mod cluster;
 mod common;
+#[path = "common/partition.rs"]
+mod partition;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
@@ -47,18 +49,16 @@ use common::{Node, RawConn};
 use futures::executor::block_on;
 use indexmap::IndexMap;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use partition::{high_watermark, ids, list_latest, wait_full_isr, wait_state};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -89,123 +89,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 // ------------------------------------------------------------ metadata --
 
-/// One partition as a node's Metadata (v9, raw) describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct PState {
-    leader: i32,
-    leader_epoch: i32,
-    replicas: Vec<i32>,
-    /// Sorted.
-    isr: Vec<i32>,
-}
-
-/// Metadata v9 for `topic` from the node at `addr`, for `partition`.
-fn partition_state(addr: &str, topic: &str, partition: i32) -> io::Result<PState> {
-    let mut conn = RawConn::connect(addr)?;
-    conn.stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-    let req = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
-            TopicName(StrBytes::from_string(topic.to_string())),
-        ))]))
-        .with_allow_auto_topic_creation(false);
-    let resp: MetadataResponse = conn.roundtrip(9, 1, &req)?;
-    let t = resp
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic))
-        .ok_or_else(|| io::Error::other(format!("{topic} not in Metadata")))?;
-    if t.error_code != 0 {
-        return Err(io::Error::other(format!("{topic}: error {}", t.error_code)));
-    }
-    let p = t
-        .partitions
-        .iter()
-        .find(|p| p.partition_index == partition)
-        .ok_or_else(|| io::Error::other(format!("{topic}/{partition} not in Metadata")))?;
-    if p.error_code != 0 && p.error_code != 5 {
-        return Err(io::Error::other(format!(
-            "{topic}/{partition}: error {}",
-            p.error_code
-        )));
-    }
-    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
-    isr.sort_unstable();
-    Ok(PState {
-        leader: p.leader_id.0,
-        leader_epoch: p.leader_epoch,
-        replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
-        isr,
-    })
-}
-
-/// Waits until every node in `ask` answers, all agree on leader and epoch,
-/// and `pred` holds.
-fn wait_state(
-    c: &Cluster,
-    ask: &[i32],
-    topic: &str,
-    p: i32,
-    within: Duration,
-    what: &str,
-    pred: impl Fn(&PState) -> bool,
-) -> PState {
-    let deadline = Instant::now() + within;
-    loop {
-        let seen: BTreeMap<i32, Result<PState, String>> = ask
-            .iter()
-            .map(|&id| {
-                (
-                    id,
-                    partition_state(&c.node(id).bootstrap(), topic, p).map_err(|e| e.to_string()),
-                )
-            })
-            .collect();
-        let answers: Vec<&PState> = seen.values().filter_map(|r| r.as_ref().ok()).collect();
-        if answers.len() == ask.len() {
-            let first = answers[0];
-            if answers
-                .iter()
-                .all(|s| s.leader == first.leader && s.leader_epoch == first.leader_epoch)
-                && answers.iter().all(|s| pred(s))
-            {
-                return first.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what} ({topic}/{p}); nodes {ask:?} say: {seen:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn ids(c: &Cluster) -> Vec<i32> {
-    c.nodes.iter().map(|n| n.id).collect()
-}
-
-fn wait_full_isr(c: &Cluster, topic: &str, p: i32, within: Duration) -> PState {
-    let st = wait_state(
-        c,
-        &ids(c),
-        topic,
-        p,
-        within,
-        "all three replicas in the ISR",
-        |s| {
-            let mut r = s.replicas.clone();
-            r.sort_unstable();
-            s.leader > 0 && s.replicas.len() == 3 && s.isr == r
-        },
-    );
-    step!(
-        "{topic}/{p}: ISR {:?}, leader {} epoch {}",
-        st.isr,
-        st.leader,
-        st.leader_epoch
-    );
-    st
-}
-
 fn admin_create(bootstrap: &str, name: &str, partitions: i32) {
     step!("create topic {name}: {partitions} partitions, RF 3, min.insync.replicas 2");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -226,45 +109,6 @@ fn admin_create(bootstrap: &str, name: &str, partitions: i32) {
         if let Err((t, e)) = r {
             panic!("CreateTopics {t}: {e:?}");
         }
-    }
-}
-
-/// ListOffsets v4 latest (READ_UNCOMMITTED): (error, high watermark).
-fn list_latest(addr: &str, topic: &str, p: i32) -> io::Result<(i16, i64)> {
-    let mut conn = RawConn::connect(addr)?;
-    conn.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_isolation_level(0)
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(p)
-                .with_timestamp(-1)])]);
-    let resp: ListOffsetsResponse = conn.roundtrip(4, 3, &req)?;
-    let part = resp
-        .topics
-        .first()
-        .and_then(|t| t.partitions.first())
-        .ok_or_else(|| io::Error::other("ListOffsets answered no partition"))?;
-    Ok((part.error_code, part.offset))
-}
-
-/// The current leader's high watermark (retried while leadership settles).
-fn high_watermark(c: &Cluster, topic: &str, p: i32) -> (i32, i64) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let st = wait_state(c, &ids(c), topic, p, TIMEOUT, "a leader", |s| s.leader > 0);
-        let got = list_latest(&c.node(st.leader).bootstrap(), topic, p);
-        match got {
-            Ok((0, hw)) => return (st.leader, hw),
-            _ => assert!(
-                Instant::now() < deadline,
-                "no high watermark from leader {} of {topic}/{p}: {got:?}",
-                st.leader
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -685,7 +529,7 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
     // Read everything back and check it against what was sent and acked.
     let mut where_found: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
     for p in 0..2 {
-        let (leader, hw) = high_watermark(&c, topic, p);
+        let (leader, hw) = high_watermark(&c, &ids(&c), topic, p);
         step!("{topic}/{p}: leader {leader}, high watermark {hw}");
         let log = consume_all(&bootstrap, topic, p, hw);
         if let Some(i) = (0..log.len()).find(|&i| log[i].0 != i as i64) {
@@ -956,7 +800,7 @@ fn a_retry_after_every_broker_restarted_gets_its_original_offset() {
         (0, off1),
         "an immediate resend of sequence 1..=3 must answer its original offset"
     );
-    let (_, hw) = high_watermark(&c, topic, 0);
+    let (_, hw) = high_watermark(&c, &ids(&c), topic, 0);
     assert_eq!(hw, 4, "log end after the two batches and a duplicate");
     wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
 
@@ -988,7 +832,7 @@ fn a_retry_after_every_broker_restarted_gets_its_original_offset() {
             "after {how} of every broker, a resend of sequence 0 must answer error 0 \
              with its original base offset {off0}"
         );
-        let (leader, hw) = high_watermark(&c, topic, 0);
+        let (leader, hw) = high_watermark(&c, &ids(&c), topic, 0);
         assert_eq!(
             hw, 4,
             "after {how}: the resends made the log grow (leader {leader})"
@@ -1010,7 +854,7 @@ fn a_retry_after_every_broker_restarted_gets_its_original_offset() {
         e, OUT_OF_ORDER_SEQUENCE_NUMBER,
         "a batch with sequence 5 after 3 must be OUT_OF_ORDER_SEQUENCE_NUMBER"
     );
-    let (_, hw) = high_watermark(&c, topic, 0);
+    let (_, hw) = high_watermark(&c, &ids(&c), topic, 0);
     assert_eq!(hw, 4, "the out-of-order batch was written");
     // The expected one still goes in, once.
     let b4 = idempotent_batch(pid, epoch, 4, &["v4"]);
@@ -1018,7 +862,7 @@ fn a_retry_after_every_broker_restarted_gets_its_original_offset() {
     assert_eq!((e, off4), (0, 4), "sequence 4 after the refused gap");
     let (e, o) = produce_to_leader(&c, topic, 0, &b4, "resend of sequence 4");
     assert_eq!((e, o), (0, 4), "resend of sequence 4");
-    let (_, hw) = high_watermark(&c, topic, 0);
+    let (_, hw) = high_watermark(&c, &ids(&c), topic, 0);
     assert_eq!(hw, 5, "log end after sequence 4 and its resend");
 
     let log = consume_all(&c.bootstrap_all(), topic, 0, hw);
@@ -1283,7 +1127,7 @@ fn a_duplicate_is_acknowledged_only_once_the_original_is_committed() {
         (0, 1),
         "retry of sequence 1 once the followers are back"
     );
-    let (_, hw) = high_watermark(&c, topic, 0);
+    let (_, hw) = high_watermark(&c, &ids(&c), topic, 0);
     assert_eq!(hw, 2, "log end: sequence 0 and 1, once each");
 }
 
@@ -1632,7 +1476,7 @@ fn a_truncated_follower_forgets_the_cut_batches_of_a_producer() {
         c.restart(victim);
     }
     step!("node {old_leader} leads again");
-    let (_, hw_before) = high_watermark(&c, topic, 0);
+    let (_, hw_before) = high_watermark(&c, &ids(&c), topic, 0);
     assert_eq!(hw_before, 6, "log end: a0 b0 a1 a2 a3 a4");
     for (b, what, want) in [
         (&a2, "A sequence 2", (0, off_a2)),
@@ -1653,7 +1497,7 @@ fn a_truncated_follower_forgets_the_cut_batches_of_a_producer() {
              offsets 1 and 2..=4 and cut them: it must answer the offset of the current log"
         );
     }
-    let (_, hw) = high_watermark(&c, topic, 0);
+    let (_, hw) = high_watermark(&c, &ids(&c), topic, 0);
     assert_eq!(hw, 6, "the resends made the log grow");
     let log: Vec<String> = consume_all(&c.bootstrap_all(), topic, 0, hw)
         .into_iter()
