@@ -58,14 +58,12 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use partition::{high_watermark, ids, list_latest, wait_full_isr, wait_state};
+use partition::{high_watermark, ids, list_latest, read_below_hw, wait_full_isr, wait_state};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -404,42 +402,16 @@ fn wait_acks(producers: &[BgProducer], more: usize, what: &str) {
 
 /// Reads `topic`/`p` from offset 0 up to `hw`: (offset, value).
 fn consume_all(bootstrap: &str, topic: &str, p: i32, hw: i64) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "runnel-idempotence-tests")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "error")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("create consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Beginning)
-        .expect("partition offset");
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::with_capacity(hw as usize);
-    let within = Duration::from_secs(120);
-    let deadline = Instant::now() + within;
-    let mut errors = Vec::new();
-    let mut last = -1i64;
-    while last < hw - 1 {
-        assert!(
-            Instant::now() < deadline,
-            "read only {} records (up to offset {last}) of {topic}/{p} below HW {hw} within {within:?}; \
-             consumer errors: {errors:?}",
-            out.len()
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                last = m.offset();
-                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                out.push((m.offset(), v));
-            }
-            Some(Err(e)) if errors.len() < 20 => errors.push(e.to_string()),
-            Some(Err(_)) | None => {}
-        }
-    }
-    step!("consumed {} records of {topic}/{p} (HW {hw})", out.len());
-    out
+        .set("enable.partition.eof", "false");
+    read_below_hw(&config, topic, p, hw, Duration::from_secs(120), |m| {
+        String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()
+    })
 }
 
 /// Kills the leader of `topic`/`p` with `kill -9`, waits for another

@@ -61,7 +61,8 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use partition::{
-    high_watermark, ids, list_latest, others, sorted, states, wait_full_isr, wait_state,
+    high_watermark, ids, list_latest, others, read_below_hw, sorted, states, wait_full_isr,
+    wait_state,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -812,34 +813,8 @@ impl Drop for BgConsumer {
 /// Reads the partition from offset 0 up to the high watermark `hw` (through
 /// any node): (offset, key) in the order received.
 fn consume_all(c: &Cluster, topic: &str, p: i32, hw: i64) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = consumer_config(c).create().expect("create consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Beginning)
-        .expect("partition offset");
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::with_capacity(hw as usize);
     let within = Duration::from_secs(90);
-    let deadline = Instant::now() + within;
-    let mut errors = Vec::new();
-    let mut last = -1i64;
-    while last < hw - 1 {
-        assert!(
-            Instant::now() < deadline,
-            "read only {} records (up to offset {last}) of {topic}/{p} below HW {hw} within {within:?}; \
-             consumer errors: {errors:?}",
-            out.len()
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                last = m.offset();
-                out.push((m.offset(), key_of(&m)));
-            }
-            Some(Err(e)) if errors.len() < 20 => errors.push(e.to_string()),
-            Some(Err(_)) | None => {}
-        }
-    }
-    step!("consumed {} records of {topic}/{p} (HW {hw})", out.len());
-    out
+    read_below_hw(&consumer_config(c), topic, p, hw, within, |m| key_of(m))
 }
 
 /// What users rely on after failovers: offsets 0..HW each exactly once; every

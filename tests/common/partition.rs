@@ -17,6 +17,10 @@ use kafka_protocol::messages::{
     BrokerId, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cluster::Cluster;
 use crate::common::RawConn;
@@ -208,4 +212,44 @@ pub fn high_watermark(c: &Cluster, ask: &[i32], topic: &str, p: i32) -> (i32, i6
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Reads `topic`/`p` from offset 0 up to `hw` with a consumer made from
+/// `config` (assigned, not subscribed): (offset, `label` of the record).
+/// Panics with the consumer's errors if that takes over `within`.
+pub fn read_below_hw(
+    config: &ClientConfig,
+    topic: &str,
+    p: i32,
+    hw: i64,
+    within: Duration,
+    label: impl Fn(&BorrowedMessage<'_>) -> String,
+) -> Vec<(i64, String)> {
+    let consumer: BaseConsumer = config.create().expect("create consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Beginning)
+        .expect("partition offset");
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::with_capacity(hw.max(0) as usize);
+    let deadline = Instant::now() + within;
+    let mut errors = Vec::new();
+    let mut last = -1i64;
+    while last < hw - 1 {
+        assert!(
+            Instant::now() < deadline,
+            "read only {} records (up to offset {last}) of {topic}/{p} below HW {hw} within {within:?}; \
+             consumer errors: {errors:?}",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last = rdkafka::Message::offset(&m);
+                out.push((last, label(&m)));
+            }
+            Some(Err(e)) if errors.len() < 20 => errors.push(e.to_string()),
+            Some(Err(_)) | None => {}
+        }
+    }
+    step!("consumed {} records of {topic}/{p} (HW {hw})", out.len());
+    out
 }
