@@ -11,38 +11,17 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsResponse, ResponseKind};
 
 use super::fetch::epoch_check;
+use crate::protocol::offset_spec::OffsetSpec;
 use crate::protocol::Request;
 use crate::replication::Partition;
 use crate::server::{Ctx, Reply};
-
-/// The sentinel timestamps of ListOffsets, decoded once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OffsetSpec {
-    Latest,
-    Earliest,
-    MaxTimestamp,
-    EarliestLocal,
-    Timestamp(i64),
-}
-
-impl TryFrom<i64> for OffsetSpec {
-    type Error = i64;
-    fn try_from(ts: i64) -> Result<Self, i64> {
-        Ok(match ts {
-            -1 => OffsetSpec::Latest,
-            -2 => OffsetSpec::Earliest,
-            -3 => OffsetSpec::MaxTimestamp,
-            -4 => OffsetSpec::EarliestLocal,
-            t if t >= 0 => OffsetSpec::Timestamp(t),
-            other => return Err(other),
-        })
-    }
-}
 
 async fn lookup(p: &Arc<Partition>, spec: OffsetSpec) -> Result<(i64, i64), ResponseError> {
     let hw = p.high_watermark();
     match spec {
         OffsetSpec::Latest => Ok((-1, hw)),
+        // Needs ListOffsets v9, which is not served (no tiered storage).
+        OffsetSpec::LatestTiered => Err(ResponseError::UnsupportedVersion),
         OffsetSpec::Earliest | OffsetSpec::EarliestLocal => Ok((-1, p.log_start_offset())),
         OffsetSpec::MaxTimestamp => {
             let log = p.log().clone();
@@ -99,7 +78,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     parts.push(resp.with_error_code(e.code()));
                     continue;
                 }
-                let Ok(spec) = OffsetSpec::try_from(lp.timestamp) else {
+                let Some(spec) = OffsetSpec::from_i64(lp.timestamp) else {
                     parts.push(resp.with_error_code(ResponseError::UnsupportedVersion.code()));
                     continue;
                 };
@@ -122,18 +101,4 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             ListOffsetsResponse::default().with_topics(topics),
         ))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sentinels_decode_once() {
-        assert_eq!(OffsetSpec::try_from(-1), Ok(OffsetSpec::Latest));
-        assert_eq!(OffsetSpec::try_from(-2), Ok(OffsetSpec::Earliest));
-        assert_eq!(OffsetSpec::try_from(-3), Ok(OffsetSpec::MaxTimestamp));
-        assert_eq!(OffsetSpec::try_from(0), Ok(OffsetSpec::Timestamp(0)));
-        assert_eq!(OffsetSpec::try_from(-7), Err(-7));
-    }
 }
