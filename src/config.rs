@@ -486,6 +486,28 @@ impl Config {
                 format!("this node (node.id={node_id}) has the controller role but is not a voter"),
             ));
         }
+        if !roles.controller {
+            // A broker-only node follows the quorum; it needs to know where
+            // the voters are, and is not one of them.
+            if quorum_voters.is_empty() {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    p.get("controller.quorum.voters"),
+                    "a broker-only node (process.roles=broker) needs the controller voters, \
+                     e.g. 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093",
+                ));
+            }
+            if quorum_voters.iter().any(|v| v.id == node_id) {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    p.get("controller.quorum.voters"),
+                    format!(
+                        "this node (node.id={node_id}) is listed as a voter, but process.roles \
+                         has no controller role; a broker-only node is not a voter"
+                    ),
+                ));
+            }
+        }
 
         let dirs_v = if p.get("log.dirs").trim().is_empty() {
             p.get("log.dir").to_string()
@@ -670,5 +692,29 @@ mod tests {
         assert!(!c.is_single_node());
         let e = load(&["node.id=4", "controller.quorum.voters=1@h:1"]).unwrap_err();
         assert!(e.to_string().contains("not a voter"));
+    }
+
+    #[test]
+    fn a_broker_only_node_needs_the_voters_and_is_not_one() {
+        let broker = [
+            "node.id=4",
+            "process.roles=broker",
+            "listeners=PLAINTEXT://10.0.0.4:9092,CONTROLLER://10.0.0.4:9093",
+        ];
+        let c =
+            load(&[&broker[..], &["controller.quorum.voters=1@h:1,2@h:2,3@h:3"]].concat()).unwrap();
+        assert!(c.roles.broker && !c.roles.controller);
+        assert!(!c.is_single_node());
+
+        let e = load(&broker).unwrap_err().to_string();
+        assert!(e.contains("'controller.quorum.voters'"), "{e}");
+        assert!(e.contains("needs the controller voters"), "{e}");
+
+        let e = load(&[&broker[..], &["controller.quorum.voters=1@h:1,4@h:4"]].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'controller.quorum.voters'"), "{e}");
+        assert!(e.contains("node.id=4"), "{e}");
+        assert!(e.contains("not a voter"), "{e}");
     }
 }

@@ -144,6 +144,8 @@ async fn format(config: &Config, cluster_id: &str, ignore_formatted: bool) -> an
         config.node_id,
         ignore_formatted,
     )?;
+    // A broker-only node keeps no metadata of its own (it follows the
+    // controllers' stream), so meta.properties is all it needs.
     if config.roles.controller {
         let controller = Controller::start(controller_config(config)).await?;
         if !controller.is_initialized().await? {
@@ -160,9 +162,6 @@ async fn format(config: &Config, cluster_id: &str, ignore_formatted: bool) -> an
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let started = Instant::now();
     runnel::metrics::install(config.metrics_listener)?;
-    if !config.roles.controller {
-        bail!("a broker-only node (process.roles=broker) needs a controller quorum, which arrives with cluster support; use process.roles=broker,controller");
-    }
     let single = config.is_single_node();
     let fresh_id = config
         .cluster_id
@@ -175,15 +174,24 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     )?;
 
     // In a quorum the peers must reach this node's Raft from its first
-    // vote on, so the CONTROLLER listener is bound before Raft starts.
+    // vote on, so the CONTROLLER listener is bound before Raft starts. A
+    // broker-only node binds it too: followers of its partitions fetch
+    // from it there.
     let rpc_socket = if single {
         None
     } else {
         Some(bind_controller_listener(&config).await?)
     };
-    let controller = Controller::start(controller_config(&config))
-        .await
-        .context("starting the controller")?;
+    let controller = if config.roles.controller {
+        Controller::start(controller_config(&config))
+            .await
+            .context("starting the controller")?
+    } else {
+        // A broker that is not a voter: no Raft, no metadata log; it
+        // follows the committed metadata streamed by the voters.
+        Controller::observe(config.node_id as u64, controller_config(&config).voters)
+            .context("following the controller quorum")?
+    };
     let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let broker_slot: runnel::rpc::server::BrokerSlot = Arc::default();
     let rpc_server = rpc_socket.map(|socket| {
@@ -207,10 +215,12 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         // `runnel format` initialised Raft; this only repeats it if a crash
         // came between writing meta.properties and that (the same voter
         // set on every node, which openraft allows).
-        controller
-            .initialize()
-            .await
-            .context("initialising the controller quorum")?;
+        if controller.is_voter() {
+            controller
+                .initialize()
+                .await
+                .context("initialising the controller quorum")?;
+        }
         until_quorum("check the cluster id", || {
             controller.ensure_cluster_id(&cluster_id)
         })
@@ -338,20 +348,25 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How this node finds a peer's node-to-node address: its registered
-/// controller-listener endpoint, else its `controller.quorum.voters` entry.
+/// How this node finds a peer's node-to-node address: its
+/// `controller.quorum.voters` entry (a voter), else its registered
+/// controller-listener endpoint (a broker-only node).
 fn peer_resolver(config: &Config, controller: Controller) -> runnel::broker::replica::Resolver {
     let voters = controller_config(config).voters;
     let names = config.controller_listener_names.clone();
     Arc::new(move |id: i32| {
+        if let Some(addr) = voters.get(&(id as u64)) {
+            return Some(addr.clone());
+        }
         let image = controller.image();
-        let registered = image.brokers.get(&id).and_then(|b| {
-            b.endpoints
-                .iter()
-                .find(|e| names.contains(&e.listener))
-                .map(|e| format!("{}:{}", e.host, e.port))
-        });
-        registered.or_else(|| voters.get(&(id as u64)).cloned())
+        let b = image.brokers.get(&id)?;
+        let e = b.endpoints.iter().find(|e| names.contains(&e.listener))?;
+        // The address becomes a URI authority: IPv6 needs brackets.
+        Some(if e.host.contains(':') {
+            format!("[{}]:{}", e.host, e.port)
+        } else {
+            format!("{}:{}", e.host, e.port)
+        })
     })
 }
 
@@ -407,9 +422,17 @@ async fn register(
     controller: &Controller,
     deadline: Option<Instant>,
 ) -> anyhow::Result<i64> {
+    // Peers reach this node's replication service on its controller
+    // listener: register it too unless it is advertised already. Kafka
+    // clients never see it (Metadata picks the client's own listener).
+    let controller_listener = config.listeners.iter().find(|l| {
+        config.controller_listener_names.contains(&l.name)
+            && !config.advertised_listeners.iter().any(|a| a.name == l.name)
+    });
     let endpoints: Vec<Endpoint> = config
         .advertised_listeners
         .iter()
+        .chain(controller_listener)
         .map(|l| Endpoint {
             listener: l.name.clone(),
             host: if l.host.is_empty() {

@@ -14,10 +14,14 @@
 //! Any voter accepts proposals: a follower forwards them to the leader over
 //! the same gRPC channels and returns once the entry is applied locally too.
 //! * `placement`: replica placement for new topics and partitions.
+//! * `observer`: the metadata stream that nodes which are not voters
+//!   (`process.roles=broker`) follow; a `Controller` made by `observe` is
+//!   such an observer: no Raft, no RocksDB, every write forwarded.
 
 pub mod image;
 pub mod liveness;
 pub mod network;
+pub mod observer;
 pub mod placement;
 pub mod records;
 pub mod store;
@@ -209,7 +213,8 @@ impl ControllerConfig {
     }
 }
 
-/// A running controller quorum member. Cheap to clone.
+/// A running controller quorum member (`start`), or an observer of the
+/// quorum (`observe`). Cheap to clone.
 #[derive(Clone)]
 pub struct Controller {
     inner: Arc<Inner>,
@@ -218,14 +223,31 @@ pub struct Controller {
 struct Inner {
     node_id: u64,
     voters: BTreeMap<u64, BasicNode>,
-    /// gRPC channels to the other voters, shared with the Raft transport.
+    /// gRPC channels to the voters, shared with the Raft transport.
     channels: Channels,
-    raft: Raft<TypeConfig>,
     image: watch::Receiver<Arc<MetadataImage>>,
+    role: Role,
+}
+
+enum Role {
+    Voter(Voter),
+    Observer(Observer),
+}
+
+struct Voter {
+    raft: Raft<TypeConfig>,
     /// Reports closed once openraft's tasks have dropped the stores.
     closed: watch::Receiver<()>,
     /// When the leader last heard from each broker.
     liveness: liveness::Liveness,
+    /// The committed log, for the metadata stream.
+    log: store::CommittedLog,
+}
+
+struct Observer {
+    /// The active controller as the streaming voter last reported it.
+    leader: watch::Receiver<Option<u64>>,
+    stop: watch::Sender<bool>,
 }
 
 fn raft_config(cfg: &ControllerConfig) -> Result<Config> {
@@ -267,6 +289,7 @@ impl Controller {
                 .await
                 .map_err(|e| Error::Unavailable(format!("opening the controller store: {e}")))??;
         let closed = log_store.closed();
+        let log = log_store.committed_log();
         let channels = Channels::default();
         let raft = Raft::new(
             cfg.node_id,
@@ -283,17 +306,114 @@ impl Controller {
             .map(|(id, addr)| (*id, BasicNode::new(addr)))
             .collect();
         tracing::info!(node_id = cfg.node_id, dir = %cfg.dir.display(), "controller started");
+        publish_applied_index(image.clone());
         Ok(Controller {
             inner: Arc::new(Inner {
                 node_id: cfg.node_id,
                 voters,
                 channels,
-                raft,
                 image,
-                closed,
-                liveness: liveness::Liveness::default(),
+                role: Role::Voter(Voter {
+                    raft,
+                    closed,
+                    liveness: liveness::Liveness::default(),
+                    log,
+                }),
             }),
         })
+    }
+
+    /// An observer of the quorum in `voters` (id -> CONTROLLER host:port),
+    /// for a node that is not a voter: its image follows the metadata
+    /// stream of one voter after another (see `observer`); proposals,
+    /// heartbeats and quorum status go to the active controller. It starts
+    /// with an empty image; `wait_applied` waits for the stream.
+    pub fn observe(node_id: u64, voters: BTreeMap<u64, String>) -> Result<Controller> {
+        if voters.is_empty() {
+            return Err(Error::Config(
+                "an observer needs the controller voters (controller.quorum.voters)".into(),
+            ));
+        }
+        if voters.contains_key(&node_id) {
+            return Err(Error::Config(format!(
+                "node {node_id} is a controller voter, not an observer"
+            )));
+        }
+        let voters: BTreeMap<u64, BasicNode> = voters
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode::new(addr)))
+            .collect();
+        let channels = Channels::default();
+        let (publish, image) = watch::channel(Arc::new(MetadataImage::default()));
+        let (leader_tx, leader) = watch::channel(None);
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(observer::follow(
+            node_id,
+            voters.clone(),
+            channels.clone(),
+            publish,
+            leader_tx,
+            stopped,
+        ));
+        tracing::info!(node_id, voters = ?voters.keys(), "observing the controller quorum");
+        Ok(Controller {
+            inner: Arc::new(Inner {
+                node_id,
+                voters,
+                channels,
+                image,
+                role: Role::Observer(Observer { leader, stop }),
+            }),
+        })
+    }
+
+    /// Whether this node is a voter (else an observer).
+    pub fn is_voter(&self) -> bool {
+        matches!(self.inner.role, Role::Voter(_))
+    }
+
+    fn voter(&self) -> Option<&Voter> {
+        match &self.inner.role {
+            Role::Voter(v) => Some(v),
+            Role::Observer(_) => None,
+        }
+    }
+
+    /// Waits until the image has applied `index` (for an observer: until
+    /// the stream has delivered it), up to `timeout`; whether it has.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut image = self.inner.image.clone();
+        let applied =
+            tokio::time::timeout(timeout, image.wait_for(|img| img.last_applied >= index)).await;
+        matches!(applied, Ok(Ok(_)))
+    }
+
+    /// Serves an observer's FollowMetadata request: the stream of
+    /// `observer::StreamItem`s it applies. Only a voter can.
+    pub fn follow_stream(
+        &self,
+        req: observer::FollowRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<observer::StreamItem>> {
+        let Some(voter) = self.voter() else {
+            return Err(Error::Config(format!(
+                "node {} is not a controller voter; it serves no metadata stream",
+                self.inner.node_id
+            )));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tracing::info!(
+            observer = req.observer,
+            after = req.after,
+            "an observer follows the metadata stream"
+        );
+        tokio::spawn(observer::feed(
+            self.clone(),
+            voter.raft.clone(),
+            voter.log.clone(),
+            req,
+            tx,
+        ));
+        Ok(rx)
     }
 
     /// Whether this node is the quorum leader right now.
@@ -369,7 +489,7 @@ impl Controller {
 
     /// The quorum status if this node leads, from its Raft metrics.
     pub fn quorum_status_here(&self) -> Option<QuorumStatus> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.voter()?.raft.metrics().borrow().clone();
         let matched = m.replication.as_ref()?;
         let now = crate::replication::partition::now_ms();
         let acked = now - m.millis_since_quorum_ack.unwrap_or(0) as i64;
@@ -415,10 +535,13 @@ impl Controller {
                 leader: self.leader_id(),
             };
         }
+        let Some(voter) = self.voter() else {
+            return liveness::HeartbeatReply::NotLeader { leader: None };
+        };
         let image = self.image();
         match image.brokers.get(&hb.broker_id) {
             Some(b) if b.epoch == hb.broker_epoch => {
-                self.inner.liveness.record(hb, std::time::Instant::now());
+                voter.liveness.record(hb, std::time::Instant::now());
                 liveness::HeartbeatReply::Ok { fenced: b.fenced }
             }
             _ => liveness::HeartbeatReply::StaleEpoch,
@@ -427,19 +550,24 @@ impl Controller {
 
     /// Runs the leader's fencing loop: brokers silent for longer than
     /// `session` are fenced, and unfenced when they are back and caught up.
+    /// A no-op on an observer, which never leads.
     pub fn start_fencing(&self, session: Duration) {
+        if !self.is_voter() {
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
+            let Some(voter) = this.voter() else { return };
             let mut was_leader = false;
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
-                if this.inner.raft.metrics().borrow().running_state.is_err() {
+                if voter.raft.metrics().borrow().running_state.is_err() {
                     return;
                 }
                 let leader = this.is_leader();
                 if leader && !was_leader {
-                    this.inner
+                    voter
                         .liveness
                         .reset(&this.image(), std::time::Instant::now());
                 }
@@ -447,10 +575,9 @@ impl Controller {
                 if !leader {
                     continue;
                 }
-                for cmd in
-                    this.inner
-                        .liveness
-                        .decide(&this.image(), session, std::time::Instant::now())
+                for cmd in voter
+                    .liveness
+                    .decide(&this.image(), session, std::time::Instant::now())
                 {
                     tracing::info!(?cmd, "broker liveness changed");
                     if let Err(e) = this.propose(cmd).await {
@@ -464,15 +591,19 @@ impl Controller {
     /// `auto.leader.rebalance.enable`: every `interval`, the active
     /// controller moves leadership back to preferred leaders (first
     /// replicas) that are alive and in the ISR, so that a broker that came
-    /// back takes its share of leaders again.
+    /// back takes its share of leaders again. A no-op on an observer.
     pub fn start_leader_rebalance(&self, interval: Duration) {
+        if !self.is_voter() {
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
+            let Some(voter) = this.voter() else { return };
             let mut tick = tokio::time::interval(interval);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if this.inner.raft.metrics().borrow().running_state.is_err() {
+                if voter.raft.metrics().borrow().running_state.is_err() {
                     return;
                 }
                 if !this.is_leader() {
@@ -504,7 +635,19 @@ impl Controller {
 
     /// Whether the quorum has a membership: bootstrapped here, or joined.
     pub async fn is_initialized(&self) -> Result<bool> {
-        self.inner.raft.is_initialized().await.map_err(from_fatal)
+        self.raft_or_err()?
+            .is_initialized()
+            .await
+            .map_err(from_fatal)
+    }
+
+    fn raft_or_err(&self) -> Result<&Raft<TypeConfig>> {
+        self.raft().ok_or_else(|| {
+            Error::Config(format!(
+                "node {} is not a controller voter",
+                self.inner.node_id
+            ))
+        })
     }
 
     /// Gives a pristine store the configured voter set as its first
@@ -518,7 +661,11 @@ impl Controller {
         if self.is_initialized().await? {
             return Ok(());
         }
-        match self.inner.raft.initialize(self.inner.voters.clone()).await {
+        match self
+            .raft_or_err()?
+            .initialize(self.inner.voters.clone())
+            .await
+        {
             Ok(()) => {
                 tracing::info!(voters = ?self.inner.voters.keys(), "initialized controller quorum");
                 Ok(())
@@ -644,8 +791,14 @@ impl Controller {
     }
 
     /// One attempt to write `cmd` through this node's Raft.
+    /// An observer never writes itself: it names the leader to forward to.
     async fn write_here(&self, cmd: MetadataCommand, deadline: Instant) -> Result<Written> {
-        let write = self.inner.raft.client_write(cmd);
+        let Some(voter) = self.voter() else {
+            return Ok(Written::NotLeader {
+                leader: self.leader_id(),
+            });
+        };
+        let write = voter.raft.client_write(cmd);
         let res = match tokio::time::timeout_at(deadline, write).await {
             Ok(res) => res,
             Err(_) => {
@@ -748,26 +901,43 @@ impl Controller {
         self.inner.image.clone()
     }
 
-    /// The current leader as this node knows it.
+    /// The current leader as this node knows it (an observer: as the voter
+    /// it streams from last said).
     pub fn leader_id(&self) -> Option<u64> {
-        self.inner.raft.metrics().borrow().current_leader
+        match &self.inner.role {
+            Role::Voter(v) => v.raft.metrics().borrow().current_leader,
+            Role::Observer(o) => *o.leader.borrow(),
+        }
     }
 
     /// The Raft node, for metrics (term, last log index, per-voter matched
-    /// index) and for the transport to deliver RPCs.
-    pub fn raft(&self) -> &Raft<TypeConfig> {
-        &self.inner.raft
+    /// index) and for the transport to deliver RPCs. None on an observer,
+    /// which has no Raft.
+    pub fn raft(&self) -> Option<&Raft<TypeConfig>> {
+        self.voter().map(|v| &v.raft)
     }
 
     /// Stops Raft and waits (bounded) until RocksDB is closed, so the same
-    /// directory can be opened again. Calling it twice is harmless.
+    /// directory can be opened again; an observer stops following the
+    /// stream. Calling it twice is harmless.
     pub async fn shutdown(&self) -> Result<()> {
-        if let Err(e) = self.inner.raft.shutdown().await {
+        let voter = match &self.inner.role {
+            Role::Voter(v) => v,
+            Role::Observer(o) => {
+                let _ = o.stop.send(true);
+                tracing::info!(
+                    node_id = self.inner.node_id,
+                    "stopped observing the controller quorum"
+                );
+                return Ok(());
+            }
+        };
+        if let Err(e) = voter.raft.shutdown().await {
             tracing::error!(%e, "controller Raft core ended abnormally");
         }
         // openraft's state machine task ends on its own after the core;
         // wait for it so that the directory can be opened again.
-        let mut closed = self.inner.closed.clone();
+        let mut closed = voter.closed.clone();
         let wait_closed = async { while closed.changed().await.is_ok() {} };
         if tokio::time::timeout(CLOSE_WAIT, wait_closed).await.is_err() {
             tracing::warn!("controller store still open {CLOSE_WAIT:?} after shutdown");
@@ -775,6 +945,19 @@ impl Controller {
         tracing::info!(node_id = self.inner.node_id, "controller stopped");
         Ok(())
     }
+}
+
+/// Keeps the `runnel_metadata_applied_index` gauge at the image's index.
+fn publish_applied_index(mut image: watch::Receiver<Arc<MetadataImage>>) {
+    tokio::spawn(async move {
+        loop {
+            let index = image.borrow_and_update().last_applied;
+            metrics::gauge!("runnel_metadata_applied_index").set(index as f64);
+            if image.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 #[cfg(test)]

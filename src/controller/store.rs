@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::image::MetadataImage;
-use super::records::MetadataResponse;
+use super::records::{MetadataCommand, MetadataResponse};
 use super::TypeConfig;
 
 type NodeId = u64;
@@ -153,6 +153,15 @@ impl LogStore {
         self.db.closed.subscribe()
     }
 
+    /// A read-only view of the committed log for the metadata stream
+    /// (`observer`). It holds the database weakly, so that it never keeps
+    /// RocksDB open after the Raft node has shut down.
+    pub fn committed_log(&self) -> CommittedLog {
+        CommittedLog {
+            db: Arc::downgrade(&self.db),
+        }
+    }
+
     fn get_meta<T: for<'de> Deserialize<'de>>(
         &self,
         key: &[u8],
@@ -215,6 +224,77 @@ impl LogStore {
             ));
         }
         Ok(entry)
+    }
+}
+
+/// What `CommittedLog::read` found.
+#[derive(Debug)]
+pub enum CommittedRead {
+    /// Every command in the range, in log order, with its index (blank
+    /// and membership entries advance the index but carry no command).
+    Commands(Vec<(u64, MetadataCommand)>),
+    /// The start of the range was purged (it lives in a snapshot only).
+    Purged,
+}
+
+/// Reads committed entries for observers; see `LogStore::committed_log`.
+#[derive(Clone)]
+pub struct CommittedLog {
+    db: std::sync::Weak<StoreDb>,
+}
+
+impl CommittedLog {
+    /// The commands at indexes `after + 1 ..= upto`, which the caller knows
+    /// to be applied (hence committed: they can no longer be truncated).
+    /// The range must be contiguous in the log; a hole at its start means
+    /// it was purged, anywhere else that the store is damaged.
+    pub fn read(&self, after: u64, upto: u64) -> StorageResult<CommittedRead> {
+        let closed = || {
+            msg_err(
+                ErrorSubject::Logs,
+                ErrorVerb::Read,
+                "the controller store is closed".into(),
+            )
+        };
+        let db = self.db.upgrade().ok_or_else(closed)?;
+        let mut commands = Vec::new();
+        let mut expect = after + 1;
+        let iter = db.iterator_cf(
+            cf(&db, CF_LOGS)?,
+            IteratorMode::From(&log_key(expect), Direction::Forward),
+        );
+        for item in iter {
+            if expect > upto {
+                break;
+            }
+            let (k, v) = item.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let index = LogStore::decode_key(&k)?;
+            if index != expect {
+                if index > expect && expect == after + 1 {
+                    return Ok(CommittedRead::Purged);
+                }
+                return Err(msg_err(
+                    ErrorSubject::LogIndex(expect),
+                    ErrorVerb::Read,
+                    format!("committed entry {expect} is missing (next is {index})"),
+                ));
+            }
+            if let EntryPayload::Normal(cmd) = LogStore::decode_entry(&k, &v)?.payload {
+                commands.push((index, cmd));
+            }
+            expect += 1;
+        }
+        if expect <= upto {
+            if expect == after + 1 {
+                return Ok(CommittedRead::Purged);
+            }
+            return Err(msg_err(
+                ErrorSubject::LogIndex(expect),
+                ErrorVerb::Read,
+                format!("committed entry {expect} is missing (the log ends before it)"),
+            ));
+        }
+        Ok(CommittedRead::Commands(commands))
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::image::MetadataImage;
+use super::observer::{FollowRequest, StreamItem};
 use super::placement::place_replicas;
 use super::records::{MetadataCommand, MetadataError, MetadataResponse};
 use super::store::{self, LogStore, StateMachineStore};
@@ -321,13 +322,15 @@ async fn snapshot_purge_and_restart() -> anyhow::Result<()> {
     }
     let applied = c
         .raft()
+        .expect("a voter")
         .metrics()
         .borrow()
         .last_applied
         .context("nothing applied")?;
-    c.raft().trigger().snapshot().await?;
+    c.raft().expect("a voter").trigger().snapshot().await?;
     let metrics = c
         .raft()
+        .expect("a voter")
         .wait(Some(Duration::from_secs(10)))
         .metrics(
             |m| m.snapshot.is_some_and(|s| s.index >= applied.index),
@@ -335,12 +338,22 @@ async fn snapshot_purge_and_restart() -> anyhow::Result<()> {
         )
         .await?;
     let snapshotted = metrics.snapshot.context("no snapshot log id")?;
-    c.raft().trigger().purge_log(snapshotted.index).await?;
     c.raft()
+        .expect("a voter")
+        .trigger()
+        .purge_log(snapshotted.index)
+        .await?;
+    c.raft()
+        .expect("a voter")
         .wait(Some(Duration::from_secs(10)))
         .purged(Some(snapshotted), "log purged")
         .await?;
-    let snapshot = c.raft().get_snapshot().await?.context("no snapshot")?;
+    let snapshot = c
+        .raft()
+        .expect("a voter")
+        .get_snapshot()
+        .await?
+        .context("no snapshot")?;
     assert_eq!(snapshot.meta.last_log_id, Some(snapshotted));
     let image = c.image();
 
@@ -386,5 +399,106 @@ fn default_image_is_what_an_empty_store_publishes() -> anyhow::Result<()> {
     }));
     let _stores = store::open(dir.path(), publish)?;
     assert_eq!(**follow.borrow(), MetadataImage::default());
+    Ok(())
+}
+
+/// The next stream item, or a failure after a few seconds.
+async fn next_item(rx: &mut tokio::sync::mpsc::Receiver<StreamItem>) -> anyhow::Result<StreamItem> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .context("no stream item within 5 s")?
+        .context("the stream ended")
+}
+
+/// Applies stream items to `image` until it reaches `index`.
+async fn follow_until(
+    rx: &mut tokio::sync::mpsc::Receiver<StreamItem>,
+    image: &mut MetadataImage,
+    index: u64,
+) -> anyhow::Result<()> {
+    while image.last_applied < index {
+        match next_item(rx).await? {
+            StreamItem::Commands(cmds) => {
+                for (i, cmd) in cmds {
+                    ensure!(
+                        i > image.last_applied,
+                        "command {i} not after {}",
+                        image.last_applied
+                    );
+                    image.apply(i, &cmd);
+                }
+            }
+            StreamItem::Leader(_) => {}
+            StreamItem::Snapshot(_) => anyhow::bail!("an image instead of the commands"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_stream_sends_the_image_then_resumes_from_the_log() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let c = Controller::start(config(&dir)).await?;
+    c.bootstrap("cluster-M").await?;
+    for i in 0..5 {
+        c.propose(create_topic(&format!("early-{i}"), 1)).await?;
+    }
+    let early = c.image();
+
+    // A new observer gets the leader and the whole image.
+    let mut rx = c.follow_stream(FollowRequest {
+        observer: 7,
+        after: 0,
+    })?;
+    assert_eq!(next_item(&mut rx).await?, StreamItem::Leader(Some(1)));
+    match next_item(&mut rx).await? {
+        StreamItem::Snapshot(img) => assert_eq!(*img, *early),
+        other => anyhow::bail!("expected the image, got {other:?}"),
+    }
+
+    // One that has applied up to `early` resumes: the commands after it,
+    // from the log, then live ones; applied the way the state machine
+    // applies them, they give the voter's image.
+    for i in 0..5 {
+        c.propose(create_topic(&format!("middle-{i}"), 1)).await?;
+    }
+    let mut resumed = c.follow_stream(FollowRequest {
+        observer: 8,
+        after: early.last_applied,
+    })?;
+    let mut image = (*early).clone();
+    follow_until(&mut resumed, &mut image, c.image().last_applied).await?;
+    assert_eq!(image, *c.image());
+    c.propose(create_topic("live", 1)).await?;
+    follow_until(&mut resumed, &mut image, c.image().last_applied).await?;
+    assert_eq!(image, *c.image());
+    // The first observer was following live too.
+    let mut first = (*early).clone();
+    follow_until(&mut rx, &mut first, c.image().last_applied).await?;
+    assert_eq!(first, *c.image());
+
+    // Once the log behind a snapshot is purged, an observer that far
+    // behind gets the image again.
+    let raft = c.raft().expect("a voter");
+    raft.trigger().snapshot().await?;
+    let m = raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some(), "snapshot built")
+        .await?;
+    let snapshotted = m.snapshot.context("no snapshot")?;
+    raft.trigger().purge_log(snapshotted.index).await?;
+    raft.wait(Some(Duration::from_secs(10)))
+        .purged(Some(snapshotted), "log purged")
+        .await?;
+    let mut behind = c.follow_stream(FollowRequest {
+        observer: 9,
+        after: early.last_applied,
+    })?;
+    assert_eq!(next_item(&mut behind).await?, StreamItem::Leader(Some(1)));
+    match next_item(&mut behind).await? {
+        StreamItem::Snapshot(img) => assert_eq!(*img, *c.image()),
+        other => anyhow::bail!("expected the image, got {other:?}"),
+    }
+    c.shutdown().await?;
     Ok(())
 }

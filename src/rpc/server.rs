@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::pb::controller_server::{Controller as ControllerRpc, ControllerServer};
@@ -18,6 +19,7 @@ use super::pb::{
 };
 use super::{decode, encode, CONNECTION_WINDOW, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use crate::broker::Broker;
+use crate::controller::observer::FollowRequest;
 use crate::controller::records::MetadataCommand;
 use crate::controller::{Controller, TypeConfig};
 
@@ -55,6 +57,23 @@ struct Service {
     controller: Controller,
 }
 
+impl Service {
+    /// The Raft node, or an error for a peer that mistook this observer
+    /// for a voter (its controller.quorum.voters disagrees with ours).
+    fn raft(&self) -> Result<&openraft::Raft<TypeConfig>, Status> {
+        self.controller.raft().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "node {} is not a controller voter (process.roles has no controller)",
+                self.controller.node_id()
+            ))
+        })
+    }
+}
+
+/// The metadata stream as gRPC sends it.
+type MetadataStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Envelope, Status>> + Send>>;
+
 fn raft_reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
     Ok(Response::new(RaftReply {
         payload: encode("Raft reply", result)?,
@@ -69,12 +88,12 @@ impl ControllerRpc for Service {
     ) -> Result<Response<RaftReply>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode("AppendEntries request", &request.into_inner().payload)?;
-        raft_reply(&self.controller.raft().append_entries(rpc).await)
+        raft_reply(&self.raft()?.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc: VoteRequest<u64> = decode("Vote request", &request.into_inner().payload)?;
-        raft_reply(&self.controller.raft().vote(rpc).await)
+        raft_reply(&self.raft()?.vote(rpc).await)
     }
 
     async fn install_snapshot(
@@ -83,7 +102,7 @@ impl ControllerRpc for Service {
     ) -> Result<Response<RaftReply>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode("InstallSnapshot request", &request.into_inner().payload)?;
-        raft_reply(&self.controller.raft().install_snapshot(rpc).await)
+        raft_reply(&self.raft()?.install_snapshot(rpc).await)
     }
 
     async fn broker_heartbeat(
@@ -106,6 +125,25 @@ impl ControllerRpc for Service {
         Ok(Response::new(Envelope {
             payload: encode("quorum status", &status)?,
         }))
+    }
+
+    type FollowMetadataStream = MetadataStream;
+
+    async fn follow_metadata(
+        &self,
+        request: Request<Envelope>,
+    ) -> Result<Response<Self::FollowMetadataStream>, Status> {
+        let req: FollowRequest = decode("follow request", &request.into_inner().payload)?;
+        let rx = self
+            .controller
+            .follow_stream(req)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
+            Ok(Envelope {
+                payload: encode("metadata stream item", &item)?,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn propose(

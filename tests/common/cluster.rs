@@ -1,5 +1,7 @@
-//! A cluster of `runnel serve` processes on loopback ports, each a broker
-//! and a controller voter with its own data dir, formatted with
+//! A cluster of `runnel serve` processes on loopback ports, each with its
+//! own data dir: by default each a broker and a controller voter
+//! (`Cluster::start`), or any mix of roles (`Cluster::start_roles`, e.g.
+//! three controllers and three broker-only nodes), formatted with
 //! `runnel format` as a user would. Nodes can be killed with SIGKILL and
 //! restarted on the same dir and ports. Every step is printed; when a test
 //! panics, each node's log tail is printed and the directories are kept.
@@ -30,14 +32,46 @@ pub struct ClusterView {
     pub cluster_id: Option<String>,
 }
 
-/// One node: broker and controller voter `id`.
+/// What a node is (`process.roles`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// broker,controller: a broker and a voter (the default).
+    Combined,
+    /// controller: a voter with no Kafka listener.
+    Controller,
+    /// broker: a broker that follows the voters' metadata stream.
+    Broker,
+}
+
+impl Role {
+    pub fn is_broker(self) -> bool {
+        self != Role::Controller
+    }
+
+    pub fn is_voter(self) -> bool {
+        self != Role::Broker
+    }
+
+    fn process_roles(self) -> &'static str {
+        match self {
+            Role::Combined => "broker,controller",
+            Role::Controller => "controller",
+            Role::Broker => "broker",
+        }
+    }
+}
+
+/// One node `id`: a broker, a controller voter, or both (`role`).
 pub struct ClusterNode {
     pub id: i32,
+    pub role: Role,
     pub kafka_port: u16,
     pub controller_port: u16,
     dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
+    /// The length of the log when the current process started.
+    log_mark: usize,
     /// `key=value` overrides for this node only (after the cluster-wide
     /// ones); empty unless started with `start_with_node_overrides`.
     node_extra: Vec<String>,
@@ -51,6 +85,27 @@ impl ClusterNode {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// A broker answers Metadata; a controller-only node has logged that
+    /// it started (it has no Kafka listener to ask).
+    fn ready(&self) -> bool {
+        if self.role.is_broker() {
+            metadata_view(&self.bootstrap()).is_ok()
+        } else {
+            self.log_since_start().contains("Runnel controller started")
+        }
+    }
+
+    /// What the current process (the last one started) wrote to stderr.
+    pub fn log_since_start(&self) -> String {
+        let log = self.log();
+        log.get(self.log_mark..).unwrap_or_default().to_string()
+    }
+
+    /// Everything the node wrote to stderr so far (all its runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
@@ -103,11 +158,31 @@ impl Cluster {
         extra: &[&str],
         per_node: &dyn Fn(i32) -> Vec<String>,
     ) -> Cluster {
+        Cluster::start_roles_with(&vec![Role::Combined; n], extra, per_node)
+    }
+
+    /// Nodes 1..=roles.len() with the given roles (the voters are the nodes
+    /// with the controller role); waits until every broker's Metadata lists
+    /// all brokers.
+    pub fn start_roles(roles: &[Role]) -> Cluster {
+        Cluster::start_roles_with(roles, &[], &|_| Vec::new())
+    }
+
+    /// As `start_roles`, with the overrides of `start_with_node_overrides`.
+    pub fn start_roles_with(
+        roles: &[Role],
+        extra: &[&str],
+        per_node: &dyn Fn(i32) -> Vec<String>,
+    ) -> Cluster {
+        assert!(
+            roles.iter().any(|r| r.is_voter()) && roles.iter().any(|r| r.is_broker()),
+            "a cluster needs a voter and a broker: {roles:?}"
+        );
         for kv in extra {
             assert!(kv.contains('='), "override {kv:?} is not key=value");
         }
         for attempt in 1..=3 {
-            match Cluster::try_start(n, extra, per_node) {
+            match Cluster::try_start(roles, extra, per_node) {
                 Ok(c) => return c,
                 Err((c, e)) if attempt < 3 => {
                     step!("cluster did not start ({e}); retrying on other ports");
@@ -123,7 +198,7 @@ impl Cluster {
     }
 
     fn try_start(
-        n: usize,
+        roles: &[Role],
         extra: &[&str],
         per_node: &dyn Fn(i32) -> Vec<String>,
     ) -> Result<Cluster, (Cluster, String)> {
@@ -131,23 +206,28 @@ impl Cluster {
             .prefix("runnel-cluster.")
             .tempdir()
             .expect("create temp dir");
+        let n = roles.len();
         let nodes: Vec<ClusterNode> = (1..=n as i32)
-            .map(|id| {
+            .zip(roles)
+            .map(|(id, &role)| {
                 let dir = root.path().join(format!("node{id}"));
                 std::fs::create_dir_all(&dir).expect("create node dir");
                 ClusterNode {
                     id,
+                    role,
                     kafka_port: free_port(),
                     controller_port: free_port(),
                     log_path: dir.join("runnel.log"),
                     dir,
                     child: None,
+                    log_mark: 0,
                     node_extra: per_node(id),
                 }
             })
             .collect();
         let voters = nodes
             .iter()
+            .filter(|n| n.role.is_voter())
             .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
             .collect::<Vec<_>>()
             .join(",");
@@ -158,7 +238,8 @@ impl Cluster {
             root: Some(root),
         };
         step!(
-            "formatting {n} nodes, controller.quorum.voters={}",
+            "formatting {n} nodes ({:?}), controller.quorum.voters={}",
+            roles,
             c.voters
         );
         if !c.extra.is_empty() {
@@ -215,13 +296,18 @@ impl Cluster {
         let n = &self.nodes[i];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runnel"));
         cmd.arg(sub);
-        for kv in [
-            format!("node.id={}", n.id),
-            "process.roles=broker,controller".to_string(),
+        let listeners = if n.role.is_broker() {
             format!(
                 "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
                 n.kafka_port, n.controller_port
-            ),
+            )
+        } else {
+            format!("listeners=CONTROLLER://127.0.0.1:{}", n.controller_port)
+        };
+        for kv in [
+            format!("node.id={}", n.id),
+            format!("process.roles={}", n.role.process_roles()),
+            listeners,
             format!("controller.quorum.voters={}", self.voters),
             format!("log.dirs={}", n.dir.join("data").display()),
             // Short sessions so that fencing tests take seconds.
@@ -239,6 +325,8 @@ impl Cluster {
             .append(true)
             .open(&self.nodes[i].log_path)
             .expect("open node log");
+        let mark = std::fs::metadata(&self.nodes[i].log_path).map_or(0, |m| m.len() as usize);
+        self.nodes[i].log_mark = mark;
         let mut cmd = self.command(i, "serve");
         for kv in self.extra.iter().chain(&self.nodes[i].node_extra) {
             cmd.arg("--override").arg(kv);
@@ -252,21 +340,45 @@ impl Cluster {
         let child = cmd.spawn().expect("spawn runnel serve");
         let n = &mut self.nodes[i];
         step!(
-            "node {} started: pid {}, kafka {}, controller 127.0.0.1:{}",
+            "node {} ({:?}) started: pid {}, kafka {}, controller 127.0.0.1:{}",
             n.id,
+            n.role,
             child.id(),
-            n.bootstrap(),
+            if n.role.is_broker() {
+                n.bootstrap()
+            } else {
+                "-".into()
+            },
             n.controller_port
         );
         n.child = Some(child);
     }
 
-    /// Waits until every running node answers Metadata listing every node.
+    /// The ids of the nodes with the broker role.
+    pub fn broker_ids(&self) -> Vec<i32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role.is_broker())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The ids of the controller voters.
+    pub fn voter_ids(&self) -> Vec<i32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role.is_voter())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Waits until every running broker answers Metadata listing every
+    /// broker (a controller-only node has no Kafka listener).
     fn wait_all_listed(&mut self) -> Result<(), String> {
-        let want: Vec<i32> = self.nodes.iter().map(|n| n.id).collect();
+        let want = self.broker_ids();
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         for i in 0..self.nodes.len() {
-            if self.nodes[i].child.is_none() {
+            if self.nodes[i].child.is_none() || !self.nodes[i].role.is_broker() {
                 continue;
             }
             loop {
@@ -342,7 +454,7 @@ impl Cluster {
             if let Some(Ok(Some(st))) = n.child.as_mut().map(Child::try_wait) {
                 panic!("node {id} exited after restart: {st}\n{}", n.log_tail(40));
             }
-            if metadata_view(&n.bootstrap()).is_ok() {
+            if n.ready() {
                 step!("node {id} serving again");
                 return;
             }
@@ -420,7 +532,7 @@ impl Cluster {
                 if let Some(Ok(Some(st))) = n.child.as_mut().map(Child::try_wait) {
                     panic!("node {id} exited after restart: {st}\n{}", n.log_tail(40));
                 }
-                if metadata_view(&n.bootstrap()).is_ok() {
+                if n.ready() {
                     step!("node {id} serving again");
                     break;
                 }
@@ -443,10 +555,12 @@ impl Cluster {
         &self.node(id).dir
     }
 
-    /// Every node's Kafka listener, comma-separated, for `bootstrap.servers`.
+    /// Every broker's Kafka listener, comma-separated, for
+    /// `bootstrap.servers`.
     pub fn bootstrap_all(&self) -> String {
         self.nodes
             .iter()
+            .filter(|n| n.role.is_broker())
             .map(ClusterNode::bootstrap)
             .collect::<Vec<_>>()
             .join(",")

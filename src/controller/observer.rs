@@ -1,0 +1,310 @@
+//! The metadata stream: how a node that is not a voter (a broker-only
+//! node, `process.roles=broker`) follows the committed metadata.
+//!
+//! Any voter serves the FollowMetadata RPC from what it has applied: the
+//! whole image first when the observer is new or asks for entries the
+//! voter's log no longer holds (purged behind a snapshot), then every
+//! committed command with its Raft log index, in log order, as it is
+//! applied. The observer applies them with `MetadataImage::apply`, as the
+//! state machine does, so both images are identical at the same index.
+//!
+//! The observer remembers the index it last applied; when its stream
+//! breaks (the voter died, restarted or was partitioned) it asks the next
+//! voter for what comes after that index, so a reconnect resumes and does
+//! not restart. Voters also tell observers who the active controller is,
+//! which is how an observer knows where to send proposals and heartbeats.
+//!
+//! Nothing here writes: an observer's proposals go to the active
+//! controller through `Controller::propose`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::image::MetadataImage;
+use super::records::MetadataCommand;
+use super::store::{CommittedLog, CommittedRead};
+use super::{Controller, TypeConfig};
+use crate::rpc::{self, Channels};
+
+/// Commands read from the log per stream message, at most.
+const BATCH: u64 = 500;
+/// Pause before trying the next voter after a whole round failed.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+/// A voter that does not answer the stream request within this is skipped.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What an observer asks a voter for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowRequest {
+    /// The observer's node id, for the voter's logs.
+    pub observer: i32,
+    /// The index of the last command the observer applied; 0 for a new
+    /// observer, which gets the whole image first.
+    pub after: u64,
+}
+
+/// One message of the metadata stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamItem {
+    /// The voter's whole image; the observer replaces its own with it. Its
+    /// `last_applied` is where the following commands continue.
+    Snapshot(Box<MetadataImage>),
+    /// Committed commands with their Raft log indexes, ascending, each
+    /// after the observer's last applied index.
+    Commands(Vec<(u64, MetadataCommand)>),
+    /// The voter's view of the active controller (None: an election is on).
+    /// Sent first and on every change.
+    Leader(Option<u64>),
+}
+
+/// Serves one observer from this voter until the observer goes away, the
+/// controller stops, or the log cannot be read. Runs as its own task,
+/// feeding `tx`.
+pub(super) async fn feed(
+    controller: Controller,
+    raft: openraft::Raft<TypeConfig>,
+    log: CommittedLog,
+    req: FollowRequest,
+    tx: mpsc::Sender<StreamItem>,
+) {
+    let mut images = controller.subscribe();
+    let mut metrics = raft.metrics();
+    let mut sent = req.after;
+    let mut need_image = req.after == 0;
+    let mut leader = metrics.borrow_and_update().current_leader;
+    if tx.send(StreamItem::Leader(leader)).await.is_err() {
+        return;
+    }
+    loop {
+        let image = images.borrow_and_update().clone();
+        if need_image {
+            sent = image.last_applied;
+            need_image = false;
+            tracing::info!(
+                observer = req.observer,
+                index = sent,
+                "metadata stream: sending the whole image"
+            );
+            if tx
+                .send(StreamItem::Snapshot(Box::new((*image).clone())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        // A voter behind the observer (just restarted, say) sends nothing
+        // until it has applied past what the observer has.
+        while sent < image.last_applied {
+            let upto = image.last_applied.min(sent + BATCH);
+            let read = {
+                let log = log.clone();
+                tokio::task::spawn_blocking(move || log.read(sent, upto).map_err(Box::new)).await
+            };
+            let item = match read {
+                Ok(Ok(CommittedRead::Commands(cmds))) => {
+                    sent = upto;
+                    if cmds.is_empty() {
+                        continue;
+                    }
+                    StreamItem::Commands(cmds)
+                }
+                Ok(Ok(CommittedRead::Purged)) => {
+                    tracing::info!(
+                        observer = req.observer,
+                        after = sent,
+                        index = image.last_applied,
+                        "metadata stream: entries after the observer's index are purged; \
+                         sending the whole image"
+                    );
+                    sent = image.last_applied;
+                    StreamItem::Snapshot(Box::new((*image).clone()))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(observer = req.observer, error = %e, "metadata stream: cannot read the log");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(observer = req.observer, error = %e, "metadata stream: log reader failed");
+                    return;
+                }
+            };
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            changed = images.changed() => if changed.is_err() { return },
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let (running, now) = {
+                    let m = metrics.borrow_and_update();
+                    (m.running_state.is_ok(), m.current_leader)
+                };
+                if !running {
+                    return;
+                }
+                if now != leader {
+                    leader = now;
+                    if tx.send(StreamItem::Leader(leader)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+/// The observer's side: follows the stream from one voter after another,
+/// publishing each new image and the active controller, until `stop`.
+pub(super) async fn follow(
+    node_id: u64,
+    voters: BTreeMap<u64, BasicNode>,
+    channels: Channels,
+    publish: watch::Sender<Arc<MetadataImage>>,
+    leader: watch::Sender<Option<u64>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let order: Vec<(u64, String)> = voters.iter().map(|(id, n)| (*id, n.addr.clone())).collect();
+    // Spread observers over the voters.
+    let mut next = node_id as usize % order.len().max(1);
+    let mut failures_in_a_row = 0usize;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let (voter, addr) = order[next % order.len()].clone();
+        next += 1;
+        let session = follow_one(node_id, voter, &addr, &channels, &publish, &leader);
+        let outcome = tokio::select! {
+            r = session => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        // Whoever leads, this voter no longer tells us; the next one will.
+        leader.send_if_modified(|l| {
+            let was = *l;
+            if was == Some(voter) {
+                *l = None;
+            }
+            was != *l
+        });
+        match outcome {
+            Ok(()) => failures_in_a_row = 0,
+            Err(e) => {
+                tracing::warn!(controller = voter, %addr, error = %e, "metadata stream broken; trying the next controller");
+                failures_in_a_row += 1;
+            }
+        }
+        if failures_in_a_row >= order.len() {
+            failures_in_a_row = 0;
+            tokio::select! {
+                _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// One stream from `voter`. Returns Ok when the voter ended it cleanly
+/// (it is shutting down), Err when it could not be opened or broke.
+async fn follow_one(
+    node_id: u64,
+    voter: u64,
+    addr: &str,
+    channels: &Channels,
+    publish: &watch::Sender<Arc<MetadataImage>>,
+    leader: &watch::Sender<Option<u64>>,
+) -> Result<(), String> {
+    let after = publish.borrow().last_applied;
+    let mut client = channels.client(addr).map_err(|e| e.to_string())?;
+    let req = FollowRequest {
+        observer: node_id as i32,
+        after,
+    };
+    let payload = rpc::encode("follow request", &req).map_err(|e| e.to_string())?;
+    let mut stream = tokio::time::timeout(
+        OPEN_TIMEOUT,
+        client.follow_metadata(rpc::pb::Envelope { payload }),
+    )
+    .await
+    .map_err(|_| format!("no answer within {OPEN_TIMEOUT:?}"))?
+    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+    .into_inner();
+    tracing::info!(
+        controller = voter,
+        %addr,
+        after,
+        "following the metadata stream"
+    );
+    let mut first_commands = after > 0;
+    loop {
+        let msg = match stream.message().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(()),
+            Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
+        };
+        let item: StreamItem =
+            rpc::decode("metadata stream item", &msg.payload).map_err(|e| e.to_string())?;
+        match item {
+            StreamItem::Leader(l) => {
+                leader.send_if_modified(|cur| {
+                    let changed = *cur != l;
+                    *cur = l;
+                    changed
+                });
+            }
+            StreamItem::Snapshot(image) => {
+                let index = image.last_applied;
+                let mine = publish.borrow().last_applied;
+                if index < mine {
+                    return Err(format!(
+                        "the controller sent an image at index {index}, behind this node's {mine}"
+                    ));
+                }
+                tracing::info!(
+                    controller = voter,
+                    index,
+                    "installed the metadata image from the stream"
+                );
+                metrics::counter!("runnel_metadata_stream_snapshots_total").increment(1);
+                first_commands = false;
+                publish.send_replace(Arc::new(*image));
+                metrics::gauge!("runnel_metadata_applied_index").set(index as f64);
+            }
+            StreamItem::Commands(cmds) => {
+                let mut image = (**publish.borrow()).clone();
+                let before = image.last_applied;
+                for (index, cmd) in &cmds {
+                    if *index <= image.last_applied {
+                        continue;
+                    }
+                    image.apply(*index, cmd);
+                }
+                if image.last_applied == before {
+                    continue;
+                }
+                if first_commands {
+                    first_commands = false;
+                    metrics::counter!("runnel_metadata_stream_resumes_total").increment(1);
+                    tracing::info!(
+                        controller = voter,
+                        after = before,
+                        next = cmds.first().map_or(0, |c| c.0),
+                        "resumed the metadata stream"
+                    );
+                }
+                let index = image.last_applied;
+                publish.send_replace(Arc::new(image));
+                metrics::gauge!("runnel_metadata_applied_index").set(index as f64);
+            }
+        }
+    }
+}
