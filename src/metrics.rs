@@ -5,6 +5,12 @@
 //! * `runnel_network_bytes_in_total`, `runnel_network_bytes_out_total`
 //! * `runnel_produce_records_total`, `runnel_produce_rejected_total`
 //! * `runnel_fetch_bytes_total`: record bytes returned to consumers
+//! * `runnel_metadata_applied_index` (gauge): Raft log index of the last
+//!   metadata record this node applied (voter or broker-only)
+//! * `runnel_metadata_stream_snapshots_total`,
+//!   `runnel_metadata_stream_resumes_total`: on a broker-only node, how
+//!   often the metadata stream started with the whole image, and how often
+//!   it resumed after the last applied index on a (new) voter
 //!
 //! The exporter serves `/metrics` on `metrics.listener` when it is set.
 

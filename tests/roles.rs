@@ -297,6 +297,20 @@ fn three_controllers_and_three_brokers_serve_clients_and_survive_a_controller_ki
         assert_eq!(v.cluster_id.as_deref(), Some(CLUSTER_ID));
         step!("broker {id}: {v:?}");
     }
+    // `runnel format` gave the voters a metadata log and the brokers only
+    // meta.properties.
+    for id in CONTROLLERS.into_iter().chain(BROKERS) {
+        let data = c.dir(id).join("data");
+        assert!(
+            data.join("meta.properties").is_file(),
+            "node {id} formatted"
+        );
+        assert_eq!(
+            data.join("__cluster_metadata-0").exists(),
+            CONTROLLERS.contains(&id),
+            "node {id}: a metadata log only on voters"
+        );
+    }
     let leader = eventually(TIMEOUT, "a quorum leader", || quorum_leader(&c, 4));
     assert!(
         CONTROLLERS.contains(&leader),
@@ -470,4 +484,34 @@ fn a_restarted_broker_registers_catches_up_and_rejoins_the_isr() {
         (c.view(4).ok()?.broker_ids == [4, 5]).then_some(())
     });
     step!("broker 6 stopped with SIGTERM: fenced first, gone from Metadata");
+}
+
+#[test]
+fn a_broker_only_node_is_not_a_voter_and_needs_the_voters() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let serve = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runnel"));
+        cmd.arg("serve");
+        for kv in [
+            "node.id=4",
+            "process.roles=broker",
+            "listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0",
+            &format!("log.dirs={}", dir.path().display()),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            cmd.arg("--override").arg(kv);
+        }
+        let out = cmd.output().expect("run runnel serve");
+        assert!(!out.status.success(), "serve must refuse {extra:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = serve(&["controller.quorum.voters=1@127.0.0.1:1,4@127.0.0.1:2"]);
+    assert!(err.contains("controller.quorum.voters"), "{err}");
+    assert!(err.contains("not a voter"), "{err}");
+    let err = serve(&[]);
+    assert!(err.contains("controller.quorum.voters"), "{err}");
+    assert!(err.contains("broker-only"), "{err}");
+    step!("serve refuses a broker-only node listed as a voter, or without voters");
 }

@@ -37,6 +37,18 @@ const BATCH: u64 = 500;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// A voter that does not answer the stream request within this is skipped.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// A voter that has known no leader for this long is likely cut off from
+/// the quorum (an election takes about a second): its stream may be
+/// stale, so the observer moves on to another voter.
+const LEADERLESS_LIMIT: Duration = Duration::from_secs(3);
+
+/// Why a stream from one voter ended.
+enum Failure {
+    /// It could not be opened (the voter is down or not a voter).
+    Open(String),
+    /// It was open and broke, or went stale.
+    Broken(String),
+}
 
 /// What an observer asks a voter for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +189,9 @@ pub(super) async fn follow(
     // Spread observers over the voters.
     let mut next = node_id as usize % order.len().max(1);
     let mut failures_in_a_row = 0usize;
+    // After a whole round of voters could not be reached, say so once,
+    // not on every attempt.
+    let mut quiet = false;
     loop {
         if *stop.borrow() {
             return;
@@ -197,13 +212,35 @@ pub(super) async fn follow(
             was != *l
         });
         match outcome {
-            Ok(()) => failures_in_a_row = 0,
-            Err(e) => {
+            Ok(()) => {
+                tracing::info!(
+                    controller = voter,
+                    "the controller ended the metadata stream; trying the next one"
+                );
+                failures_in_a_row = 0;
+                quiet = false;
+            }
+            Err(Failure::Broken(e)) => {
                 tracing::warn!(controller = voter, %addr, error = %e, "metadata stream broken; trying the next controller");
+                failures_in_a_row = 1;
+                quiet = false;
+            }
+            Err(Failure::Open(e)) => {
+                if quiet {
+                    tracing::debug!(controller = voter, %addr, error = %e, "cannot open the metadata stream");
+                } else {
+                    tracing::warn!(controller = voter, %addr, error = %e, "cannot open the metadata stream; trying the next controller");
+                }
                 failures_in_a_row += 1;
             }
         }
         if failures_in_a_row >= order.len() {
+            if !quiet {
+                tracing::warn!(
+                    "no controller serves the metadata stream; retrying every {RECONNECT_PAUSE:?}"
+                );
+            }
+            quiet = true;
             failures_in_a_row = 0;
             tokio::select! {
                 _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
@@ -214,7 +251,8 @@ pub(super) async fn follow(
 }
 
 /// One stream from `voter`. Returns Ok when the voter ended it cleanly
-/// (it is shutting down), Err when it could not be opened or broke.
+/// (it is shutting down), Err when it could not be opened, broke, or the
+/// voter knew no leader for `LEADERLESS_LIMIT`.
 async fn follow_one(
     node_id: u64,
     voter: u64,
@@ -222,21 +260,23 @@ async fn follow_one(
     channels: &Channels,
     publish: &watch::Sender<Arc<MetadataImage>>,
     leader: &watch::Sender<Option<u64>>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let after = publish.borrow().last_applied;
-    let mut client = channels.client(addr).map_err(|e| e.to_string())?;
+    let mut client = channels
+        .client(addr)
+        .map_err(|e| Failure::Open(e.to_string()))?;
     let req = FollowRequest {
         observer: node_id as i32,
         after,
     };
-    let payload = rpc::encode("follow request", &req).map_err(|e| e.to_string())?;
+    let payload = rpc::encode("follow request", &req).map_err(|e| Failure::Open(e.to_string()))?;
     let mut stream = tokio::time::timeout(
         OPEN_TIMEOUT,
         client.follow_metadata(rpc::pb::Envelope { payload }),
     )
     .await
-    .map_err(|_| format!("no answer within {OPEN_TIMEOUT:?}"))?
-    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+    .map_err(|_| Failure::Open(format!("no answer within {OPEN_TIMEOUT:?}")))?
+    .map_err(|s| Failure::Open(format!("{:?}: {}", s.code(), s.message())))?
     .into_inner();
     tracing::info!(
         controller = voter,
@@ -245,16 +285,34 @@ async fn follow_one(
         "following the metadata stream"
     );
     let mut first_commands = after > 0;
+    let mut leaderless_since: Option<tokio::time::Instant> = None;
     loop {
-        let msg = match stream.message().await {
+        let next = stream.message();
+        let received = match leaderless_since {
+            Some(since) => match tokio::time::timeout_at(since + LEADERLESS_LIMIT, next).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(Failure::Broken(format!(
+                        "controller {voter} has known no leader for {LEADERLESS_LIMIT:?}"
+                    )))
+                }
+            },
+            None => next.await,
+        };
+        let msg = match received {
             Ok(Some(msg)) => msg,
             Ok(None) => return Ok(()),
-            Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
+            Err(s) => return Err(Failure::Broken(format!("{:?}: {}", s.code(), s.message()))),
         };
-        let item: StreamItem =
-            rpc::decode("metadata stream item", &msg.payload).map_err(|e| e.to_string())?;
+        let item: StreamItem = rpc::decode("metadata stream item", &msg.payload)
+            .map_err(|e| Failure::Broken(e.to_string()))?;
         match item {
             StreamItem::Leader(l) => {
+                leaderless_since = match (l, leaderless_since) {
+                    (Some(_), _) => None,
+                    (None, Some(since)) => Some(since),
+                    (None, None) => Some(tokio::time::Instant::now()),
+                };
                 leader.send_if_modified(|cur| {
                     let changed = *cur != l;
                     *cur = l;
@@ -265,9 +323,9 @@ async fn follow_one(
                 let index = image.last_applied;
                 let mine = publish.borrow().last_applied;
                 if index < mine {
-                    return Err(format!(
+                    return Err(Failure::Broken(format!(
                         "the controller sent an image at index {index}, behind this node's {mine}"
-                    ));
+                    )));
                 }
                 tracing::info!(
                     controller = voter,
