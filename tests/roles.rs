@@ -9,7 +9,7 @@
 //!   min.insync.replicas=2 works, and an acks=all producer's records are
 //!   read back by a consumer; `kill -9` of the active controller, and
 //!   CreateTopics works again;
-//! * `kill -9` of the voter a broker streams from: the broker goes on
+//! * `kill -9` (or SIGSTOP) of the voter a broker streams from: the broker goes on
 //!   following on another voter, resuming after the last index it applied
 //!   (its log says so; it gets no second snapshot);
 //! * a restarted broker-only node registers again, catches up, and is back
@@ -514,4 +514,46 @@ fn a_broker_only_node_is_not_a_voter_and_needs_the_voters() {
     assert!(err.contains("controller.quorum.voters"), "{err}");
     assert!(err.contains("broker-only"), "{err}");
     step!("serve refuses a broker-only node listed as a voter, or without voters");
+}
+
+#[test]
+fn a_broker_leaves_a_paused_voter_and_resumes_on_another() {
+    let _serial = serial();
+    let mut c = start();
+    let broker = 6;
+    create_topic(&c.bootstrap_all(), "before", TIMEOUT).expect("CreateTopics");
+    wait_full_isr(&c, "before");
+    let voter = eventually(TIMEOUT, "broker 6 to follow a voter", || {
+        streaming_from(&c, broker)
+    });
+    let mark = plain(&c.node(broker).log_since_start()).len();
+    // A paused voter keeps its connections open but sends nothing: the
+    // broker must notice the silence, not wait for TCP.
+    c.signal(voter, "STOP");
+    let paused = Instant::now();
+    let (topic, _) = create_until_ok(&c.bootstrap_all(), "while-paused");
+    let addr = c.node(broker).bootstrap();
+    eventually(TIMEOUT, "the broker to learn of the new topic", || {
+        partition_state(&addr, &topic).ok()
+    });
+    let took = paused.elapsed();
+    step!(
+        "broker {broker} lists {topic} {:.0} ms after its voter {voter} was paused",
+        took.as_secs_f64() * 1000.0
+    );
+    let log = plain(&c.node(broker).log_since_start());
+    let since = &log[mark..];
+    let resumed = since
+        .lines()
+        .find(|l| l.contains("resumed the metadata stream"))
+        .unwrap_or_else(|| panic!("no resume since the pause:\n{since}"));
+    assert_ne!(field(resumed, "controller"), Some(voter as u64));
+    assert!(field(resumed, "after").unwrap_or(0) > 0, "{resumed}");
+    assert!(
+        !since.contains("installed the metadata image from the stream"),
+        "{since}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    c.signal(voter, "CONT");
+    wait_full_isr(&c, &topic);
 }

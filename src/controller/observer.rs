@@ -11,8 +11,11 @@
 //! The observer remembers the index it last applied; when its stream
 //! breaks (the voter died, restarted or was partitioned) it asks the next
 //! voter for what comes after that index, so a reconnect resumes and does
-//! not restart. Voters also tell observers who the active controller is,
-//! which is how an observer knows where to send proposals and heartbeats.
+//! not restart. It also moves on when the voter goes quiet (no keepalive:
+//! paused or hung) or has known no leader for a while (cut off from the
+//! quorum, so its stream may be stale). Voters also tell observers who the
+//! active controller is, which is how an observer knows where to send
+//! proposals and heartbeats.
 //!
 //! Nothing here writes: an observer's proposals go to the active
 //! controller through `Controller::propose`.
@@ -42,6 +45,13 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// stale, so the observer moves on to another voter.
 const LEADERLESS_LIMIT: Duration = Duration::from_secs(3);
 
+/// A voter repeats its `Leader` item this often when it has nothing else
+/// to send, so that an observer can tell a quiet stream from a hung voter.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// An observer that hears nothing for this long (a paused or hung voter,
+/// a dead network path) moves on to another voter.
+const STALL_LIMIT: Duration = Duration::from_secs(4);
+
 /// Why a stream from one voter ended.
 enum Failure {
     /// It could not be opened (the voter is down or not a voter).
@@ -70,7 +80,8 @@ pub enum StreamItem {
     /// after the observer's last applied index.
     Commands(Vec<(u64, MetadataCommand)>),
     /// The voter's view of the active controller (None: an election is on).
-    /// Sent first and on every change.
+    /// Sent first, on every change, and as a keepalive when the stream is
+    /// otherwise quiet.
     Leader(Option<u64>),
 }
 
@@ -92,6 +103,9 @@ pub(super) async fn feed(
     if tx.send(StreamItem::Leader(leader)).await.is_err() {
         return;
     }
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keepalive.reset();
     loop {
         let image = images.borrow_and_update().clone();
         if need_image {
@@ -168,6 +182,11 @@ pub(super) async fn feed(
                     if tx.send(StreamItem::Leader(leader)).await.is_err() {
                         return;
                     }
+                }
+            }
+            _ = keepalive.tick() => {
+                if tx.send(StreamItem::Leader(leader)).await.is_err() {
+                    return;
                 }
             }
             _ = tx.closed() => return,
@@ -287,17 +306,23 @@ async fn follow_one(
     let mut first_commands = after > 0;
     let mut leaderless_since: Option<tokio::time::Instant> = None;
     loop {
-        let next = stream.message();
-        let received = match leaderless_since {
-            Some(since) => match tokio::time::timeout_at(since + LEADERLESS_LIMIT, next).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(Failure::Broken(format!(
-                        "controller {voter} has known no leader for {LEADERLESS_LIMIT:?}"
-                    )))
-                }
-            },
-            None => next.await,
+        let stalled = tokio::time::Instant::now() + STALL_LIMIT;
+        let deadline = match leaderless_since {
+            Some(since) => stalled.min(since + LEADERLESS_LIMIT),
+            None => stalled,
+        };
+        let received = match tokio::time::timeout_at(deadline, stream.message()).await {
+            Ok(r) => r,
+            Err(_) if deadline < stalled => {
+                return Err(Failure::Broken(format!(
+                    "controller {voter} has known no leader for {LEADERLESS_LIMIT:?}"
+                )))
+            }
+            Err(_) => {
+                return Err(Failure::Broken(format!(
+                    "nothing from controller {voter} for {STALL_LIMIT:?}"
+                )))
+            }
         };
         let msg = match received {
             Ok(Some(msg)) => msg,
