@@ -96,7 +96,9 @@ pub(super) async fn feed(
     tx: mpsc::Sender<StreamItem>,
 ) {
     let mut images = controller.subscribe();
-    let mut metrics = raft.metrics();
+    // Server metrics change with the term, role or leader only (not with
+    // every replication ack, as the full metrics do).
+    let mut metrics = raft.server_metrics();
     let mut sent = req.after;
     let mut need_image = req.after == 0;
     let mut leader = metrics.borrow_and_update().current_leader;
@@ -170,13 +172,7 @@ pub(super) async fn feed(
                 if changed.is_err() {
                     return;
                 }
-                let (running, now) = {
-                    let m = metrics.borrow_and_update();
-                    (m.running_state.is_ok(), m.current_leader)
-                };
-                if !running {
-                    return;
-                }
+                let now = metrics.borrow_and_update().current_leader;
                 if now != leader {
                     leader = now;
                     if tx.send(StreamItem::Leader(leader)).await.is_err() {
