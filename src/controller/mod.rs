@@ -715,6 +715,13 @@ impl Controller {
         })
         .await?;
         let existing = self.image().cluster_id.clone();
+        if existing.is_empty() {
+            // Committed, but not applied here yet (an observer whose stream
+            // is slow or moving to another voter): ask again.
+            return Err(Error::Unavailable(
+                "the cluster id is committed but not yet applied on this node".into(),
+            ));
+        }
         if existing != cluster_id {
             return Err(Error::ClusterIdMismatch {
                 existing,
