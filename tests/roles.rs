@@ -13,7 +13,9 @@
 //!   following on another voter, resuming after the last index it applied
 //!   (its log says so; it gets no second snapshot);
 //! * a restarted broker-only node registers again, catches up, and is back
-//!   in Metadata and in the ISR.
+//!   in Metadata and in the ISR;
+//! * a broker-only node also joins a cluster of combined broker+controller
+//!   nodes, leading and following partitions with them.
 //!
 //! The tests run one at a time (a lock): six processes each on a small
 //! machine. Run with the step log: `cargo test --release --test roles -- --nocapture`.
@@ -120,9 +122,18 @@ fn create_until_ok(bootstrap: &str, prefix: &str) -> (String, Duration) {
     unreachable!()
 }
 
-/// One partition as a broker's Metadata (v9, raw) describes it: leader,
+/// Partition 0 as a broker's Metadata (v9, raw) describes it: leader,
 /// replicas, ISR (sorted).
 fn partition_state(addr: &str, topic: &str) -> io::Result<(i32, Vec<i32>, Vec<i32>)> {
+    partition_state_of(addr, topic, 0)
+}
+
+/// As `partition_state`, for partition `partition`.
+fn partition_state_of(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+) -> io::Result<(i32, Vec<i32>, Vec<i32>)> {
     let mut conn = RawConn::connect(addr)?;
     conn.stream.set_read_timeout(Some(Duration::from_secs(3)))?;
     let req = MetadataRequest::default()
@@ -138,8 +149,9 @@ fn partition_state(addr: &str, topic: &str) -> io::Result<(i32, Vec<i32>, Vec<i3
         .ok_or_else(|| io::Error::other(format!("{topic} not in Metadata")))?;
     let p = t
         .partitions
-        .first()
-        .ok_or_else(|| io::Error::other(format!("{topic} has no partition")))?;
+        .iter()
+        .find(|p| p.partition_index == partition)
+        .ok_or_else(|| io::Error::other(format!("{topic} has no partition {partition}")))?;
     let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
     isr.sort_unstable();
     let replicas = p.replica_nodes.iter().map(|b| b.0).collect();
@@ -556,4 +568,62 @@ fn a_broker_leaves_a_paused_voter_and_resumes_on_another() {
     assert!(took < Duration::from_secs(20), "took {took:?}");
     c.signal(voter, "CONT");
     wait_full_isr(&c, &topic);
+}
+
+#[test]
+fn broker_only_nodes_join_a_cluster_of_combined_nodes() {
+    let _serial = serial();
+    use Role::{Broker, Combined};
+    let c = Cluster::start_roles(&[Combined, Combined, Combined, Broker]);
+    let all = [1, 2, 3, 4];
+    for id in all {
+        let v = c.view(id).expect("Metadata");
+        assert_eq!(v.broker_ids, all, "node {id} lists every broker");
+        assert!(all.contains(&v.controller_id), "node {id}: {v:?}");
+    }
+    step!("the three combined nodes and the broker-only node 4 all list brokers {all:?}");
+    // Four partitions of three replicas: the broker-only node leads some
+    // and follows others, fetching from and serving the combined nodes.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap_all())
+        .create()
+        .expect("create admin client");
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    let res = block_on(admin.create_topics(
+        &[NewTopic::new("mixed", 4, TopicReplication::Fixed(3))],
+        &opts,
+    ))
+    .expect("CreateTopics");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let addr = c.node(4).bootstrap();
+    let mut with_4 = 0;
+    for p in 0..4 {
+        let (leader, replicas, isr) = eventually(TIMEOUT, "a full ISR on every partition", || {
+            let (leader, replicas, isr) = partition_state_of(&addr, "mixed", p).ok()?;
+            let mut sorted = replicas.clone();
+            sorted.sort_unstable();
+            (leader > 0 && replicas.len() == 3 && isr == sorted).then_some((leader, replicas, isr))
+        });
+        with_4 += usize::from(replicas.contains(&4));
+        step!("mixed/{p}: leader {leader}, replicas {replicas:?}, ISR {isr:?}");
+    }
+    assert!(with_4 >= 2, "the broker-only node holds replicas");
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap_all())
+        .set("acks", "all")
+        .create()
+        .expect("create producer");
+    for p in 0..4 {
+        let value = format!("to-{p}");
+        producer
+            .send(
+                BaseRecord::<(), str>::to("mixed")
+                    .partition(p)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    producer.flush(TIMEOUT).expect("every record acknowledged");
+    step!("one acks=all record acknowledged on each partition");
 }
