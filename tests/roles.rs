@@ -185,12 +185,29 @@ fn wait_full_isr(c: &Cluster, topic: &str) {
 
 /// The quorum leader, as DescribeQuorum through broker `via` says.
 fn quorum_leader(c: &Cluster, via: i32) -> Option<i32> {
+    quorum(c, via).map(|(leader, ..)| leader)
+}
+
+/// DescribeQuorum through broker `via`: leader, voters and observers
+/// (sorted ids).
+fn quorum(c: &Cluster, via: i32) -> Option<(i32, Vec<i32>, Vec<i32>)> {
     let mut conn = RawConn::connect(&c.node(via).bootstrap()).ok()?;
     let resp: DescribeQuorumResponse = conn
         .roundtrip(2, 1, &DescribeQuorumRequest::default())
         .ok()?;
     let part = resp.topics.first()?.partitions.first()?;
-    (part.error_code == 0 && part.leader_id.0 > 0).then_some(part.leader_id.0)
+    let ids = |v: &[kafka_protocol::messages::describe_quorum_response::ReplicaState]| {
+        let mut ids: Vec<i32> = v.iter().map(|r| r.replica_id.0).collect();
+        ids.sort_unstable();
+        ids
+    };
+    (part.error_code == 0 && part.leader_id.0 > 0).then(|| {
+        (
+            part.leader_id.0,
+            ids(&part.current_voters),
+            ids(&part.observers),
+        )
+    })
 }
 
 /// Produces `n` records with acks=all through rdkafka; panics unless every
@@ -335,7 +352,14 @@ fn three_controllers_and_three_brokers_serve_clients_and_survive_a_controller_ki
             "DescribeQuorum via {id}"
         );
     }
-    step!("DescribeQuorum through every broker: leader {leader}");
+    let (_, voters, observers) =
+        eventually(TIMEOUT, "DescribeQuorum to list the observers", || {
+            quorum(&c, 5).filter(|(_, _, o)| o[..] == BROKERS)
+        });
+    assert_eq!(voters, CONTROLLERS);
+    step!(
+        "DescribeQuorum through every broker: leader {leader}, voters {voters:?}, observers {observers:?}"
+    );
 
     create_topic(&c.bootstrap_all(), "orders", TIMEOUT).expect("CreateTopics RF=3");
     wait_full_isr(&c, "orders");

@@ -72,6 +72,15 @@ impl Liveness {
         );
     }
 
+    /// Every broker heard from since this node took over, with the
+    /// metadata index it last reported and when: (id, applied, heard at).
+    pub fn seen(&self) -> Vec<(i32, u64, Instant)> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = seen.iter().map(|(id, s)| (*id, s.applied, s.at)).collect();
+        out.sort_unstable_by_key(|(id, ..)| *id);
+        out
+    }
+
     /// Forgets everything: a new leader gives every broker a full session.
     pub fn reset(&self, image: &MetadataImage, now: Instant) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

@@ -53,6 +53,10 @@ pub struct QuorumStatus {
     pub term: u64,
     pub high_watermark: i64,
     pub voters: Vec<VoterStatus>,
+    /// Brokers that are not voters (they follow the metadata stream), with
+    /// the log end offset their last heartbeat reported.
+    #[serde(default)]
+    pub observers: Vec<VoterStatus>,
     /// Voter id -> CONTROLLER address.
     pub addresses: BTreeMap<u64, String>,
 }
@@ -489,7 +493,8 @@ impl Controller {
 
     /// The quorum status if this node leads, from its Raft metrics.
     pub fn quorum_status_here(&self) -> Option<QuorumStatus> {
-        let m = self.voter()?.raft.metrics().borrow().clone();
+        let voter = self.voter()?;
+        let m = voter.raft.metrics().borrow().clone();
         let matched = m.replication.as_ref()?;
         let now = crate::replication::partition::now_ms();
         let acked = now - m.millis_since_quorum_ack.unwrap_or(0) as i64;
@@ -514,11 +519,27 @@ impl Controller {
                 caught_up_ms: if leo >= own_leo { acked } else { -1 },
             });
         }
+        let image = self.image();
+        let now_instant = std::time::Instant::now();
+        let observers = voter
+            .liveness
+            .seen()
+            .into_iter()
+            .filter(|(id, ..)| {
+                !self.inner.voters.contains_key(&(*id as u64)) && image.brokers.contains_key(id)
+            })
+            .map(|(id, applied, at)| VoterStatus {
+                id: id as u64,
+                log_end_offset: applied as i64 + 1,
+                caught_up_ms: now - now_instant.saturating_duration_since(at).as_millis() as i64,
+            })
+            .collect();
         Some(QuorumStatus {
             leader: m.id,
             term: m.current_term,
             high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
             voters,
+            observers,
             addresses: m
                 .membership_config
                 .membership()

@@ -1,5 +1,7 @@
 //! DescribeQuorum (55), v0-2: the controller quorum's leader, epoch (Raft
-//! term), high watermark and each voter's log end offset. Only the leader
+//! term), high watermark and each voter's log end offset; the observers
+//! are the broker-only nodes, with the offset their last heartbeat
+//! reported. Only the leader
 //! knows its followers' progress, so any other node asks the leader over
 //! gRPC (as Kafka forwards DescribeQuorum to the active controller).
 //!
@@ -44,6 +46,12 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     .with_high_watermark(st.high_watermark)
                     .with_current_voters(
                         st.voters
+                            .iter()
+                            .map(|v| replica(v.id, v.log_end_offset, v.caught_up_ms))
+                            .collect(),
+                    )
+                    .with_observers(
+                        st.observers
                             .iter()
                             .map(|v| replica(v.id, v.log_end_offset, v.caught_up_ms))
                             .collect(),
