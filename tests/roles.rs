@@ -14,6 +14,8 @@
 //!   (its log says so; it gets no second snapshot);
 //! * a restarted broker-only node registers again, catches up, and is back
 //!   in Metadata and in the ISR;
+//! * with every controller down the brokers still answer; once the
+//!   controllers are back each broker resumes its stream (no new image);
 //! * a broker-only node also joins a cluster of combined broker+controller
 //!   nodes, leading and following partitions with them.
 //!
@@ -650,4 +652,56 @@ fn broker_only_nodes_join_a_cluster_of_combined_nodes() {
     }
     producer.flush(TIMEOUT).expect("every record acknowledged");
     step!("one acks=all record acknowledged on each partition");
+}
+
+#[test]
+fn brokers_resume_after_every_controller_was_down() {
+    let _serial = serial();
+    let mut c = start();
+    create_topic(&c.bootstrap_all(), "before", TIMEOUT).expect("CreateTopics");
+    wait_full_isr(&c, "before");
+    let marks: Vec<usize> = BROKERS
+        .iter()
+        .map(|&b| plain(&c.node(b).log_since_start()).len())
+        .collect();
+    for id in CONTROLLERS {
+        c.kill9(id);
+    }
+    // The brokers still serve what they have (Metadata, the topic).
+    std::thread::sleep(Duration::from_secs(2));
+    for id in BROKERS {
+        assert!(partition_state(&c.node(id).bootstrap(), "before").is_ok());
+    }
+    step!("every controller down: the brokers still answer Metadata");
+    // Restarted voters replay their logs and may be behind the brokers
+    // for a moment; the brokers resume from their own index regardless.
+    c.restart_all(&CONTROLLERS);
+    let (topic, took) = create_until_ok(&c.bootstrap_all(), "after-outage");
+    step!(
+        "CreateTopics ({topic}) ok {:.0} ms after the controllers restarted",
+        took.as_secs_f64() * 1000.0
+    );
+    wait_full_isr(&c, &topic);
+    for (&b, &mark) in BROKERS.iter().zip(&marks) {
+        let log = plain(&c.node(b).log_since_start());
+        let since = &log[mark..];
+        let resumed = since
+            .lines()
+            .find(|l| l.contains("resumed the metadata stream"))
+            .unwrap_or_else(|| panic!("broker {b} did not resume:\n{since}"));
+        assert!(field(resumed, "after").unwrap_or(0) > 0, "{resumed}");
+        assert!(
+            !since.contains("installed the metadata image from the stream"),
+            "broker {b} took a new image:\n{since}"
+        );
+        let warnings = since
+            .lines()
+            .filter(|l| l.contains("no controller serves the metadata stream"))
+            .count();
+        assert!(
+            warnings <= 2,
+            "broker {b} repeats the outage warning:\n{since}"
+        );
+        step!("broker {b}: {resumed}");
+    }
 }
