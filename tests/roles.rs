@@ -25,19 +25,17 @@
 #[path = "common/cluster.rs"]
 mod cluster;
 mod common;
+#[path = "common/partition.rs"]
+mod partition;
 
-use std::io;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cluster::{Cluster, Role, CLUSTER_ID};
 use common::{eventually, RawConn};
 use futures::executor::block_on;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{
-    DescribeQuorumRequest, DescribeQuorumResponse, MetadataRequest, MetadataResponse, TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse};
+use partition::{partition_state, sorted};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -124,65 +122,10 @@ fn create_until_ok(bootstrap: &str, prefix: &str) -> (String, Duration) {
     unreachable!()
 }
 
-/// Partition 0 as a broker's Metadata (v9, raw) describes it: leader,
-/// replicas, ISR (sorted).
-fn partition_state(addr: &str, topic: &str) -> io::Result<(i32, Vec<i32>, Vec<i32>)> {
-    partition_state_of(addr, topic, 0)
-}
-
-/// As `partition_state`, for partition `partition`.
-fn partition_state_of(
-    addr: &str,
-    topic: &str,
-    partition: i32,
-) -> io::Result<(i32, Vec<i32>, Vec<i32>)> {
-    let mut conn = RawConn::connect(addr)?;
-    conn.stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-    let req = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
-            TopicName(StrBytes::from_string(topic.to_string())),
-        ))]))
-        .with_allow_auto_topic_creation(false);
-    let resp: MetadataResponse = conn.roundtrip(9, 1, &req)?;
-    let t = resp
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic) && t.error_code == 0)
-        .ok_or_else(|| io::Error::other(format!("{topic} not in Metadata")))?;
-    let p = t
-        .partitions
-        .iter()
-        .find(|p| p.partition_index == partition)
-        .ok_or_else(|| io::Error::other(format!("{topic} has no partition {partition}")))?;
-    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
-    isr.sort_unstable();
-    let replicas = p.replica_nodes.iter().map(|b| b.0).collect();
-    Ok((p.leader_id.0, replicas, isr))
-}
-
-/// Waits until every broker says `topic`/0 has a leader and all three
-/// brokers in its ISR.
-fn wait_full_isr(c: &Cluster, topic: &str) {
-    for id in BROKERS {
-        let addr = c.node(id).bootstrap();
-        let (leader, replicas, isr) = eventually(
-            TIMEOUT,
-            &format!("broker {id} to see {topic}/0 with the full ISR"),
-            || {
-                let (leader, replicas, isr) = partition_state(&addr, topic).ok()?;
-                (leader > 0 && isr == BROKERS).then_some((leader, replicas, isr))
-            },
-        );
-        let mut sorted = replicas.clone();
-        sorted.sort_unstable();
-        assert_eq!(
-            sorted, BROKERS,
-            "replicas of {topic}/0 are the three brokers"
-        );
-        if id == BROKERS[0] {
-            step!("{topic}/0: leader {leader}, replicas {replicas:?}, ISR {isr:?}");
-        }
-    }
+/// Waits until every broker says `topic`/0 has a leader and its three
+/// replicas in the ISR; returns the replicas.
+fn wait_full_isr(c: &Cluster, topic: &str) -> Vec<i32> {
+    partition::wait_full_isr(c, topic, 0, TIMEOUT).replicas
 }
 
 /// The quorum leader, as DescribeQuorum through broker `via` says.
@@ -364,7 +307,12 @@ fn three_controllers_and_three_brokers_serve_clients_and_survive_a_controller_ki
     );
 
     create_topic(&c.bootstrap_all(), "orders", TIMEOUT).expect("CreateTopics RF=3");
-    wait_full_isr(&c, "orders");
+    let replicas = wait_full_isr(&c, "orders");
+    assert_eq!(
+        sorted(&replicas),
+        BROKERS,
+        "the replicas are the three brokers"
+    );
     produce_acked(&c, "orders", "v", 200);
     let read = consume(&c, "orders", 200);
     let want: Vec<String> = (0..200).map(|i| format!("v-{i}")).collect();
@@ -492,13 +440,12 @@ fn a_restarted_broker_registers_catches_up_and_rejoins_the_isr() {
         });
     }
     step!("broker {broker} back in every broker's Metadata");
-    let (_, replicas, _) = eventually(TIMEOUT, "the restarted broker to list while-down", || {
-        partition_state(&c.node(broker).bootstrap(), "while-down").ok()
+    let st = eventually(TIMEOUT, "the restarted broker to list while-down", || {
+        partition_state(&c.node(broker).bootstrap(), "while-down", 0).ok()
     });
-    let mut replicas = replicas;
-    replicas.sort_unstable();
     assert_eq!(
-        replicas, others,
+        sorted(&st.replicas),
+        others,
         "while-down was placed on the live brokers"
     );
     wait_full_isr(&c, "kept");
@@ -572,7 +519,7 @@ fn a_broker_leaves_a_paused_voter_and_resumes_on_another() {
     let (topic, _) = create_until_ok(&c.bootstrap_all(), "while-paused");
     let addr = c.node(broker).bootstrap();
     eventually(TIMEOUT, "the broker to learn of the new topic", || {
-        partition_state(&addr, &topic).ok()
+        partition_state(&addr, &topic, 0).ok()
     });
     let took = paused.elapsed();
     step!(
@@ -621,17 +568,10 @@ fn broker_only_nodes_join_a_cluster_of_combined_nodes() {
     ))
     .expect("CreateTopics");
     assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
-    let addr = c.node(4).bootstrap();
     let mut with_4 = 0;
     for p in 0..4 {
-        let (leader, replicas, isr) = eventually(TIMEOUT, "a full ISR on every partition", || {
-            let (leader, replicas, isr) = partition_state_of(&addr, "mixed", p).ok()?;
-            let mut sorted = replicas.clone();
-            sorted.sort_unstable();
-            (leader > 0 && replicas.len() == 3 && isr == sorted).then_some((leader, replicas, isr))
-        });
-        with_4 += usize::from(replicas.contains(&4));
-        step!("mixed/{p}: leader {leader}, replicas {replicas:?}, ISR {isr:?}");
+        let st = partition::wait_full_isr(&c, "mixed", p, TIMEOUT);
+        with_4 += usize::from(st.replicas.contains(&4));
     }
     assert!(with_4 >= 2, "the broker-only node holds replicas");
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
@@ -670,7 +610,7 @@ fn brokers_resume_after_every_controller_was_down() {
     // The brokers still serve what they have (Metadata, the topic).
     std::thread::sleep(Duration::from_secs(2));
     for id in BROKERS {
-        assert!(partition_state(&c.node(id).bootstrap(), "before").is_ok());
+        assert!(partition_state(&c.node(id).bootstrap(), "before", 0).is_ok());
     }
     step!("every controller down: the brokers still answer Metadata");
     // Restarted voters replay their logs and may be behind the brokers

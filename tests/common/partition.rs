@@ -136,9 +136,10 @@ pub fn wait_state(
     }
 }
 
-/// Every node id of the cluster.
+/// Every broker of the cluster (every node, unless it has controller-only
+/// nodes, which have no Kafka listener to ask).
 pub fn ids(c: &Cluster) -> Vec<i32> {
-    c.nodes.iter().map(|n| n.id).collect()
+    c.broker_ids()
 }
 
 /// The replicas, sorted.
