@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::records::{MetadataCommand, MetadataError, MetadataResponse, OffsetCommit};
+use super::records::{MetadataCommand, MetadataError, MetadataResponse, OffsetCommit, StoredGroup};
 
 /// A listener a broker advertises to clients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +79,10 @@ pub struct GroupOffsets {
     /// The generation of the last commit (-1 for simple commits).
     pub generation: i32,
     pub offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+    /// The last generation (and members) the coordinator stored, so that a
+    /// new coordinator carries on with it. None for groups only committed to.
+    #[serde(default)]
+    pub stored: Option<StoredGroup>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,13 +321,9 @@ impl MetadataImage {
                 coordinator_epoch,
             } => {
                 if *coordinator >= 0 {
-                    let current = self.group_coordinator(group);
-                    let epoch = self.brokers.get(coordinator).map(|b| b.epoch);
-                    if current != Some(*coordinator) || epoch != Some(*coordinator_epoch) {
-                        return MetadataResponse::Rejected(MetadataError::NotCoordinator(format!(
-                            "broker {coordinator} (epoch {coordinator_epoch}) does not coordinate group {group}; broker {} does",
-                            current.unwrap_or(-1)
-                        )));
+                    if let Err(e) = self.check_coordinator(group, *coordinator, *coordinator_epoch)
+                    {
+                        return MetadataResponse::Rejected(e);
                     }
                 }
                 let g = self.groups.entry(group.clone()).or_default();
@@ -366,7 +366,47 @@ impl MetadataImage {
                 }
                 MetadataResponse::Ok
             }
+            MetadataCommand::StoreGroup {
+                group,
+                coordinator,
+                coordinator_epoch,
+                record,
+            } => {
+                if let Err(e) = self.check_coordinator(group, *coordinator, *coordinator_epoch) {
+                    return MetadataResponse::Rejected(e);
+                }
+                let g = self.groups.entry(group.clone()).or_default();
+                if let Some(old) = &g.stored {
+                    if old.generation > record.generation {
+                        return MetadataResponse::Rejected(MetadataError::NotCoordinator(format!(
+                            "group {group} is at generation {}, not {}",
+                            old.generation, record.generation
+                        )));
+                    }
+                }
+                g.stored = Some(record.clone());
+                MetadataResponse::Ok
+            }
         }
+    }
+
+    /// Refuses a group write from a broker that does not coordinate the
+    /// group in this image, or from an older registration of it.
+    fn check_coordinator(
+        &self,
+        group: &str,
+        coordinator: i32,
+        coordinator_epoch: i64,
+    ) -> Result<(), MetadataError> {
+        let current = self.group_coordinator(group);
+        let epoch = self.brokers.get(&coordinator).map(|b| b.epoch);
+        if current != Some(coordinator) || epoch != Some(coordinator_epoch) {
+            return Err(MetadataError::NotCoordinator(format!(
+                "broker {coordinator} (epoch {coordinator_epoch}) does not coordinate group {group}; broker {} does",
+                current.unwrap_or(-1)
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -851,6 +891,69 @@ mod tests {
             MetadataResponse::Ok
         );
         assert_eq!(img.groups["g"].get("t", 0).map(|o| o.offset), Some(8));
+    }
+
+    #[test]
+    fn group_records_come_from_the_coordinator_and_never_go_back() {
+        let (mut img, _) = three_brokers_and_topic(&[]);
+        let coordinator = img.group_coordinator("g").expect("a coordinator");
+        let other = (1..=3).find(|b| *b != coordinator).unwrap();
+        let store = |img: &MetadataImage, by: i32, generation: i32, members: usize| {
+            MetadataCommand::StoreGroup {
+                group: "g".into(),
+                coordinator: by,
+                coordinator_epoch: img.brokers[&by].epoch,
+                record: StoredGroup {
+                    generation,
+                    protocol_type: "consumer".into(),
+                    protocol: "range".into(),
+                    leader: "m0".into(),
+                    members: (0..members)
+                        .map(|i| crate::controller::records::StoredMember {
+                            member_id: format!("m{i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    written_at_ms: 1_000,
+                },
+            }
+        };
+        let stored = |img: &MetadataImage| {
+            img.groups
+                .get("g")
+                .and_then(|g| g.stored.as_ref())
+                .map(|s| (s.generation, s.members.len()))
+        };
+        // (proposer, generation, members, accepted, stored after)
+        let cases = [
+            (coordinator, 1, 2, true, Some((1, 2))),
+            // Only the coordinator writes.
+            (other, 2, 1, false, Some((1, 2))),
+            (coordinator, 2, 3, true, Some((2, 3))),
+            // The same generation again (a static member's new id) is fine,
+            // an older one is not.
+            (coordinator, 2, 3, true, Some((2, 3))),
+            (coordinator, 1, 1, false, Some((2, 3))),
+            (coordinator, 3, 0, true, Some((3, 0))),
+        ];
+        for (i, (by, generation, members, ok, after)) in cases.into_iter().enumerate() {
+            let cmd = store(&img, by, generation, members);
+            let resp = img.apply(10 + i as u64, &cmd);
+            assert_eq!(resp == MetadataResponse::Ok, ok, "case {i}: {resp:?}");
+            assert_eq!(stored(&img), after, "case {i}");
+        }
+        // Commits keep the stored group; DeleteGroup forgets both.
+        img.apply(20, &commit("g", "t", 0, 4));
+        assert_eq!(stored(&img), Some((3, 0)));
+        img.apply(21, &MetadataCommand::DeleteGroup { group: "g".into() });
+        assert_eq!(stored(&img), None);
+        // A fenced coordinator's record does not land.
+        let stale = store(&img, coordinator, 4, 1);
+        fence(&mut img, 22, coordinator);
+        assert!(matches!(
+            img.apply(23, &stale),
+            MetadataResponse::Rejected(MetadataError::NotCoordinator(_))
+        ));
     }
 
     #[test]

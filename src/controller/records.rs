@@ -97,6 +97,48 @@ pub enum MetadataCommand {
         group: String,
         partitions: Vec<(String, i32)>,
     },
+    /// A group's generation as its coordinator completed it (SyncGroup
+    /// made it Stable), or the group became Empty: what a new coordinator
+    /// loads to carry on with the same generation and members. Checked
+    /// against `coordinator` and `coordinator_epoch` as `CommitOffsets` is,
+    /// and refused if older than the generation stored.
+    StoreGroup {
+        group: String,
+        coordinator: i32,
+        coordinator_epoch: i64,
+        record: StoredGroup,
+    },
+}
+
+/// A consumer group's membership at the end of a rebalance (or once it
+/// became Empty), as its coordinator held it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGroup {
+    pub generation: i32,
+    pub protocol_type: String,
+    /// The selected protocol (assignor); empty while the group is Empty.
+    pub protocol: String,
+    /// Member id of the leader; empty while the group is Empty.
+    pub leader: String,
+    pub members: Vec<StoredMember>,
+    /// The proposer's wall clock (ms since the Unix epoch) when it wrote the
+    /// record. With no members this is when the group became Empty, which
+    /// offset retention counts from; `apply` never reads a clock itself.
+    pub written_at_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMember {
+    pub member_id: String,
+    /// KIP-345 `group.instance.id` of a static member.
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    /// (protocol name, subscription metadata) in the member's order.
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
 }
 
 fn unchecked() -> i32 {

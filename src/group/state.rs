@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::controller::records::{StoredGroup, StoredMember};
+
 /// Why a group request failed; the server maps these to Kafka error codes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -171,6 +173,10 @@ pub struct Group {
     /// While set, a new group's first rebalance waits for more members.
     initial_delay_until: Option<Instant>,
     initial_delay: Duration,
+    /// Set when the group reached a state worth a Raft record (a completed
+    /// generation, Empty, a static member's new id); the coordinator takes
+    /// it with `take_unsaved`.
+    unsaved: bool,
 }
 
 impl Group {
@@ -186,7 +192,80 @@ impl Group {
             rebalance_deadline: None,
             initial_delay_until: None,
             initial_delay,
+            unsaved: false,
         }
+    }
+
+    /// The group as a new coordinator resumes it from its Raft record:
+    /// Stable with the stored members and their assignments (each with a
+    /// fresh session from `now`), or Empty at the stored generation.
+    pub fn restore(stored: &StoredGroup, initial_delay: Duration, now: Instant) -> Group {
+        let mut g = Group::new(initial_delay);
+        g.generation = stored.generation;
+        g.protocol_type = (!stored.protocol_type.is_empty()).then(|| stored.protocol_type.clone());
+        if stored.members.is_empty() {
+            return g;
+        }
+        for m in &stored.members {
+            g.members.insert(
+                m.member_id.clone(),
+                Member {
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout: Duration::from_millis(m.session_timeout_ms),
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, md)| (n.clone(), Bytes::from(md.clone())))
+                        .collect(),
+                    assignment: Bytes::from(m.assignment.clone()),
+                    last_seen: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                },
+            );
+        }
+        g.protocol = Some(stored.protocol.clone());
+        g.leader = Some(stored.leader.clone());
+        g.state = GroupState::Stable;
+        g
+    }
+
+    /// What to store in the group's Raft record now; `written_at_ms` is the
+    /// caller's wall clock.
+    pub fn snapshot(&self, written_at_ms: i64) -> StoredGroup {
+        StoredGroup {
+            generation: self.generation,
+            protocol_type: self.protocol_type().to_string(),
+            protocol: self.protocol.clone().unwrap_or_default(),
+            leader: self.leader.clone().unwrap_or_default(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| StoredMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, md)| (n.clone(), md.to_vec()))
+                        .collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+            written_at_ms,
+        }
+    }
+
+    /// True once after the group reached a state worth storing.
+    pub fn take_unsaved(&mut self) -> bool {
+        std::mem::take(&mut self.unsaved)
     }
 
     pub fn state(&self) -> GroupState {
@@ -281,6 +360,7 @@ impl Group {
                             m.client_id = req.client_id.clone();
                             m.client_host = req.client_host.clone();
                             self.members.insert(id.clone(), m);
+                            self.unsaved = true;
                             let _ = tx.send(Ok(JoinResult {
                                 generation: self.generation,
                                 protocol_type: self.protocol_type().to_string(),
@@ -393,6 +473,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.protocol = None;
             self.leader = None;
+            self.unsaved = true;
             return;
         }
         let protocol = self.select_protocol();
@@ -509,6 +590,7 @@ impl Group {
                 }
                 let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
                 self.state = GroupState::Stable;
+                self.unsaved = true;
                 for m in self.members.values_mut() {
                     m.assignment = Bytes::new();
                 }

@@ -436,3 +436,81 @@ fn rendezvous_moves_only_the_lost_brokers_groups() {
     }
     assert_eq!(coordinator_for(&MetadataImage::default(), "g"), None);
 }
+
+#[test]
+fn a_stored_generation_resumes_on_another_coordinator() {
+    let t0 = Instant::now();
+    let mut g = Group::new(Duration::ZERO);
+    assert!(!g.take_unsaved(), "nothing to store yet");
+    let a = new_id(&mut g, t0);
+    let mut ja = join(&mut g, req(&a, &["range"]), t0);
+    ja.try_recv().expect("a alone").expect("ok");
+    let b = new_id(&mut g, t0);
+    let mut jb = join(&mut g, req(&b, &["range"]), t0);
+    let mut ja = join(&mut g, req(&a, &["range"]), t0);
+    let ra = ja.try_recv().expect("a").expect("ok");
+    let rb = jb.try_recv().expect("b").expect("ok");
+    let (leader, follower) = if ra.leader == a { (&a, &b) } else { (&b, &a) };
+    assert_eq!(ra.generation, rb.generation);
+    let generation = ra.generation;
+    assert!(
+        !g.take_unsaved(),
+        "a generation is stored once it completes"
+    );
+    let mut sf = sync(&mut g, follower, generation, vec![], t0);
+    let assignments = vec![
+        (leader.clone(), Bytes::from("L")),
+        (follower.clone(), Bytes::from("F")),
+    ];
+    let mut sl = sync(&mut g, leader, generation, assignments, t0);
+    sl.try_recv().expect("leader").expect("ok");
+    sf.try_recv().expect("follower").expect("ok");
+    assert!(g.take_unsaved(), "Stable: store it");
+    assert!(!g.take_unsaved(), "once");
+
+    let stored = g.snapshot(42);
+    assert_eq!(stored.generation, generation);
+    assert_eq!(stored.written_at_ms, 42);
+    assert_eq!(stored.members.len(), 2);
+
+    // Another coordinator, later: same generation, members and
+    // assignments; heartbeats and commits of that generation work.
+    let t1 = t0 + Duration::from_secs(60);
+    let mut h = Group::restore(&stored, Duration::ZERO, t1);
+    assert_eq!(h.state(), GroupState::Stable);
+    assert_eq!(h.generation(), generation);
+    assert_eq!(h.heartbeat(follower, generation, t1), Ok(()));
+    assert_eq!(h.validate_commit(leader, generation, t1), Ok(()));
+    assert_eq!(
+        h.heartbeat(follower, generation - 1, t1),
+        Err(GroupError::IllegalGeneration)
+    );
+    let d = h.describe();
+    assert_eq!(d.protocol, "range");
+    let mut got: Vec<(String, Bytes)> = d
+        .members
+        .iter()
+        .map(|m| (m.member_id.clone(), m.assignment.clone()))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (leader.clone(), Bytes::from("L")),
+        (follower.clone(), Bytes::from("F")),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // Sessions start afresh at the restore: one that stays silent expires.
+    h.tick(t1 + Duration::from_secs(5));
+    assert_eq!(h.state(), GroupState::Stable);
+    h.tick(t1 + Duration::from_secs(11));
+    assert_eq!(h.state(), GroupState::Empty, "both sessions expired");
+    assert!(h.take_unsaved(), "Empty: store it");
+    let empty = h.snapshot(43);
+    assert!(empty.members.is_empty());
+    assert!(empty.generation > generation);
+    let e = Group::restore(&empty, Duration::ZERO, t1);
+    assert_eq!(
+        (e.state(), e.generation()),
+        (GroupState::Empty, empty.generation)
+    );
+}
