@@ -90,13 +90,48 @@ pub struct CommittedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
-    /// Log index of the commit, a stand-in for Kafka's commit timestamp.
+    /// Log index of the commit.
     pub committed_at: u64,
+    /// The coordinator's wall clock at the commit (ms since the Unix
+    /// epoch); 0 when not known (commits written before it was recorded),
+    /// which retention treats as never expiring on its own.
+    #[serde(default)]
+    pub commit_time_ms: i64,
 }
 
 impl GroupOffsets {
     pub fn get(&self, topic: &str, partition: i32) -> Option<&CommittedOffset> {
         self.offsets.get(topic).and_then(|p| p.get(&partition))
+    }
+
+    /// The offsets that have expired at `now_ms` under a retention of
+    /// `retention_ms` (Kafka's KIP-211 rule):
+    /// * a group whose last stored state has members keeps every offset;
+    /// * a group that became Empty loses all its offsets once it has been
+    ///   Empty for the retention period (counted from that record's time);
+    /// * a group that never had members (simple, `assign()`-style commits)
+    ///   loses each offset once it is that old (unknown times never expire).
+    pub fn expired_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+        let expired = |since: i64| since > 0 && now_ms.saturating_sub(since) >= retention_ms;
+        let all_since = match &self.stored {
+            Some(s) if !s.members.is_empty() => return Vec::new(),
+            Some(s) => Some(s.written_at_ms),
+            None => None,
+        };
+        let mut out = Vec::new();
+        for (topic, parts) in &self.offsets {
+            for (p, o) in parts {
+                if expired(all_since.unwrap_or(o.commit_time_ms)) {
+                    out.push((topic.clone(), *p));
+                }
+            }
+        }
+        out
+    }
+
+    /// No offsets and no members: nothing left to keep (Kafka's Dead).
+    pub fn is_gone(&self) -> bool {
+        self.offsets.is_empty() && self.stored.as_ref().is_none_or(|s| s.members.is_empty())
     }
 }
 
@@ -319,6 +354,7 @@ impl MetadataImage {
                 offsets,
                 coordinator,
                 coordinator_epoch,
+                commit_time_ms,
             } => {
                 if *coordinator >= 0 {
                     if let Err(e) = self.check_coordinator(group, *coordinator, *coordinator_epoch)
@@ -343,6 +379,7 @@ impl MetadataImage {
                             leader_epoch: *leader_epoch,
                             metadata: metadata.clone(),
                             committed_at: index,
+                            commit_time_ms: *commit_time_ms,
                         },
                     );
                 }
@@ -385,6 +422,39 @@ impl MetadataImage {
                     }
                 }
                 g.stored = Some(record.clone());
+                MetadataResponse::Ok
+            }
+            MetadataCommand::ExpireOffsets {
+                groups,
+                coordinator,
+                coordinator_epoch,
+                now_ms,
+                retention_ms,
+            } => {
+                for group in groups {
+                    if self
+                        .check_coordinator(group, *coordinator, *coordinator_epoch)
+                        .is_err()
+                    {
+                        // Moved since the proposer looked: its new
+                        // coordinator checks it.
+                        continue;
+                    }
+                    let Some(g) = self.groups.get_mut(group) else {
+                        continue;
+                    };
+                    for (topic, partition) in g.expired_offsets(*now_ms, *retention_ms) {
+                        if let Some(parts) = g.offsets.get_mut(&topic) {
+                            parts.remove(&partition);
+                            if parts.is_empty() {
+                                g.offsets.remove(&topic);
+                            }
+                        }
+                    }
+                    if g.is_gone() {
+                        self.groups.remove(group);
+                    }
+                }
                 MetadataResponse::Ok
             }
         }
@@ -847,6 +917,7 @@ mod tests {
             }],
             coordinator: -1,
             coordinator_epoch: 0,
+            commit_time_ms: 0,
         }
     }
 
@@ -954,6 +1025,151 @@ mod tests {
             img.apply(23, &stale),
             MetadataResponse::Rejected(MetadataError::NotCoordinator(_))
         ));
+    }
+
+    #[test]
+    fn offsets_expire_by_kip_211_with_the_proposers_clock() {
+        const MIN: i64 = 60_000;
+        let (mut img, _) = three_brokers_and_topic(&[]);
+        let commit_at = |group: &str, partition: i32, at_ms: i64| {
+            let mut cmd = commit(group, "t", partition, 10 + partition as i64);
+            if let MetadataCommand::CommitOffsets { commit_time_ms, .. } = &mut cmd {
+                *commit_time_ms = at_ms;
+            }
+            cmd
+        };
+        let store = |img: &MetadataImage, group: &str, members: usize, at_ms: i64| {
+            let by = img.group_coordinator(group).expect("a coordinator");
+            MetadataCommand::StoreGroup {
+                group: group.into(),
+                coordinator: by,
+                coordinator_epoch: img.brokers[&by].epoch,
+                record: StoredGroup {
+                    generation: 1,
+                    members: (0..members)
+                        .map(|i| crate::controller::records::StoredMember {
+                            member_id: format!("m{i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    written_at_ms: at_ms,
+                    ..Default::default()
+                },
+            }
+        };
+        // "simple": never had members; commits at 0 min and 5 min.
+        img.apply(10, &commit_at("simple", 0, 1_000));
+        img.apply(11, &commit_at("simple", 1, 1_000 + 5 * MIN));
+        // "left": members committed at 1 min, became Empty at 3 min; a
+        // later simple commit (a reset) does not restart the clock.
+        img.apply(12, &commit_at("left", 0, 1_000 + MIN));
+        img.apply(13, &store(&img, "left", 0, 1_000 + 3 * MIN));
+        img.apply(14, &commit_at("left", 1, 1_000 + 4 * MIN));
+        // "live": members, last commit long ago: kept.
+        img.apply(15, &commit_at("live", 0, 1_000));
+        img.apply(16, &store(&img, "live", 2, 1_000));
+        // "nothing": Empty, never committed: goes at the first check.
+        img.apply(17, &store(&img, "nothing", 0, 1_000 + 9 * MIN));
+        // "old": committed before commit times were recorded: kept.
+        img.apply(18, &commit("old", "t", 0, 3));
+
+        let offsets = |img: &MetadataImage, g: &str| -> Option<Vec<i32>> {
+            img.groups
+                .get(g)
+                .map(|g| g.offsets.values().flat_map(|p| p.keys().copied()).collect())
+        };
+        let expire = |img: &mut MetadataImage, index: u64, now_ms: i64| {
+            let groups: Vec<String> = img.groups.keys().cloned().collect();
+            // The coordinator of each group proposes for its own groups.
+            for by in 1..=3 {
+                let cmd = MetadataCommand::ExpireOffsets {
+                    groups: groups.clone(),
+                    coordinator: by,
+                    coordinator_epoch: img.brokers[&by].epoch,
+                    now_ms,
+                    retention_ms: 10 * MIN,
+                };
+                assert_eq!(img.apply(index, &cmd), MetadataResponse::Ok);
+            }
+        };
+        // (now, simple, left, live, nothing, old) after expiry at `now`.
+        type Row = (
+            i64,
+            Option<Vec<i32>>,
+            Option<Vec<i32>>,
+            Option<Vec<i32>>,
+            Option<Vec<i32>>,
+            Option<Vec<i32>>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                1_000 + 9 * MIN,
+                Some(vec![0, 1]),
+                Some(vec![0, 1]),
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+            // Partition 0 of "simple" is 10 minutes old; "left" has been
+            // Empty for 7.
+            (
+                1_000 + 10 * MIN,
+                Some(vec![1]),
+                Some(vec![0, 1]),
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+            // "left" Empty for 10 minutes: all of it goes, and the group.
+            (
+                1_000 + 13 * MIN,
+                Some(vec![1]),
+                None,
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+            (
+                1_000 + 15 * MIN,
+                None,
+                None,
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+            (
+                1_000 + 1_000 * MIN,
+                None,
+                None,
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+        ];
+        for (i, (now, simple, left, live, nothing, old)) in rows.into_iter().enumerate() {
+            expire(&mut img, 100 + i as u64, now);
+            let have = (
+                offsets(&img, "simple"),
+                offsets(&img, "left"),
+                offsets(&img, "live"),
+                offsets(&img, "nothing"),
+                offsets(&img, "old"),
+            );
+            assert_eq!(have, (simple, left, live, nothing, old), "at {now}");
+        }
+        // Only the group's coordinator expires its offsets.
+        img.apply(200, &commit_at("simple", 0, 1_000));
+        let coordinator = img.group_coordinator("simple").expect("a coordinator");
+        let other = (1..=3).find(|b| *b != coordinator).unwrap();
+        let by_other = MetadataCommand::ExpireOffsets {
+            groups: vec!["simple".into()],
+            coordinator: other,
+            coordinator_epoch: img.brokers[&other].epoch,
+            now_ms: 1_000 + 100 * MIN,
+            retention_ms: 10 * MIN,
+        };
+        img.apply(201, &by_other);
+        assert_eq!(offsets(&img, "simple"), Some(vec![0]));
     }
 
     #[test]

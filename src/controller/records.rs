@@ -87,6 +87,10 @@ pub enum MetadataCommand {
         coordinator: i32,
         #[serde(default)]
         coordinator_epoch: i64,
+        /// The coordinator's wall clock (ms since the Unix epoch) at the
+        /// commit, for offset retention. 0: not known (older entries).
+        #[serde(default)]
+        commit_time_ms: i64,
     },
     /// Forgets a group's committed offsets (DeleteGroups).
     DeleteGroup {
@@ -107,6 +111,18 @@ pub enum MetadataCommand {
         coordinator: i32,
         coordinator_epoch: i64,
         record: StoredGroup,
+    },
+    /// Offset retention (`offsets.retention.minutes`, KIP-211): in each of
+    /// `groups` that `coordinator` coordinates, the offsets that have
+    /// expired as of the proposer's clock `now_ms` go, and a group left
+    /// with no offsets and no members goes too. `apply` decides with these
+    /// values, never with its own clock, so that every replica agrees.
+    ExpireOffsets {
+        groups: Vec<String>,
+        coordinator: i32,
+        coordinator_epoch: i64,
+        now_ms: i64,
+        retention_ms: i64,
     },
 }
 

@@ -221,6 +221,19 @@ impl Coordinator {
         }
     }
 
+    /// Forgets the Empty groups with nobody about to join that `exists`
+    /// says are gone from the image (their offsets expired or were
+    /// deleted), so that ListGroups stops listing them.
+    pub fn forget_idle(&self, exists: impl Fn(&str) -> bool) {
+        let mut groups = self.lock();
+        let before = groups.len();
+        groups.retain(|id, g| !g.is_idle() || exists(id));
+        let gone = before - groups.len();
+        if gone > 0 {
+            tracing::info!(gone, "forgot empty groups with no offsets left");
+        }
+    }
+
     pub fn tick(&self, now: Instant) {
         let mut groups = self.lock();
         for g in groups.values_mut() {

@@ -263,6 +263,11 @@ impl Group {
         }
     }
 
+    /// Empty, with no member about to join with an id handed out.
+    pub fn is_idle(&self) -> bool {
+        self.state == GroupState::Empty && self.members.is_empty() && self.pending.is_empty()
+    }
+
     /// True once after the group reached a state worth storing.
     pub fn take_unsaved(&mut self) -> bool {
         std::mem::take(&mut self.unsaved)
