@@ -296,9 +296,15 @@ impl Coordinator {
     /// Checks an OffsetCommit against the group's membership. A commit to a
     /// group this broker does not know is a simple commit: fine with
     /// generation -1, ILLEGAL_GENERATION otherwise (as Kafka).
-    pub fn validate_commit(&self, group: &str, member_id: &str, generation: i32) -> Result<()> {
+    pub fn validate_commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<()> {
         match self.lock().get_mut(group) {
-            Some(g) => g.validate_commit(member_id, generation, Instant::now()),
+            Some(g) => g.validate_commit(member_id, instance_id, generation, Instant::now()),
             None if generation < 0 => Ok(()),
             None => Err(GroupError::IllegalGeneration),
         }

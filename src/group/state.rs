@@ -693,24 +693,32 @@ impl Group {
         }
     }
 
-    /// Checks an OffsetCommit as Kafka's `validateOffsetCommit` does.
+    /// Checks an OffsetCommit as Kafka's `ClassicGroup.validateOffsetCommit`
+    /// does: with no generation (-1) an Empty group takes any commit (admin
+    /// tools, `assign()` consumers); otherwise the committer must be a
+    /// member (named by its static `group.instance.id` if it gives one) of
+    /// the current generation. A non-empty group refuses commits that name
+    /// no member.
     pub fn validate_commit(
         &mut self,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> Result<()> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
-        if generation < 0 && self.members.is_empty() {
+        if generation < 0 && self.state == GroupState::Empty {
             return Ok(());
         }
-        if !member_id.is_empty() && !self.members.contains_key(member_id) {
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            self.validate_member(member_id, instance_id)?;
+            if generation != self.generation {
+                return Err(GroupError::IllegalGeneration);
+            }
+        } else {
             return Err(GroupError::UnknownMemberId);
-        }
-        if generation != self.generation {
-            return Err(GroupError::IllegalGeneration);
         }
         if self.state == GroupState::CompletingRebalance {
             return Err(GroupError::RebalanceInProgress);
@@ -719,6 +727,28 @@ impl Group {
             m.last_seen = now;
         }
         Ok(())
+    }
+
+    /// Kafka's `validateMember`: a static member's instance id must map to
+    /// this member id (else it is an older incarnation: FENCED_INSTANCE_ID);
+    /// a dynamic member must be in the group.
+    fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<()> {
+        match instance_id {
+            Some(inst) => {
+                let owner = self
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.instance_id.as_deref() == Some(inst))
+                    .map(|(id, _)| id.as_str());
+                match owner {
+                    None => Err(GroupError::UnknownMemberId),
+                    Some(id) if id != member_id => Err(GroupError::FencedInstanceId),
+                    Some(_) => Ok(()),
+                }
+            }
+            None if self.members.contains_key(member_id) => Ok(()),
+            None => Err(GroupError::UnknownMemberId),
+        }
     }
 
     /// Topics the members subscribed to, from the consumer protocol's
