@@ -88,6 +88,10 @@ async fn expire_offsets(ctx: &Ctx) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let image = ctx.controller.image();
+    // Hold every stored group this broker coordinates, so that members of a
+    // stored generation that nobody asks about (all gone while the cluster
+    // was down, say) time out, the group becomes Empty and can expire.
+    ctx.groups.load_all(&image, me);
     let groups: Vec<String> = image
         .groups
         .iter()
