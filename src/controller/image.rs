@@ -106,20 +106,32 @@ impl GroupOffsets {
 
     /// The offsets that have expired at `now_ms` under a retention of
     /// `retention_ms` (Kafka's KIP-211 rule):
-    /// * a group whose last stored state has members keeps every offset;
+    /// * a group with members (its last stored state) keeps the offsets of
+    ///   the topics they subscribe to; those of other topics expire once
+    ///   they are that old (all are kept if the subscriptions are unknown);
     /// * a group that became Empty loses all its offsets once it has been
     ///   Empty for the retention period (counted from that record's time);
     /// * a group that never had members (simple, `assign()`-style commits)
     ///   loses each offset once it is that old (unknown times never expire).
     pub fn expired_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
         let expired = |since: i64| since > 0 && now_ms.saturating_sub(since) >= retention_ms;
+        let mut subscribed = None;
         let all_since = match &self.stored {
-            Some(s) if !s.members.is_empty() => return Vec::new(),
+            Some(s) if !s.members.is_empty() => match s.subscribed_topics() {
+                Some(topics) => {
+                    subscribed = Some(topics);
+                    None
+                }
+                None => return Vec::new(),
+            },
             Some(s) => Some(s.written_at_ms),
             None => None,
         };
         let mut out = Vec::new();
         for (topic, parts) in &self.offsets {
+            if subscribed.as_ref().is_some_and(|t| t.contains(topic)) {
+                continue;
+            }
             for (p, o) in parts {
                 if expired(all_since.unwrap_or(o.commit_time_ms)) {
                     out.push((topic.clone(), *p));
@@ -1072,6 +1084,46 @@ mod tests {
         img.apply(17, &store(&img, "nothing", 0, 1_000 + 9 * MIN));
         // "old": committed before commit times were recorded: kept.
         img.apply(18, &commit("old", "t", 0, 3));
+        // "sub": members subscribed to "t" only; an old commit on "u" (a
+        // topic they left) expires like a simple commit, "t" is kept.
+        img.apply(19, &commit_at("sub", 0, 1_000));
+        let mut on_u = commit("sub", "u", 0, 6);
+        if let MetadataCommand::CommitOffsets { commit_time_ms, .. } = &mut on_u {
+            *commit_time_ms = 1_000;
+        }
+        img.apply(20, &on_u);
+        let subscription = |topics: &[&str]| {
+            let mut md = vec![0u8, 1];
+            md.extend((topics.len() as i32).to_be_bytes());
+            for t in topics {
+                md.extend((t.len() as i16).to_be_bytes());
+                md.extend(t.as_bytes());
+            }
+            md.extend([0, 0, 0, 0]);
+            md
+        };
+        let by = img.group_coordinator("sub").expect("a coordinator");
+        let sub = MetadataCommand::StoreGroup {
+            group: "sub".into(),
+            coordinator: by,
+            coordinator_epoch: img.brokers[&by].epoch,
+            record: StoredGroup {
+                generation: 1,
+                protocol_type: "consumer".into(),
+                protocol: "range".into(),
+                leader: "m0".into(),
+                members: vec![crate::controller::records::StoredMember {
+                    member_id: "m0".into(),
+                    protocols: vec![("range".into(), subscription(&["t"]))],
+                    ..Default::default()
+                }],
+                written_at_ms: 1_000,
+            },
+        };
+        assert_eq!(img.apply(21, &sub), MetadataResponse::Ok);
+        let topics = |img: &MetadataImage, g: &str| -> Vec<String> {
+            img.groups[g].offsets.keys().cloned().collect()
+        };
 
         let offsets = |img: &MetadataImage, g: &str| -> Option<Vec<i32>> {
             img.groups
@@ -1156,6 +1208,8 @@ mod tests {
                 offsets(&img, "old"),
             );
             assert_eq!(have, (simple, left, live, nothing, old), "at {now}");
+            let want: &[&str] = if i == 0 { &["t", "u"] } else { &["t"] };
+            assert_eq!(topics(&img, "sub"), want, "at {now}");
         }
         // Only the group's coordinator expires its offsets.
         img.apply(200, &commit_at("simple", 0, 1_000));

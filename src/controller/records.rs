@@ -143,6 +143,45 @@ pub struct StoredGroup {
     pub written_at_ms: i64,
 }
 
+impl StoredGroup {
+    /// The topics the members subscribe to, from the consumer protocol's
+    /// subscription metadata; None when that is not known (not the
+    /// consumer protocol, no members, or metadata that does not parse).
+    pub fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        if self.protocol_type != "consumer" || self.members.is_empty() {
+            return None;
+        }
+        let mut out = std::collections::BTreeSet::new();
+        for m in &self.members {
+            let (_, md) = m.protocols.iter().find(|(n, _)| *n == self.protocol)?;
+            out.extend(parse_subscription(md)?);
+        }
+        Some(out)
+    }
+}
+
+/// ConsumerProtocolSubscription's topic list; None when it does not parse.
+pub fn parse_subscription(md: &[u8]) -> Option<Vec<String>> {
+    let mut b = md;
+    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        if b.len() < n {
+            return None;
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Some(h.to_vec())
+    };
+    let _version = take(&mut b, 2)?;
+    let n = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+    let mut out = Vec::new();
+    for _ in 0..n.max(0) {
+        let len = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
+        let s = take(&mut b, usize::try_from(len).ok()?)?;
+        out.push(String::from_utf8(s).ok()?);
+    }
+    Some(out)
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMember {
     pub member_id: String,
