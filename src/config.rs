@@ -113,6 +113,12 @@ pub struct Config {
     pub broker_session_timeout_ms: u64,
     /// How long a new group waits for more members before its first rebalance.
     pub group_initial_rebalance_delay_ms: u64,
+    /// Committed offsets of a group that has been Empty this long (or,
+    /// for a group that never had members, not committed for this long)
+    /// expire (KIP-211); `offsets.retention.minutes` in ms.
+    pub offsets_retention_ms: i64,
+    /// How often each coordinator looks for expired offsets.
+    pub offsets_retention_check_interval_ms: u64,
     /// A follower that has not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
     /// How long a leader holds a follower's fetch open waiting for data.
@@ -198,6 +204,9 @@ const KNOWN: &[(&str, &str)] = &[
     ("broker.heartbeat.interval.ms", "2000"),
     ("broker.session.timeout.ms", "9000"),
     ("group.initial.rebalance.delay.ms", "3000"),
+    // Kafka's defaults: seven days, checked every ten minutes.
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
     ("replica.lag.time.max.ms", "30000"),
     ("replica.fetch.wait.max.ms", "500"),
     // 8 MiB, not Kafka's 1 MiB: a follower fsyncs before each fetch, so
@@ -599,6 +608,10 @@ impl Config {
             broker_heartbeat_interval_ms: p.num("broker.heartbeat.interval.ms", 10)?,
             broker_session_timeout_ms: p.num("broker.session.timeout.ms", 100)?,
             group_initial_rebalance_delay_ms: p.num("group.initial.rebalance.delay.ms", 0)?,
+            offsets_retention_ms: p
+                .num::<i64>("offsets.retention.minutes", 1)?
+                .saturating_mul(60_000),
+            offsets_retention_check_interval_ms: p.num("offsets.retention.check.interval.ms", 1)?,
             replica_lag_time_max_ms: p.num("replica.lag.time.max.ms", 1)?,
             replica_fetch_wait_max_ms: p.num("replica.fetch.wait.max.ms", 0)?,
             replica_fetch_max_bytes: p.num("replica.fetch.max.bytes", 1)?,

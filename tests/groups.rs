@@ -514,3 +514,140 @@ fn every_group_api_at_its_lowest_and_highest_version() {
         );
     }
 }
+
+/// OffsetCommit's member checks, as Kafka's classic group coordinator makes
+/// them: a commit that carries a generation must name a member of it, and a
+/// static member's `group.instance.id` must map to the member id it sends
+/// (an older incarnation is FENCED_INSTANCE_ID).
+#[test]
+fn offset_commit_refuses_unknown_members_and_fenced_static_ones() {
+    use common::RawConn;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    let s = |x: &str| StrBytes::from_string(x.to_string());
+    let node = Node::start(&[("group.initial.rebalance.delay.ms", "0")]);
+    let res = block_on(admin(&node).create_topics(
+        &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+    ))
+    .expect("CreateTopics");
+    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let mut c = RawConn::connect(&node.bootstrap()).expect("connect");
+    let mut cid = 0;
+    let mut next = || {
+        cid += 1;
+        cid
+    };
+    let group = "static-commits";
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_member_id(s(member))
+            .with_group_instance_id(Some(s("instance-1")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(bytes::Bytes::from_static(b"sub"))])
+    };
+    let joined = |c: &mut RawConn, cid: i32, member: &str| {
+        let r = c.roundtrip(9, cid, &join(member)).expect("JoinGroup");
+        assert_eq!(r.error_code, 0, "JoinGroup");
+        (r.member_id.to_string(), r.generation_id)
+    };
+    let (first, generation) = joined(&mut c, next(), "");
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(&first))
+        .with_group_instance_id(Some(s("instance-1")))
+        .with_generation_id(generation)
+        .with_assignments(vec![SyncGroupRequestAssignment::default()
+            .with_member_id(s(&first))
+            .with_assignment(bytes::Bytes::from_static(b"a"))]);
+    let r = c.roundtrip(5, next(), &sync).expect("SyncGroup");
+    assert_eq!(r.error_code, 0, "SyncGroup");
+    step!("static member {first} in generation {generation}");
+
+    let commit = |member: &str, instance: Option<&str>, generation: i32| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_member_id(s(member))
+            .with_group_instance_id(instance.map(s))
+            .with_generation_id_or_member_epoch(generation)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s(TOPIC)))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(1)])])
+    };
+    let code = |c: &mut RawConn, cid: i32, req: OffsetCommitRequest| -> i16 {
+        let r = c.roundtrip(9, cid, &req).expect("OffsetCommit");
+        r.topics[0].partitions[0].error_code
+    };
+    let unknown = ResponseError::UnknownMemberId.code();
+    let fenced = ResponseError::FencedInstanceId.code();
+    let illegal = ResponseError::IllegalGeneration.code();
+    // (what, request, expected error code)
+    let cases = [
+        (
+            "the member",
+            commit(&first, Some("instance-1"), generation),
+            0,
+        ),
+        (
+            "generation, no member id",
+            commit("", None, generation),
+            unknown,
+        ),
+        (
+            "generation, unknown member",
+            commit("someone", None, generation),
+            unknown,
+        ),
+        (
+            "no generation, group not empty",
+            commit("", None, -1),
+            unknown,
+        ),
+        (
+            "another id for instance-1",
+            commit("other", Some("instance-1"), generation),
+            fenced,
+        ),
+        (
+            "an instance id nobody has",
+            commit(&first, Some("instance-2"), generation),
+            unknown,
+        ),
+        (
+            "the previous generation",
+            commit(&first, Some("instance-1"), generation - 1),
+            illegal,
+        ),
+    ];
+    for (what, req, want) in cases {
+        assert_eq!(code(&mut c, next(), req), want, "{what}");
+    }
+
+    // A new incarnation of instance-1 joins: the old one is fenced.
+    let (second, generation2) = joined(&mut c, next(), "");
+    assert_ne!(second, first);
+    step!("instance-1 rejoined as {second} (generation {generation2})");
+    assert_eq!(
+        code(
+            &mut c,
+            next(),
+            commit(&first, Some("instance-1"), generation2)
+        ),
+        fenced,
+        "the old incarnation's commit"
+    );
+}

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::records::{MetadataCommand, MetadataError, MetadataResponse, OffsetCommit};
+use super::records::{MetadataCommand, MetadataError, MetadataResponse, OffsetCommit, StoredGroup};
 
 /// A listener a broker advertises to clients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +79,10 @@ pub struct GroupOffsets {
     /// The generation of the last commit (-1 for simple commits).
     pub generation: i32,
     pub offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+    /// The last generation (and members) the coordinator stored, so that a
+    /// new coordinator carries on with it. None for groups only committed to.
+    #[serde(default)]
+    pub stored: Option<StoredGroup>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,13 +90,60 @@ pub struct CommittedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
-    /// Log index of the commit, a stand-in for Kafka's commit timestamp.
+    /// Log index of the commit.
     pub committed_at: u64,
+    /// The coordinator's wall clock at the commit (ms since the Unix
+    /// epoch); 0 when not known (commits written before it was recorded),
+    /// which retention treats as never expiring on its own.
+    #[serde(default)]
+    pub commit_time_ms: i64,
 }
 
 impl GroupOffsets {
     pub fn get(&self, topic: &str, partition: i32) -> Option<&CommittedOffset> {
         self.offsets.get(topic).and_then(|p| p.get(&partition))
+    }
+
+    /// The offsets that have expired at `now_ms` under a retention of
+    /// `retention_ms` (Kafka's KIP-211 rule):
+    /// * a group with members (its last stored state) keeps the offsets of
+    ///   the topics they subscribe to; those of other topics expire once
+    ///   they are that old (all are kept if the subscriptions are unknown);
+    /// * a group that became Empty loses all its offsets once it has been
+    ///   Empty for the retention period (counted from that record's time);
+    /// * a group that never had members (simple, `assign()`-style commits)
+    ///   loses each offset once it is that old (unknown times never expire).
+    pub fn expired_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+        let expired = |since: i64| since > 0 && now_ms.saturating_sub(since) >= retention_ms;
+        let mut subscribed = None;
+        let all_since = match &self.stored {
+            Some(s) if !s.members.is_empty() => match s.subscribed_topics() {
+                Some(topics) => {
+                    subscribed = Some(topics);
+                    None
+                }
+                None => return Vec::new(),
+            },
+            Some(s) => Some(s.written_at_ms),
+            None => None,
+        };
+        let mut out = Vec::new();
+        for (topic, parts) in &self.offsets {
+            if subscribed.as_ref().is_some_and(|t| t.contains(topic)) {
+                continue;
+            }
+            for (p, o) in parts {
+                if expired(all_since.unwrap_or(o.commit_time_ms)) {
+                    out.push((topic.clone(), *p));
+                }
+            }
+        }
+        out
+    }
+
+    /// No offsets and no members: nothing left to keep (Kafka's Dead).
+    pub fn is_gone(&self) -> bool {
+        self.offsets.is_empty() && self.stored.as_ref().is_none_or(|s| s.members.is_empty())
     }
 }
 
@@ -315,15 +366,12 @@ impl MetadataImage {
                 offsets,
                 coordinator,
                 coordinator_epoch,
+                commit_time_ms,
             } => {
                 if *coordinator >= 0 {
-                    let current = self.group_coordinator(group);
-                    let epoch = self.brokers.get(coordinator).map(|b| b.epoch);
-                    if current != Some(*coordinator) || epoch != Some(*coordinator_epoch) {
-                        return MetadataResponse::Rejected(MetadataError::NotCoordinator(format!(
-                            "broker {coordinator} (epoch {coordinator_epoch}) does not coordinate group {group}; broker {} does",
-                            current.unwrap_or(-1)
-                        )));
+                    if let Err(e) = self.check_coordinator(group, *coordinator, *coordinator_epoch)
+                    {
+                        return MetadataResponse::Rejected(e);
                     }
                 }
                 let g = self.groups.entry(group.clone()).or_default();
@@ -343,6 +391,7 @@ impl MetadataImage {
                             leader_epoch: *leader_epoch,
                             metadata: metadata.clone(),
                             committed_at: index,
+                            commit_time_ms: *commit_time_ms,
                         },
                     );
                 }
@@ -366,7 +415,80 @@ impl MetadataImage {
                 }
                 MetadataResponse::Ok
             }
+            MetadataCommand::StoreGroup {
+                group,
+                coordinator,
+                coordinator_epoch,
+                record,
+            } => {
+                if let Err(e) = self.check_coordinator(group, *coordinator, *coordinator_epoch) {
+                    return MetadataResponse::Rejected(e);
+                }
+                let g = self.groups.entry(group.clone()).or_default();
+                if let Some(old) = &g.stored {
+                    if old.generation > record.generation {
+                        return MetadataResponse::Rejected(MetadataError::NotCoordinator(format!(
+                            "group {group} is at generation {}, not {}",
+                            old.generation, record.generation
+                        )));
+                    }
+                }
+                g.stored = Some(record.clone());
+                MetadataResponse::Ok
+            }
+            MetadataCommand::ExpireOffsets {
+                groups,
+                coordinator,
+                coordinator_epoch,
+                now_ms,
+                retention_ms,
+            } => {
+                for group in groups {
+                    if self
+                        .check_coordinator(group, *coordinator, *coordinator_epoch)
+                        .is_err()
+                    {
+                        // Moved since the proposer looked: its new
+                        // coordinator checks it.
+                        continue;
+                    }
+                    let Some(g) = self.groups.get_mut(group) else {
+                        continue;
+                    };
+                    for (topic, partition) in g.expired_offsets(*now_ms, *retention_ms) {
+                        if let Some(parts) = g.offsets.get_mut(&topic) {
+                            parts.remove(&partition);
+                            if parts.is_empty() {
+                                g.offsets.remove(&topic);
+                            }
+                        }
+                    }
+                    if g.is_gone() {
+                        self.groups.remove(group);
+                    }
+                }
+                MetadataResponse::Ok
+            }
         }
+    }
+
+    /// Refuses a group write from a broker that does not coordinate the
+    /// group in this image, or from an older registration of it.
+    fn check_coordinator(
+        &self,
+        group: &str,
+        coordinator: i32,
+        coordinator_epoch: i64,
+    ) -> Result<(), MetadataError> {
+        let current = self.group_coordinator(group);
+        let epoch = self.brokers.get(&coordinator).map(|b| b.epoch);
+        if current != Some(coordinator) || epoch != Some(coordinator_epoch) {
+            return Err(MetadataError::NotCoordinator(format!(
+                "broker {coordinator} (epoch {coordinator_epoch}) does not coordinate group {group}; broker {} does",
+                current.unwrap_or(-1)
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -807,6 +929,7 @@ mod tests {
             }],
             coordinator: -1,
             coordinator_epoch: 0,
+            commit_time_ms: 0,
         }
     }
 
@@ -851,6 +974,256 @@ mod tests {
             MetadataResponse::Ok
         );
         assert_eq!(img.groups["g"].get("t", 0).map(|o| o.offset), Some(8));
+    }
+
+    #[test]
+    fn group_records_come_from_the_coordinator_and_never_go_back() {
+        let (mut img, _) = three_brokers_and_topic(&[]);
+        let coordinator = img.group_coordinator("g").expect("a coordinator");
+        let other = (1..=3).find(|b| *b != coordinator).unwrap();
+        let store = |img: &MetadataImage, by: i32, generation: i32, members: usize| {
+            MetadataCommand::StoreGroup {
+                group: "g".into(),
+                coordinator: by,
+                coordinator_epoch: img.brokers[&by].epoch,
+                record: StoredGroup {
+                    generation,
+                    protocol_type: "consumer".into(),
+                    protocol: "range".into(),
+                    leader: "m0".into(),
+                    members: (0..members)
+                        .map(|i| crate::controller::records::StoredMember {
+                            member_id: format!("m{i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    written_at_ms: 1_000,
+                },
+            }
+        };
+        let stored = |img: &MetadataImage| {
+            img.groups
+                .get("g")
+                .and_then(|g| g.stored.as_ref())
+                .map(|s| (s.generation, s.members.len()))
+        };
+        // (proposer, generation, members, accepted, stored after)
+        let cases = [
+            (coordinator, 1, 2, true, Some((1, 2))),
+            // Only the coordinator writes.
+            (other, 2, 1, false, Some((1, 2))),
+            (coordinator, 2, 3, true, Some((2, 3))),
+            // The same generation again (a static member's new id) is fine,
+            // an older one is not.
+            (coordinator, 2, 3, true, Some((2, 3))),
+            (coordinator, 1, 1, false, Some((2, 3))),
+            (coordinator, 3, 0, true, Some((3, 0))),
+        ];
+        for (i, (by, generation, members, ok, after)) in cases.into_iter().enumerate() {
+            let cmd = store(&img, by, generation, members);
+            let resp = img.apply(10 + i as u64, &cmd);
+            assert_eq!(resp == MetadataResponse::Ok, ok, "case {i}: {resp:?}");
+            assert_eq!(stored(&img), after, "case {i}");
+        }
+        // Commits keep the stored group; DeleteGroup forgets both.
+        img.apply(20, &commit("g", "t", 0, 4));
+        assert_eq!(stored(&img), Some((3, 0)));
+        img.apply(21, &MetadataCommand::DeleteGroup { group: "g".into() });
+        assert_eq!(stored(&img), None);
+        // A fenced coordinator's record does not land.
+        let stale = store(&img, coordinator, 4, 1);
+        fence(&mut img, 22, coordinator);
+        assert!(matches!(
+            img.apply(23, &stale),
+            MetadataResponse::Rejected(MetadataError::NotCoordinator(_))
+        ));
+    }
+
+    #[test]
+    fn offsets_expire_by_kip_211_with_the_proposers_clock() {
+        const MIN: i64 = 60_000;
+        let (mut img, _) = three_brokers_and_topic(&[]);
+        let commit_at = |group: &str, partition: i32, at_ms: i64| {
+            let mut cmd = commit(group, "t", partition, 10 + partition as i64);
+            if let MetadataCommand::CommitOffsets { commit_time_ms, .. } = &mut cmd {
+                *commit_time_ms = at_ms;
+            }
+            cmd
+        };
+        let store = |img: &MetadataImage, group: &str, members: usize, at_ms: i64| {
+            let by = img.group_coordinator(group).expect("a coordinator");
+            MetadataCommand::StoreGroup {
+                group: group.into(),
+                coordinator: by,
+                coordinator_epoch: img.brokers[&by].epoch,
+                record: StoredGroup {
+                    generation: 1,
+                    members: (0..members)
+                        .map(|i| crate::controller::records::StoredMember {
+                            member_id: format!("m{i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    written_at_ms: at_ms,
+                    ..Default::default()
+                },
+            }
+        };
+        // "simple": never had members; commits at 0 min and 5 min.
+        img.apply(10, &commit_at("simple", 0, 1_000));
+        img.apply(11, &commit_at("simple", 1, 1_000 + 5 * MIN));
+        // "left": members committed at 1 min, became Empty at 3 min; a
+        // later simple commit (a reset) does not restart the clock.
+        img.apply(12, &commit_at("left", 0, 1_000 + MIN));
+        img.apply(13, &store(&img, "left", 0, 1_000 + 3 * MIN));
+        img.apply(14, &commit_at("left", 1, 1_000 + 4 * MIN));
+        // "live": members, last commit long ago: kept.
+        img.apply(15, &commit_at("live", 0, 1_000));
+        img.apply(16, &store(&img, "live", 2, 1_000));
+        // "nothing": Empty, never committed: goes at the first check.
+        img.apply(17, &store(&img, "nothing", 0, 1_000 + 9 * MIN));
+        // "old": committed before commit times were recorded: kept.
+        img.apply(18, &commit("old", "t", 0, 3));
+        // "sub": members subscribed to "t" only; an old commit on "u" (a
+        // topic they left) expires like a simple commit, "t" is kept.
+        img.apply(19, &commit_at("sub", 0, 1_000));
+        let mut on_u = commit("sub", "u", 0, 6);
+        if let MetadataCommand::CommitOffsets { commit_time_ms, .. } = &mut on_u {
+            *commit_time_ms = 1_000;
+        }
+        img.apply(20, &on_u);
+        let subscription = |topics: &[&str]| {
+            let mut md = vec![0u8, 1];
+            md.extend((topics.len() as i32).to_be_bytes());
+            for t in topics {
+                md.extend((t.len() as i16).to_be_bytes());
+                md.extend(t.as_bytes());
+            }
+            md.extend([0, 0, 0, 0]);
+            md
+        };
+        let by = img.group_coordinator("sub").expect("a coordinator");
+        let sub = MetadataCommand::StoreGroup {
+            group: "sub".into(),
+            coordinator: by,
+            coordinator_epoch: img.brokers[&by].epoch,
+            record: StoredGroup {
+                generation: 1,
+                protocol_type: "consumer".into(),
+                protocol: "range".into(),
+                leader: "m0".into(),
+                members: vec![crate::controller::records::StoredMember {
+                    member_id: "m0".into(),
+                    protocols: vec![("range".into(), subscription(&["t"]))],
+                    ..Default::default()
+                }],
+                written_at_ms: 1_000,
+            },
+        };
+        assert_eq!(img.apply(21, &sub), MetadataResponse::Ok);
+        let topics = |img: &MetadataImage, g: &str| -> Vec<String> {
+            img.groups[g].offsets.keys().cloned().collect()
+        };
+
+        let offsets = |img: &MetadataImage, g: &str| -> Option<Vec<i32>> {
+            img.groups
+                .get(g)
+                .map(|g| g.offsets.values().flat_map(|p| p.keys().copied()).collect())
+        };
+        let expire = |img: &mut MetadataImage, index: u64, now_ms: i64| {
+            let groups: Vec<String> = img.groups.keys().cloned().collect();
+            // The coordinator of each group proposes for its own groups.
+            for by in 1..=3 {
+                let cmd = MetadataCommand::ExpireOffsets {
+                    groups: groups.clone(),
+                    coordinator: by,
+                    coordinator_epoch: img.brokers[&by].epoch,
+                    now_ms,
+                    retention_ms: 10 * MIN,
+                };
+                assert_eq!(img.apply(index, &cmd), MetadataResponse::Ok);
+            }
+        };
+        // (now, simple, left, live, nothing, old) after expiry at `now`.
+        type Row = (
+            i64,
+            Option<Vec<i32>>,
+            Option<Vec<i32>>,
+            Option<Vec<i32>>,
+            Option<Vec<i32>>,
+            Option<Vec<i32>>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                1_000 + 9 * MIN,
+                Some(vec![0, 1]),
+                Some(vec![0, 1]),
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+            // Partition 0 of "simple" is 10 minutes old; "left" has been
+            // Empty for 7.
+            (
+                1_000 + 10 * MIN,
+                Some(vec![1]),
+                Some(vec![0, 1]),
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+            // "left" Empty for 10 minutes: all of it goes, and the group.
+            (
+                1_000 + 13 * MIN,
+                Some(vec![1]),
+                None,
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+            (
+                1_000 + 15 * MIN,
+                None,
+                None,
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+            (
+                1_000 + 1_000 * MIN,
+                None,
+                None,
+                Some(vec![0]),
+                None,
+                Some(vec![0]),
+            ),
+        ];
+        for (i, (now, simple, left, live, nothing, old)) in rows.into_iter().enumerate() {
+            expire(&mut img, 100 + i as u64, now);
+            let have = (
+                offsets(&img, "simple"),
+                offsets(&img, "left"),
+                offsets(&img, "live"),
+                offsets(&img, "nothing"),
+                offsets(&img, "old"),
+            );
+            assert_eq!(have, (simple, left, live, nothing, old), "at {now}");
+            let want: &[&str] = if i == 0 { &["t", "u"] } else { &["t"] };
+            assert_eq!(topics(&img, "sub"), want, "at {now}");
+        }
+        // Only the group's coordinator expires its offsets.
+        img.apply(200, &commit_at("simple", 0, 1_000));
+        let coordinator = img.group_coordinator("simple").expect("a coordinator");
+        let other = (1..=3).find(|b| *b != coordinator).unwrap();
+        let by_other = MetadataCommand::ExpireOffsets {
+            groups: vec!["simple".into()],
+            coordinator: other,
+            coordinator_epoch: img.brokers[&other].epoch,
+            now_ms: 1_000 + 100 * MIN,
+            retention_ms: 10 * MIN,
+        };
+        img.apply(201, &by_other);
+        assert_eq!(offsets(&img, "simple"), Some(vec![0]));
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub enum MetadataCommand {
         coordinator: i32,
         #[serde(default)]
         coordinator_epoch: i64,
+        /// The coordinator's wall clock (ms since the Unix epoch) at the
+        /// commit, for offset retention. 0: not known (older entries).
+        #[serde(default)]
+        commit_time_ms: i64,
     },
     /// Forgets a group's committed offsets (DeleteGroups).
     DeleteGroup {
@@ -97,6 +101,99 @@ pub enum MetadataCommand {
         group: String,
         partitions: Vec<(String, i32)>,
     },
+    /// A group's generation as its coordinator completed it (SyncGroup
+    /// made it Stable), or the group became Empty: what a new coordinator
+    /// loads to carry on with the same generation and members. Checked
+    /// against `coordinator` and `coordinator_epoch` as `CommitOffsets` is,
+    /// and refused if older than the generation stored.
+    StoreGroup {
+        group: String,
+        coordinator: i32,
+        coordinator_epoch: i64,
+        record: StoredGroup,
+    },
+    /// Offset retention (`offsets.retention.minutes`, KIP-211): in each of
+    /// `groups` that `coordinator` coordinates, the offsets that have
+    /// expired as of the proposer's clock `now_ms` go, and a group left
+    /// with no offsets and no members goes too. `apply` decides with these
+    /// values, never with its own clock, so that every replica agrees.
+    ExpireOffsets {
+        groups: Vec<String>,
+        coordinator: i32,
+        coordinator_epoch: i64,
+        now_ms: i64,
+        retention_ms: i64,
+    },
+}
+
+/// A consumer group's membership at the end of a rebalance (or once it
+/// became Empty), as its coordinator held it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGroup {
+    pub generation: i32,
+    pub protocol_type: String,
+    /// The selected protocol (assignor); empty while the group is Empty.
+    pub protocol: String,
+    /// Member id of the leader; empty while the group is Empty.
+    pub leader: String,
+    pub members: Vec<StoredMember>,
+    /// The proposer's wall clock (ms since the Unix epoch) when it wrote the
+    /// record. With no members this is when the group became Empty, which
+    /// offset retention counts from; `apply` never reads a clock itself.
+    pub written_at_ms: i64,
+}
+
+impl StoredGroup {
+    /// The topics the members subscribe to, from the consumer protocol's
+    /// subscription metadata; None when that is not known (not the
+    /// consumer protocol, no members, or metadata that does not parse).
+    pub fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        if self.protocol_type != "consumer" || self.members.is_empty() {
+            return None;
+        }
+        let mut out = std::collections::BTreeSet::new();
+        for m in &self.members {
+            let (_, md) = m.protocols.iter().find(|(n, _)| *n == self.protocol)?;
+            out.extend(parse_subscription(md)?);
+        }
+        Some(out)
+    }
+}
+
+/// ConsumerProtocolSubscription's topic list; None when it does not parse.
+pub fn parse_subscription(md: &[u8]) -> Option<Vec<String>> {
+    let mut b = md;
+    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        if b.len() < n {
+            return None;
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Some(h.to_vec())
+    };
+    let _version = take(&mut b, 2)?;
+    let n = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+    let mut out = Vec::new();
+    for _ in 0..n.max(0) {
+        let len = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
+        let s = take(&mut b, usize::try_from(len).ok()?)?;
+        out.push(String::from_utf8(s).ok()?);
+    }
+    Some(out)
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMember {
+    pub member_id: String,
+    /// KIP-345 `group.instance.id` of a static member.
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    /// (protocol name, subscription metadata) in the member's order.
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
 }
 
 fn unchecked() -> i32 {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use crate::controller::records::parse_subscription;
+use crate::controller::records::{StoredGroup, StoredMember};
+
 /// Why a group request failed; the server maps these to Kafka error codes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -171,6 +174,10 @@ pub struct Group {
     /// While set, a new group's first rebalance waits for more members.
     initial_delay_until: Option<Instant>,
     initial_delay: Duration,
+    /// Set when the group reached a state worth a Raft record (a completed
+    /// generation, Empty, a static member's new id); the coordinator takes
+    /// it with `take_unsaved`.
+    unsaved: bool,
 }
 
 impl Group {
@@ -186,7 +193,85 @@ impl Group {
             rebalance_deadline: None,
             initial_delay_until: None,
             initial_delay,
+            unsaved: false,
         }
+    }
+
+    /// The group as a new coordinator resumes it from its Raft record:
+    /// Stable with the stored members and their assignments (each with a
+    /// fresh session from `now`), or Empty at the stored generation.
+    pub fn restore(stored: &StoredGroup, initial_delay: Duration, now: Instant) -> Group {
+        let mut g = Group::new(initial_delay);
+        g.generation = stored.generation;
+        g.protocol_type = (!stored.protocol_type.is_empty()).then(|| stored.protocol_type.clone());
+        if stored.members.is_empty() {
+            return g;
+        }
+        for m in &stored.members {
+            g.members.insert(
+                m.member_id.clone(),
+                Member {
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout: Duration::from_millis(m.session_timeout_ms),
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, md)| (n.clone(), Bytes::from(md.clone())))
+                        .collect(),
+                    assignment: Bytes::from(m.assignment.clone()),
+                    last_seen: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                },
+            );
+        }
+        g.protocol = Some(stored.protocol.clone());
+        g.leader = Some(stored.leader.clone());
+        g.state = GroupState::Stable;
+        g
+    }
+
+    /// What to store in the group's Raft record now; `written_at_ms` is the
+    /// caller's wall clock.
+    pub fn snapshot(&self, written_at_ms: i64) -> StoredGroup {
+        StoredGroup {
+            generation: self.generation,
+            protocol_type: self.protocol_type().to_string(),
+            protocol: self.protocol.clone().unwrap_or_default(),
+            leader: self.leader.clone().unwrap_or_default(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| StoredMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, md)| (n.clone(), md.to_vec()))
+                        .collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+            written_at_ms,
+        }
+    }
+
+    /// Empty, with no member about to join with an id handed out.
+    pub fn is_idle(&self) -> bool {
+        self.state == GroupState::Empty && self.members.is_empty() && self.pending.is_empty()
+    }
+
+    /// True once after the group reached a state worth storing.
+    pub fn take_unsaved(&mut self) -> bool {
+        std::mem::take(&mut self.unsaved)
     }
 
     pub fn state(&self) -> GroupState {
@@ -281,6 +366,7 @@ impl Group {
                             m.client_id = req.client_id.clone();
                             m.client_host = req.client_host.clone();
                             self.members.insert(id.clone(), m);
+                            self.unsaved = true;
                             let _ = tx.send(Ok(JoinResult {
                                 generation: self.generation,
                                 protocol_type: self.protocol_type().to_string(),
@@ -393,6 +479,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.protocol = None;
             self.leader = None;
+            self.unsaved = true;
             return;
         }
         let protocol = self.select_protocol();
@@ -509,6 +596,7 @@ impl Group {
                 }
                 let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
                 self.state = GroupState::Stable;
+                self.unsaved = true;
                 for m in self.members.values_mut() {
                     m.assignment = Bytes::new();
                 }
@@ -606,24 +694,32 @@ impl Group {
         }
     }
 
-    /// Checks an OffsetCommit as Kafka's `validateOffsetCommit` does.
+    /// Checks an OffsetCommit as Kafka's `ClassicGroup.validateOffsetCommit`
+    /// does: with no generation (-1) an Empty group takes any commit (admin
+    /// tools, `assign()` consumers); otherwise the committer must be a
+    /// member (named by its static `group.instance.id` if it gives one) of
+    /// the current generation. A non-empty group refuses commits that name
+    /// no member.
     pub fn validate_commit(
         &mut self,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> Result<()> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
-        if generation < 0 && self.members.is_empty() {
+        if generation < 0 && self.state == GroupState::Empty {
             return Ok(());
         }
-        if !member_id.is_empty() && !self.members.contains_key(member_id) {
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            self.validate_member(member_id, instance_id)?;
+            if generation != self.generation {
+                return Err(GroupError::IllegalGeneration);
+            }
+        } else {
             return Err(GroupError::UnknownMemberId);
-        }
-        if generation != self.generation {
-            return Err(GroupError::IllegalGeneration);
         }
         if self.state == GroupState::CompletingRebalance {
             return Err(GroupError::RebalanceInProgress);
@@ -632,6 +728,28 @@ impl Group {
             m.last_seen = now;
         }
         Ok(())
+    }
+
+    /// Kafka's `validateMember`: a static member's instance id must map to
+    /// this member id (else it is an older incarnation: FENCED_INSTANCE_ID);
+    /// a dynamic member must be in the group.
+    fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<()> {
+        match instance_id {
+            Some(inst) => {
+                let owner = self
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.instance_id.as_deref() == Some(inst))
+                    .map(|(id, _)| id.as_str());
+                match owner {
+                    None => Err(GroupError::UnknownMemberId),
+                    Some(id) if id != member_id => Err(GroupError::FencedInstanceId),
+                    Some(_) => Ok(()),
+                }
+            }
+            None if self.members.contains_key(member_id) => Ok(()),
+            None => Err(GroupError::UnknownMemberId),
+        }
     }
 
     /// Topics the members subscribed to, from the consumer protocol's
@@ -677,26 +795,4 @@ impl Group {
         self.state = GroupState::Dead;
         Ok(())
     }
-}
-
-/// ConsumerProtocolSubscription's topic list; None when it does not parse.
-pub fn parse_subscription(md: &[u8]) -> Option<Vec<String>> {
-    let mut b = md;
-    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
-        if b.len() < n {
-            return None;
-        }
-        let (h, t) = b.split_at(n);
-        *b = t;
-        Some(h.to_vec())
-    };
-    let _version = take(&mut b, 2)?;
-    let n = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
-    let mut out = Vec::new();
-    for _ in 0..n.max(0) {
-        let len = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
-        let s = take(&mut b, usize::try_from(len).ok()?)?;
-        out.push(String::from_utf8(s).ok()?);
-    }
-    Some(out)
 }

@@ -132,15 +132,20 @@ fn error_table() {
             g.heartbeat(&a, 0, t0),
             Err(GroupError::IllegalGeneration),
         ),
-        ("commit ok", g.validate_commit(&a, 1, t0), Ok(())),
+        ("commit ok", g.validate_commit(&a, None, 1, t0), Ok(())),
         (
             "simple commit to a group with members",
-            g.validate_commit("", -1, t0),
-            Err(GroupError::IllegalGeneration),
+            g.validate_commit("", None, -1, t0),
+            Err(GroupError::UnknownMemberId),
+        ),
+        (
+            "a generation but no member id",
+            g.validate_commit("", None, 1, t0),
+            Err(GroupError::UnknownMemberId),
         ),
         (
             "commit unknown member",
-            g.validate_commit("x", 1, t0),
+            g.validate_commit("x", None, 1, t0),
             Err(GroupError::UnknownMemberId),
         ),
         ("delete non-empty", g.kill(), Err(GroupError::NonEmptyGroup)),
@@ -162,7 +167,11 @@ fn error_table() {
     );
     let empty = Group::new(Duration::ZERO);
     let mut empty = empty;
-    assert_eq!(empty.validate_commit("", -1, t0), Ok(()), "simple commit");
+    assert_eq!(
+        empty.validate_commit("", None, -1, t0),
+        Ok(()),
+        "simple commit"
+    );
 }
 
 #[test]
@@ -275,8 +284,8 @@ fn two_new_members_assignee_commits_then_dies_and_the_survivor_takes_over() {
         assert_eq!(g.heartbeat(who, 1, t + ms(at)), Ok(()));
     }
     // Auto-commits: the assignee's, and an (empty) one from the other.
-    assert_eq!(g.validate_commit(&owner, 1, t + s(1)), Ok(()));
-    assert_eq!(g.validate_commit(&survivor, 1, t + s(1)), Ok(()));
+    assert_eq!(g.validate_commit(&owner, None, 1, t + s(1)), Ok(()));
+    assert_eq!(g.validate_commit(&survivor, None, 1, t + s(1)), Ok(()));
 
     // kill -9 the owner: only the survivor heartbeats from now on.
     for i in 1..=12 {
@@ -291,9 +300,9 @@ fn two_new_members_assignee_commits_then_dies_and_the_survivor_takes_over() {
         Err(GroupError::RebalanceInProgress)
     );
     // Kafka accepts the current generation's commits while preparing.
-    assert_eq!(g.validate_commit(&survivor, 1, t), Ok(()));
+    assert_eq!(g.validate_commit(&survivor, None, 1, t), Ok(()));
     assert_eq!(
-        g.validate_commit(&owner, 1, t),
+        g.validate_commit(&owner, None, 1, t),
         Err(GroupError::UnknownMemberId)
     );
     let mut js = join(&mut g, req(&survivor, &["range", "roundrobin"]), t);
@@ -301,7 +310,7 @@ fn two_new_members_assignee_commits_then_dies_and_the_survivor_takes_over() {
     assert_eq!((rs.generation, rs.leader.as_str()), (2, survivor.as_str()));
     assert_eq!(rs.members.len(), 1);
     assert_eq!(
-        g.validate_commit(&survivor, 2, t),
+        g.validate_commit(&survivor, None, 2, t),
         Err(GroupError::RebalanceInProgress),
         "no commits between join and sync"
     );
@@ -313,9 +322,9 @@ fn two_new_members_assignee_commits_then_dies_and_the_survivor_takes_over() {
         t,
     );
     assert_eq!(ss.try_recv().expect("s").expect("ok").assignment, "P0");
-    assert_eq!(g.validate_commit(&survivor, 2, t), Ok(()));
+    assert_eq!(g.validate_commit(&survivor, None, 2, t), Ok(()));
     assert_eq!(
-        g.validate_commit(&survivor, 1, t),
+        g.validate_commit(&survivor, None, 1, t),
         Err(GroupError::IllegalGeneration)
     );
 }
@@ -435,4 +444,185 @@ fn rendezvous_moves_only_the_lost_brokers_groups() {
         }
     }
     assert_eq!(coordinator_for(&MetadataImage::default(), "g"), None);
+}
+
+#[test]
+fn a_stored_generation_resumes_on_another_coordinator() {
+    let t0 = Instant::now();
+    let mut g = Group::new(Duration::ZERO);
+    assert!(!g.take_unsaved(), "nothing to store yet");
+    let a = new_id(&mut g, t0);
+    let mut ja = join(&mut g, req(&a, &["range"]), t0);
+    ja.try_recv().expect("a alone").expect("ok");
+    let b = new_id(&mut g, t0);
+    let mut jb = join(&mut g, req(&b, &["range"]), t0);
+    let mut ja = join(&mut g, req(&a, &["range"]), t0);
+    let ra = ja.try_recv().expect("a").expect("ok");
+    let rb = jb.try_recv().expect("b").expect("ok");
+    let (leader, follower) = if ra.leader == a { (&a, &b) } else { (&b, &a) };
+    assert_eq!(ra.generation, rb.generation);
+    let generation = ra.generation;
+    assert!(
+        !g.take_unsaved(),
+        "a generation is stored once it completes"
+    );
+    let mut sf = sync(&mut g, follower, generation, vec![], t0);
+    let assignments = vec![
+        (leader.clone(), Bytes::from("L")),
+        (follower.clone(), Bytes::from("F")),
+    ];
+    let mut sl = sync(&mut g, leader, generation, assignments, t0);
+    sl.try_recv().expect("leader").expect("ok");
+    sf.try_recv().expect("follower").expect("ok");
+    assert!(g.take_unsaved(), "Stable: store it");
+    assert!(!g.take_unsaved(), "once");
+
+    let stored = g.snapshot(42);
+    assert_eq!(stored.generation, generation);
+    assert_eq!(stored.written_at_ms, 42);
+    assert_eq!(stored.members.len(), 2);
+
+    // Another coordinator, later: same generation, members and
+    // assignments; heartbeats and commits of that generation work.
+    let t1 = t0 + Duration::from_secs(60);
+    let mut h = Group::restore(&stored, Duration::ZERO, t1);
+    assert_eq!(h.state(), GroupState::Stable);
+    assert_eq!(h.generation(), generation);
+    assert_eq!(h.heartbeat(follower, generation, t1), Ok(()));
+    assert_eq!(h.validate_commit(leader, None, generation, t1), Ok(()));
+    assert_eq!(
+        h.heartbeat(follower, generation - 1, t1),
+        Err(GroupError::IllegalGeneration)
+    );
+    let d = h.describe();
+    assert_eq!(d.protocol, "range");
+    let mut got: Vec<(String, Bytes)> = d
+        .members
+        .iter()
+        .map(|m| (m.member_id.clone(), m.assignment.clone()))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (leader.clone(), Bytes::from("L")),
+        (follower.clone(), Bytes::from("F")),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // Sessions start afresh at the restore: one that stays silent expires.
+    h.tick(t1 + Duration::from_secs(5));
+    assert_eq!(h.state(), GroupState::Stable);
+    h.tick(t1 + Duration::from_secs(11));
+    assert_eq!(h.state(), GroupState::Empty, "both sessions expired");
+    assert!(h.take_unsaved(), "Empty: store it");
+    let empty = h.snapshot(43);
+    assert!(empty.members.is_empty());
+    assert!(empty.generation > generation);
+    let e = Group::restore(&empty, Duration::ZERO, t1);
+    assert_eq!(
+        (e.state(), e.generation()),
+        (GroupState::Empty, empty.generation)
+    );
+}
+
+#[test]
+fn offset_commit_checks_members_like_kafka() {
+    let t0 = Instant::now();
+    let mut g = Group::new(Duration::ZERO);
+    let mut r = req("", &["range"]);
+    r.instance_id = Some("i1".into());
+    r.require_known_member_id = false;
+    let a = join(&mut g, r, t0)
+        .try_recv()
+        .expect("answered")
+        .expect("ok")
+        .member_id;
+    sync(&mut g, &a, 1, vec![], t0);
+    let d = new_id(&mut g, t0);
+    // d joined: a rejoins too, generation 2.
+    let mut jd = join(&mut g, req(&d, &["range"]), t0);
+    let mut ra = req(&a, &["range"]);
+    ra.instance_id = Some("i1".into());
+    join(&mut g, ra, t0);
+    jd.try_recv().expect("d").expect("ok");
+    sync(&mut g, &d, 2, vec![], t0);
+    sync(&mut g, &a, 2, vec![], t0);
+    assert_eq!(g.state(), GroupState::Stable);
+    // (what, member id, group.instance.id, generation, expected)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, i32, Result<()>);
+    let cases: Vec<Case> = vec![
+        ("static member", &a, Some("i1"), 2, Ok(())),
+        ("dynamic member", &d, None, 2, Ok(())),
+        ("static member without its instance id", &a, None, 2, Ok(())),
+        (
+            "an older incarnation of i1",
+            "old-id",
+            Some("i1"),
+            2,
+            Err(GroupError::FencedInstanceId),
+        ),
+        (
+            "a member claiming another's instance id",
+            &d,
+            Some("i1"),
+            2,
+            Err(GroupError::FencedInstanceId),
+        ),
+        (
+            "an unknown instance id",
+            &a,
+            Some("i9"),
+            2,
+            Err(GroupError::UnknownMemberId),
+        ),
+        (
+            "generation, no member id",
+            "",
+            None,
+            2,
+            Err(GroupError::UnknownMemberId),
+        ),
+        (
+            "generation, unknown member id",
+            "nobody",
+            None,
+            2,
+            Err(GroupError::UnknownMemberId),
+        ),
+        (
+            "simple commit to a group with members",
+            "",
+            None,
+            -1,
+            Err(GroupError::UnknownMemberId),
+        ),
+        (
+            "a member with no generation",
+            &d,
+            None,
+            -1,
+            Err(GroupError::IllegalGeneration),
+        ),
+        (
+            "the previous generation",
+            &d,
+            None,
+            1,
+            Err(GroupError::IllegalGeneration),
+        ),
+    ];
+    for (what, member, inst, generation, want) in cases {
+        assert_eq!(
+            g.validate_commit(member, inst, generation, t0),
+            want,
+            "{what}"
+        );
+    }
+    // Once Empty, a commit with no generation is fine whoever sends it.
+    g.leave(&[(a.clone(), None), (d.clone(), None)], t0);
+    assert_eq!(g.state(), GroupState::Empty);
+    assert_eq!(g.validate_commit("", None, -1, t0), Ok(()));
+    assert_eq!(
+        g.validate_commit(&a, None, 2, t0),
+        Err(GroupError::UnknownMemberId)
+    );
 }

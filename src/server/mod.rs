@@ -9,6 +9,7 @@
 //! connection with a log line and nothing else.
 
 pub mod dispatch;
+mod group_writer;
 pub mod handlers;
 
 use std::net::SocketAddr;
@@ -58,6 +59,10 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, mut shutdown: broadcast::Receiver<()>) {
+    // The first listener to start runs the group coordinator's writer.
+    if let Some(records) = ctx.groups.take_records() {
+        tokio::spawn(group_writer::run(ctx.clone(), records));
+    }
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
     let mut backoff = Duration::from_millis(10);
     loop {

@@ -32,10 +32,16 @@ pub fn group_error_code(e: &GroupError) -> ResponseError {
     }
 }
 
-/// None when this broker coordinates `group`; else the error to answer.
+/// None when this broker coordinates `group`, which it then holds (loaded
+/// from the group's Raft record if it just took the group over); else the
+/// error to answer.
 pub fn not_coordinator(ctx: &Ctx, group: &str) -> Option<ResponseError> {
-    match coordinator_for(&ctx.controller.image(), group) {
-        Some(id) if id == ctx.config.node_id => None,
+    let image = ctx.controller.image();
+    match coordinator_for(&image, group) {
+        Some(id) if id == ctx.config.node_id => {
+            ctx.groups.load(&image, group);
+            None
+        }
         Some(_) => Some(ResponseError::NotCoordinator),
         None => Some(ResponseError::CoordinatorNotAvailable),
     }

@@ -18,6 +18,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         let v = req.version;
         let body = super::body!(req, ListGroups);
         let image = ctx.controller.image();
+        ctx.groups.load_all(&image, ctx.config.node_id);
         let mut groups = ctx.groups.list();
         for id in image.groups.keys() {
             if !groups.iter().any(|(g, _, _)| g == id)

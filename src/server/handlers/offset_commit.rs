@@ -59,10 +59,13 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         if let Some(code) = not_coordinator(&ctx, &group) {
             return now(all(&body, code));
         }
-        if let Err(e) =
-            ctx.groups
-                .validate_commit(&group, &body.member_id, body.generation_id_or_member_epoch)
-        {
+        // group.instance.id is v7+; older versions decode it as None.
+        if let Err(e) = ctx.groups.validate_commit(
+            &group,
+            &body.member_id,
+            body.group_instance_id.as_deref(),
+            body.generation_id_or_member_epoch,
+        ) {
             tracing::debug!(%group, member = %body.member_id, generation = body.generation_id_or_member_epoch, error = ?e, "offset commit refused");
             return now(all(&body, group_error_code(&e)));
         }
@@ -109,6 +112,9 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 offsets,
                 coordinator: me,
                 coordinator_epoch: image.brokers.get(&me).map_or(-1, |b| b.epoch),
+                commit_time_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
             };
             if let Err((code, msg)) = super::propose(&ctx, cmd).await {
                 tracing::warn!("offset commit failed: {msg} ({code:?})");

@@ -2,6 +2,7 @@
 //! leader's SyncGroup brings the assignments.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
@@ -12,6 +13,9 @@ use super::str;
 use crate::group::SyncReply;
 use crate::protocol::Request;
 use crate::server::{Ctx, Reply};
+
+/// How long a SyncGroup answer waits for its generation's Raft record.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn error(code: ResponseError) -> ResponseKind {
     ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(code.code()))
@@ -48,8 +52,22 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         let rx = ctx
             .groups
             .sync(&group, &body.member_id, body.generation_id, assignments);
+        let generation = body.generation_id;
         Reply::Later(Box::pin(async move {
             match rx.await {
+                // The generation is a Raft record before anyone runs it, so
+                // that a new coordinator knows it (Kafka's storeGroup).
+                Ok(Ok(r)) => match ctx
+                    .groups
+                    .wait_stored(&group, generation, STORE_TIMEOUT)
+                    .await
+                {
+                    Ok(()) => respond(v, Ok(r)),
+                    Err(e) => {
+                        tracing::info!(%group, generation, "group generation not stored; members rejoin");
+                        respond(v, Err(e))
+                    }
+                },
                 Ok(reply) => respond(v, reply),
                 Err(_) => error(ResponseError::RebalanceInProgress),
             }
