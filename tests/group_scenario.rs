@@ -6,16 +6,34 @@
 //! message; `kill -9` it and the other takes over from the last committed
 //! offset; a consumer in `group0` reads the whole topic from the start; the
 //! topic grows to two partitions and the two `group1` consumers share them.
+//!
+//! It runs twice: with kcat as the consumers, and with consumer processes
+//! built on the `rdkafka` crate (this test binary started again as
+//! `scenario_consumer_process`, so that it too can be killed with SIGKILL).
 
 mod common;
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, Node};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message;
+
+/// Which client the consumer processes are.
+#[derive(Clone, Copy, Debug)]
+enum Client {
+    Kcat,
+    Rdkafka,
+}
+
+/// Set in the environment of a consumer process started by this test
+/// binary: `bootstrap`, `group`, `topic` and output file, `|`-separated.
+const CONSUMER_ENV: &str = "RUNNEL_SCENARIO_CONSUMER";
 
 struct Consumer {
     child: Child,
@@ -23,10 +41,38 @@ struct Consumer {
 }
 
 impl Consumer {
-    /// `kcat -G group topic`, printing `partition offset value` per record.
-    fn start(dir: &Path, bootstrap: &str, group: &str, name: &str, topic: &str) -> Consumer {
+    /// A consumer process in `group` subscribed to `topic`, printing
+    /// `partition offset value` per record to a file.
+    fn start(
+        client: Client,
+        dir: &Path,
+        bootstrap: &str,
+        group: &str,
+        name: &str,
+        topic: &str,
+    ) -> Consumer {
         let out = dir.join(format!("{name}.out"));
-        let child = Command::new("kcat")
+        let child = match client {
+            Client::Kcat => Self::kcat(bootstrap, group, topic, &out),
+            Client::Rdkafka => Command::new(std::env::current_exe().expect("test binary"))
+                .args(["--exact", "scenario_consumer_process", "--ignored"])
+                .args(["--nocapture", "--test-threads=1"])
+                .env(
+                    CONSUMER_ENV,
+                    format!("{bootstrap}|{group}|{topic}|{}", out.display()),
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the test binary as a consumer"),
+        };
+        step!("{client:?} consumer {name} in {group}: pid {}", child.id());
+        Consumer { child, out }
+    }
+
+    /// `kcat -G group topic`.
+    fn kcat(bootstrap: &str, group: &str, topic: &str, out: &Path) -> Child {
+        Command::new("kcat")
             .args(["-b", bootstrap, "-G", group, "-u", "-q"])
             // Not `-o beginning`: with -G kcat would apply it to every assignment,
             // ignoring committed offsets.
@@ -44,12 +90,10 @@ impl Consumer {
             // whatever it says; the test waits for the commit instead.
             .args(["-X", "topic.metadata.refresh.interval.ms=1000"])
             .arg(topic)
-            .stdout(Stdio::from(File::create(&out).expect("output file")))
+            .stdout(Stdio::from(File::create(out).expect("output file")))
             .stderr(Stdio::null())
             .spawn()
-            .expect("kcat must be installed (make deps installs it)");
-        step!("consumer {name} in {group}: pid {}", child.id());
-        Consumer { child, out }
+            .expect("kcat must be installed (make deps installs it)")
     }
 
     /// (partition, offset, value) of every record this consumer printed.
@@ -124,8 +168,55 @@ fn runnel(bootstrap: &str, args: &[&str]) {
 
 const WAIT: Duration = Duration::from_secs(40);
 
+/// The consumer process of the rdkafka runs: started by `Consumer::start`
+/// with `CONSUMER_ENV` set, it consumes in its group (auto-committing every
+/// second, as kcat's consumers auto-commit) until it is killed.
 #[test]
-fn two_consumers_failover_second_group_and_a_new_partition() {
+#[ignore = "the consumer process that the scenario test starts; not a test of its own"]
+fn scenario_consumer_process() {
+    let spec = std::env::var(CONSUMER_ENV).expect("started by the scenario test");
+    let [bootstrap, group, topic, out]: [&str; 4] = spec
+        .split('|')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("bootstrap|group|topic|file");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .expect("output file");
+    loop {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            writeln!(file, "{} {} {value}", m.partition(), m.offset()).expect("write");
+            file.flush().expect("flush");
+        }
+    }
+}
+
+#[test]
+fn the_scenario_with_kcat() {
+    two_consumers_failover_second_group_and_a_new_partition(Client::Kcat);
+}
+
+#[test]
+fn the_scenario_with_the_rdkafka_crate() {
+    two_consumers_failover_second_group_and_a_new_partition(Client::Rdkafka);
+}
+
+fn two_consumers_failover_second_group_and_a_new_partition(client: Client) {
     // The default initial rebalance delay (3 s) lets both consumers, started
     // together, join the group's first generation: one rebalance, not two.
     let node = Node::start(&[]);
@@ -135,8 +226,8 @@ fn two_consumers_failover_second_group_and_a_new_partition() {
         &bs,
         &["topics", "--create", "--topic", "test", "--partitions", "1"],
     );
-    let a = Consumer::start(dir.path(), &bs, "group1", "a", "test");
-    let b = Consumer::start(dir.path(), &bs, "group1", "b", "test");
+    let a = Consumer::start(client, dir.path(), &bs, "group1", "a", "test");
+    let b = Consumer::start(client, dir.path(), &bs, "group1", "b", "test");
     eventually(
         WAIT,
         "group1 to be stable with the partition assigned",
@@ -195,7 +286,7 @@ fn two_consumers_failover_second_group_and_a_new_partition() {
     assert_eq!(taken[0].1, 10);
 
     // Another group reads everything from the start.
-    let g0 = Consumer::start(dir.path(), &bs, "group0", "g0", "test");
+    let g0 = Consumer::start(client, dir.path(), &bs, "group0", "g0", "test");
     eventually(WAIT, "group0 to read all 20", || {
         (g0.records().len() == 20).then_some(())
     });
@@ -211,7 +302,7 @@ fn two_consumers_failover_second_group_and_a_new_partition() {
         &bs,
         &["topics", "--alter", "--topic", "test", "--partitions", "2"],
     );
-    let a2 = Consumer::start(dir.path(), &bs, "group1", "a2", "test");
+    let a2 = Consumer::start(client, dir.path(), &bs, "group1", "a2", "test");
     // Each round produces 40 keyed records tagged with the round; a round
     // that lands before the rebalance goes wholly to the old member, so only
     // a round read entirely after it counts.
