@@ -1002,6 +1002,14 @@ fn consumer_groups_reset_offsets_change_what_the_next_consumer_reads() {
             Some(expected.to_string()),
             "after {how:?}"
         );
+        // Below the log end (10), the next consumer starts there.
+        if expected < 10 {
+            assert_eq!(
+                first_offset_read(&bs, topic, group),
+                expected,
+                "after {how:?}"
+            );
+        }
     }
     // A dry run shows the offset but commits nothing.
     let dry = reset(&["--to-earliest", "--dry-run"]);
@@ -1011,7 +1019,28 @@ fn consumer_groups_reset_offsets_change_what_the_next_consumer_reads() {
         "{dry}"
     );
     assert_eq!(describe_current_offset(&bs, group).as_deref(), Some("10"));
-    reset(&["--to-offset", "7", "--execute"]);
+    // The topic:partition form.
+    let partition = format!("{topic}:0");
+    eventually("the group is empty again", || {
+        let out = cli(
+            &[
+                "consumer-groups",
+                "--bootstrap-server",
+                &bs,
+                "--group",
+                group,
+                "--reset-offsets",
+                "--topic",
+                &partition,
+                "--to-offset",
+                "7",
+                "--execute",
+            ],
+            None,
+        );
+        out.status.success().then_some(())
+    });
+    assert_eq!(describe_current_offset(&bs, group).as_deref(), Some("7"));
     assert_eq!(first_offset_read(&bs, topic, group), 7);
 
     let deleted = eventually("the group can be deleted", || {
