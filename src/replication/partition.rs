@@ -148,8 +148,9 @@ struct ReplicaState {
     epoch_start_offset: i64,
     /// An ISR change sent to the controller and not yet seen committed.
     pending: Option<(Vec<i32>, Instant)>,
-    /// A follower outside the ISR whose log end has reached the HW: for a
-    /// moment the HW waits for its durable offset too, so that under
+    /// A follower outside the ISR whose log end has reached the HW or the
+    /// leader's end at its previous fetch: for a moment the HW waits for
+    /// its durable offset too, so that under
     /// continuous load its fsync can catch up with the HW and it can join
     /// (otherwise the HW, moved by the ISR's fsyncs, can stay ahead of it).
     candidate: Option<(i32, Instant)>,
@@ -635,9 +636,12 @@ impl Partition {
             let Some(f) = st.followers.get_mut(&follower) else {
                 return Err(FetchRefusal::NotLeader);
             };
+            // It holds everything the leader had when it fetched last.
+            let caught_up_before =
+                f.last_fetch_leader_leo >= 0 && fetch_offset >= f.last_fetch_leader_leo;
             if fetch_offset >= end {
                 f.last_caught_up = f.last_caught_up.max(now);
-            } else if fetch_offset >= f.last_fetch_leader_leo && f.last_fetch_leader_leo >= 0 {
+            } else if caught_up_before {
                 f.last_caught_up = f.last_caught_up.max(f.last_fetch);
             }
             // Only what the follower has on disk counts, and never more
@@ -659,13 +663,16 @@ impl Partition {
                 st.candidate = None;
                 Some(self.proposal(&st, isr))
             } else {
-                // Kafka's test for joining (the follower's log end has
-                // reached the HW) says it holds everything acknowledged, but
-                // only in its page cache: hold the HW at its durable offset
-                // for a moment, so that its next fetch, once the fsync is
-                // done, finds it in sync even under continuous load.
+                // A follower whose log end has reached the HW (Kafka's test
+                // for joining), or that holds all the leader had at its
+                // previous fetch (so it is a fetch behind at most, and under
+                // continuous load the ISR's fsyncs can keep the HW just
+                // ahead of it), has what was acknowledged, but only in its
+                // page cache: hold the HW at its durable offset for a
+                // moment, so that a fetch or two later, once its fsync is
+                // done, it finds itself in sync.
                 if wanted
-                    && fetch_offset >= hw
+                    && (fetch_offset >= hw || caught_up_before)
                     && fetch_offset >= st.epoch_start_offset
                     && st
                         .candidate

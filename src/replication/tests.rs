@@ -409,3 +409,48 @@ async fn a_follower_rejoins_while_the_leader_keeps_taking_writes() {
         .expect("durable up to the HW: proposed for the ISR");
     assert_eq!(prop.isr, vec![1, 2]);
 }
+
+/// A follower a fetch behind, whose every fetch reads to the leader's end
+/// while the HW (moved by the ISR) is already past its fetch offset, is
+/// held for too: it joins once its fsync catches up with the frozen HW.
+#[tokio::test]
+async fn a_follower_one_fetch_behind_the_hw_still_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let leader = replica(dir.path(), 1, id).await;
+    leader.apply(&assignment(1, 0, 0, &[1])).await.unwrap();
+    produce(&leader, 5).await;
+    assert!(leader.wait_for_hw(5, 0, Duration::from_secs(5)).await == HwWait::Reached);
+    // The follower reads everything up to the leader's end (5).
+    let f = leader
+        .replica_fetch(2, 0, 0, -1, 0, 1 << 20)
+        .await
+        .expect("fetch");
+    assert_eq!(f.proposal, None);
+    let (end, _) = produce(&leader, 5).await;
+    assert!(leader.wait_for_hw(end, 0, Duration::from_secs(5)).await == HwWait::Reached);
+    // Its next fetch is behind the HW (10) but has all the leader had at
+    // its previous fetch: the HW now waits for it.
+    let f = leader
+        .replica_fetch(2, 5, 0, 0, 0, 1 << 20)
+        .await
+        .expect("fetch");
+    assert_eq!(f.proposal, None, "nothing durable yet");
+    let (end, epoch) = produce(&leader, 5).await;
+    assert_eq!(
+        leader
+            .wait_for_hw(end, epoch, Duration::from_millis(100))
+            .await,
+        HwWait::TimedOut,
+        "the HW waits for the catching-up follower"
+    );
+    assert_eq!(leader.high_watermark(), 10);
+    let f = leader
+        .replica_fetch(2, 10, 10, 0, 0, 1 << 20)
+        .await
+        .expect("fetch");
+    let prop = f
+        .proposal
+        .expect("durable up to the HW: proposed for the ISR");
+    assert_eq!(prop.isr, vec![1, 2]);
+}
