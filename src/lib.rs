@@ -17,3 +17,10 @@ pub mod replication;
 pub mod rpc;
 pub mod server;
 pub mod telemetry;
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

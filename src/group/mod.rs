@@ -11,7 +11,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -105,9 +105,7 @@ impl Coordinator {
 
     /// Queues a record for every group that reached a state worth storing.
     fn queue_unsaved(&self, groups: &mut HashMap<String, Group>) {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = crate::now_ms();
         for (id, g) in groups.iter_mut() {
             if g.take_unsaved() {
                 // Nobody listening (a unit test): nothing to store to.

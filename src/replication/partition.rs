@@ -1026,9 +1026,4 @@ async fn flusher(p: std::sync::Weak<Partition>, wanted: Arc<Notify>) {
     }
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::now_ms;

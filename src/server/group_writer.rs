@@ -84,9 +84,7 @@ pub async fn run(ctx: Arc<Ctx>, mut records: mpsc::UnboundedReceiver<GroupRecord
 async fn expire_offsets(ctx: &Ctx) {
     let me = ctx.config.node_id;
     let retention_ms = ctx.config.offsets_retention_ms;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = crate::now_ms();
     let image = ctx.controller.image();
     // Hold every stored group this broker coordinates, so that members of a
     // stored generation that nobody asks about (all gone while the cluster

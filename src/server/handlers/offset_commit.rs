@@ -112,9 +112,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 offsets,
                 coordinator: me,
                 coordinator_epoch: image.brokers.get(&me).map_or(-1, |b| b.epoch),
-                commit_time_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
+                commit_time_ms: crate::now_ms(),
             };
             if let Err((code, msg)) = super::propose(&ctx, cmd).await {
                 tracing::warn!("offset commit failed: {msg} ({code:?})");
