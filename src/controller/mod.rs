@@ -496,7 +496,7 @@ impl Controller {
         let voter = self.voter()?;
         let m = voter.raft.metrics().borrow().clone();
         let matched = m.replication.as_ref()?;
-        let now = crate::replication::partition::now_ms();
+        let now = crate::now_ms();
         let acked = now - m.millis_since_quorum_ack.unwrap_or(0) as i64;
         let own_leo = m.last_log_index.map_or(0, |i| i as i64 + 1);
         let mut voters = vec![VoterStatus {

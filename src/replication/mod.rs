@@ -4,6 +4,7 @@
 //! The high watermark is the lowest offset every ISR member has fsynced;
 //! with one replica, what the local log has fsynced.
 
+pub mod leader;
 pub mod partition;
 pub mod producer_state;
 #[cfg(test)]

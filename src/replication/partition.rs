@@ -18,7 +18,6 @@
 //! flush-later behaviour: the HW follows the log end offset and fsync runs
 //! every that many messages.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +27,10 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use super::leader::{FollowerFetch, IsrState, NotAFollower};
 use super::producer_state::{BatchMeta, Check, ProducerStates, SequenceError};
 use crate::log::{AppendInfo, Log, LogConfig, ReadResult};
+use crate::now_ms;
 use crate::protocol::batch::BatchesSummary;
 
 pub type Result<T, E = PartitionError> = std::result::Result<T, E>;
@@ -127,40 +128,13 @@ struct Mark {
 }
 
 /// The leader's view of one follower (Kafka's ReplicaState).
-#[derive(Clone, Copy, Debug)]
-struct Progress {
-    /// The offset it fetches from, fsynced below; -1 until it fetched in
-    /// this leader epoch.
-    leo: i64,
-    last_fetch: Instant,
-    last_fetch_leader_leo: i64,
-    last_caught_up: Instant,
-}
-
 #[derive(Debug)]
 struct ReplicaState {
     role: Role,
     partition_epoch: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
-    followers: HashMap<i32, Progress>,
-    /// The log end offset when this replica became leader.
-    epoch_start_offset: i64,
-    /// An ISR change sent to the controller and not yet seen committed.
-    pending: Option<(Vec<i32>, Instant)>,
-    /// A follower outside the ISR whose log end has reached the HW or the
-    /// leader's end at its previous fetch: for a moment the HW waits for
-    /// its durable offset too, so that under
-    /// continuous load its fsync can catch up with the HW and it can join
-    /// (otherwise the HW, moved by the ISR's fsyncs, can stay ahead of it).
-    candidate: Option<(i32, Instant)>,
+    /// Replica sets and, as leader, the followers' progress.
+    sets: IsrState,
 }
-
-/// How long a catching-up follower may hold the HW back.
-const CANDIDATE_HOLD: Duration = Duration::from_millis(500);
-
-/// An unanswered ISR proposal is sent again after this.
-const PROPOSAL_RETRY: Duration = Duration::from_secs(2);
 
 /// What an append did.
 #[derive(Clone, Copy, Debug)]
@@ -296,12 +270,7 @@ impl Partition {
             state: Mutex::new(ReplicaState {
                 role: Role::Offline,
                 partition_epoch: -1,
-                replicas: Vec::new(),
-                isr: Vec::new(),
-                followers: HashMap::new(),
-                epoch_start_offset: 0,
-                pending: None,
-                candidate: None,
+                sets: IsrState::new(me),
             }),
             flush_wanted: Arc::new(Notify::new()),
             progress: signals.progress,
@@ -329,23 +298,18 @@ impl Partition {
 
     /// The ISR as this replica last learnt it from the controller.
     pub fn isr(&self) -> Vec<i32> {
-        self.state().isr.clone()
+        self.state().sets.isr.clone()
     }
 
     /// (replicas, ISR) as last learnt.
     pub fn replica_sets(&self) -> (Vec<i32>, Vec<i32>) {
         let st = self.state();
-        (st.replicas.clone(), st.isr.clone())
+        (st.sets.replicas.clone(), st.sets.isr.clone())
     }
 
     /// How many offsets each follower is behind this leader's log end.
     pub fn follower_lags(&self) -> Vec<(i32, i64)> {
-        let st = self.state();
-        let end = self.log.end_offset();
-        st.followers
-            .iter()
-            .map(|(id, f)| (*id, if f.leo < 0 { end } else { end - f.leo }))
-            .collect()
+        self.state().sets.lags(self.log.end_offset())
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -389,28 +353,10 @@ impl Partition {
                 let epoch = a.leader_epoch;
                 blocking(move || log.begin_epoch(epoch)).await??;
             }
-            let now = Instant::now();
             let mut st = self.state();
             st.role = role;
-            st.epoch_start_offset = self.log.end_offset();
-            st.pending = None;
-            st.candidate = None;
-            st.followers = a
-                .replicas
-                .iter()
-                .filter(|&&r| r != self.me)
-                .map(|&r| {
-                    (
-                        r,
-                        Progress {
-                            leo: -1,
-                            last_fetch: now,
-                            last_fetch_leader_leo: -1,
-                            last_caught_up: now,
-                        },
-                    )
-                })
-                .collect();
+            st.sets
+                .begin_epoch(&a.replicas, self.log.end_offset(), Instant::now());
             self.leader_epoch.store(a.leader_epoch, Ordering::Release);
             drop(st);
             tracing::info!(partition = ?self, ?role, leader_epoch = a.leader_epoch, end_offset = self.log.end_offset(), "partition role changed");
@@ -420,20 +366,8 @@ impl Partition {
         let mut st = self.state();
         if a.partition_epoch != st.partition_epoch {
             st.partition_epoch = a.partition_epoch;
-            st.replicas = a.replicas.clone();
-            st.isr = a.isr.clone();
-            st.pending = None;
-            for &r in &a.replicas {
-                if r != self.me {
-                    st.followers.entry(r).or_insert_with(|| Progress {
-                        leo: -1,
-                        last_fetch: Instant::now(),
-                        last_fetch_leader_leo: -1,
-                        last_caught_up: Instant::now(),
-                    });
-                }
-            }
-            st.followers.retain(|r, _| a.replicas.contains(r));
+            st.sets
+                .set_replica_sets(&a.replicas, &a.isr, Instant::now());
         }
         if st.role == Role::Leader {
             let hw = self.leader_hw(&st);
@@ -445,37 +379,11 @@ impl Partition {
         Ok(())
     }
 
-    /// The HW the ISR allows: the lowest durable offset among the leader
-    /// and the ISR's followers (counting a follower whose addition is
-    /// pending, so that the controller never commits an ISR member that
-    /// lacks what was acknowledged). `None` while a follower's position in
-    /// this epoch is unknown.
+    /// The HW the ISR allows (see [`IsrState::high_watermark`]) from what
+    /// this replica holds durably.
     fn leader_hw(&self, st: &ReplicaState) -> Option<i64> {
-        let mut hw = match self.policy {
-            FlushPolicy::BeforeAck => self.log.flushed_offset(),
-            FlushPolicy::EveryMessages(_) => self.log.end_offset(),
-        };
-        let pending = st.pending.as_ref().map(|(isr, _)| isr.as_slice());
-        let candidate = st
-            .candidate
-            .filter(|(_, at)| at.elapsed() < CANDIDATE_HOLD)
-            .map(|(id, _)| id);
-        let members = st
-            .isr
-            .iter()
-            .chain(pending.unwrap_or(&[]).iter())
-            .chain(candidate.iter());
-        for r in members {
-            if *r == self.me {
-                continue;
-            }
-            let leo = st.followers.get(r).map_or(-1, |f| f.leo);
-            if leo < 0 {
-                return None;
-            }
-            hw = hw.min(leo);
-        }
-        Some(hw)
+        st.sets
+            .high_watermark(self.durable_offset(), Instant::now())
     }
 
     fn update_leader_hw(&self) {
@@ -630,58 +538,17 @@ impl Partition {
             });
         }
         let proposal = {
-            let now = Instant::now();
             let mut st = self.state();
-            let hw = self.high_watermark();
-            let Some(f) = st.followers.get_mut(&follower) else {
-                return Err(FetchRefusal::NotLeader);
+            let fetch = FollowerFetch {
+                follower,
+                fetch_offset,
+                durable_offset,
             };
-            // It holds everything the leader had when it fetched last.
-            let caught_up_before =
-                f.last_fetch_leader_leo >= 0 && fetch_offset >= f.last_fetch_leader_leo;
-            if fetch_offset >= end {
-                f.last_caught_up = f.last_caught_up.max(now);
-            } else if caught_up_before {
-                f.last_caught_up = f.last_caught_up.max(f.last_fetch);
-            }
-            // Only what the follower has on disk counts, and never more
-            // than it fetched from here in this epoch.
-            let durable = durable_offset.min(fetch_offset);
-            f.leo = durable;
-            f.last_fetch = now;
-            f.last_fetch_leader_leo = end;
-            let in_sync = durable >= hw && durable >= st.epoch_start_offset;
-            let wanted = !st.isr.contains(&follower) && st.replicas.contains(&follower);
-            let may_propose = st
-                .pending
-                .as_ref()
-                .is_none_or(|(_, at)| at.elapsed() > PROPOSAL_RETRY);
-            let proposal = if in_sync && wanted && may_propose {
-                let mut isr = st.isr.clone();
-                isr.push(follower);
-                st.pending = Some((isr.clone(), now));
-                st.candidate = None;
-                Some(self.proposal(&st, isr))
-            } else {
-                // A follower whose log end has reached the HW (Kafka's test
-                // for joining), or that holds all the leader had at its
-                // previous fetch (so it is a fetch behind at most, and under
-                // continuous load the ISR's fsyncs can keep the HW just
-                // ahead of it), has what was acknowledged, but only in its
-                // page cache: hold the HW at its durable offset for a
-                // moment, so that a fetch or two later, once its fsync is
-                // done, it finds itself in sync.
-                if wanted
-                    && (fetch_offset >= hw || caught_up_before)
-                    && fetch_offset >= st.epoch_start_offset
-                    && st
-                        .candidate
-                        .is_none_or(|(id, at)| id == follower || at.elapsed() >= CANDIDATE_HOLD)
-                {
-                    st.candidate = Some((follower, now));
-                }
-                None
-            };
+            let joins = st
+                .sets
+                .record_fetch(fetch, end, self.high_watermark(), Instant::now())
+                .map_err(|NotAFollower| FetchRefusal::NotLeader)?;
+            let proposal = joins.map(|isr| self.proposal(&st, isr));
             let hw = self.leader_hw(&st);
             drop(st);
             if let Some(hw) = hw {
@@ -704,7 +571,7 @@ impl Partition {
 
     fn proposal(&self, st: &ReplicaState, isr: Vec<i32>) -> IsrProposal {
         IsrProposal {
-            expands: isr.len() > st.isr.len(),
+            expands: isr.len() > st.sets.isr.len(),
             topic_id: self.topic_id,
             partition: self.index,
             leader: self.me,
@@ -721,38 +588,8 @@ impl Partition {
         if st.role != Role::Leader {
             return None;
         }
-        if st
-            .pending
-            .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() <= PROPOSAL_RETRY)
-        {
-            return None;
-        }
-        let now = Instant::now();
-        let lagging: Vec<i32> = st
-            .isr
-            .iter()
-            .copied()
-            .filter(|r| *r != self.me)
-            .filter(|r| {
-                st.followers
-                    .get(r)
-                    .is_none_or(|f| now.duration_since(f.last_caught_up) > max_lag)
-            })
-            .collect();
-        if lagging.is_empty() {
-            return None;
-        }
-        let isr: Vec<i32> = st
-            .isr
-            .iter()
-            .copied()
-            .filter(|r| !lagging.contains(r))
-            .collect();
+        let (lagging, isr) = st.sets.shrink(max_lag, Instant::now())?;
         tracing::info!(partition = ?self, ?lagging, ?isr, "followers fell behind; shrinking the ISR");
-        // A shrink takes effect only once committed: until then the HW
-        // still waits for the old ISR, which is the safe side.
-        st.pending = Some((Vec::new(), now));
         Some(self.proposal(&st, isr))
     }
 
@@ -1025,5 +862,3 @@ async fn flusher(p: std::sync::Weak<Partition>, wanted: Arc<Notify>) {
         }
     }
 }
-
-pub use crate::now_ms;
