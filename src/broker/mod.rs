@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, RwLock};
 use uuid::Uuid;
 
+use crate::config::topic::TopicConfig;
 use crate::config::Config;
 use crate::controller::image::{MetadataImage, TopicImage};
 use crate::log::LogConfig;
@@ -26,6 +27,8 @@ use crate::replication::Partition;
 const PARTITION_METADATA: &str = "partition.metadata";
 
 pub type PartitionKey = (Uuid, i32);
+
+type StoredConfigs = std::collections::BTreeMap<String, String>;
 
 /// Followed partitions by leader id.
 pub type Followed = HashMap<i32, Vec<Arc<Partition>>>;
@@ -45,8 +48,10 @@ pub struct Broker {
     /// ISR changes leaders want committed (see `replica::maintain_isr`).
     isr_proposals: tokio::sync::mpsc::UnboundedSender<IsrProposal>,
     isr_receiver: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<IsrProposal>>>,
-    /// Topic config overrides by topic id, as of the last image applied.
-    topic_configs: std::sync::RwLock<HashMap<Uuid, std::collections::BTreeMap<String, String>>>,
+    /// Topic config overrides by topic id, as of the last image applied:
+    /// the stored strings and what they parsed to (parsed again only when
+    /// they change).
+    topic_configs: std::sync::RwLock<HashMap<Uuid, (StoredConfigs, Arc<TopicConfig>)>>,
     /// This broker's unused producer ids, `next..end`, from the controller.
     producer_ids: std::sync::Mutex<(i64, i64)>,
 }
@@ -165,14 +170,7 @@ impl Broker {
     /// gone.
     pub async fn apply_image(&self, image: &MetadataImage) {
         let me = self.config.node_id;
-        *self
-            .topic_configs
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = image
-            .topics
-            .values()
-            .map(|t| (t.id, t.configs.clone()))
-            .collect();
+        self.parse_topic_configs(image);
         let offline = image
             .topics
             .values()
@@ -185,6 +183,7 @@ impl Broker {
             for (i, p) in t.partitions.iter().enumerate() {
                 if p.replicas.contains(&me) {
                     let a = Assignment {
+                        min_insync_replicas: self.min_insync_replicas(t.id),
                         leader: p.leader,
                         leader_epoch: p.leader_epoch,
                         partition_epoch: p.partition_epoch,
@@ -262,27 +261,58 @@ impl Broker {
         });
     }
 
+    /// Parses the configs of topics that are new or changed in `image`,
+    /// and forgets those of topics gone.
+    fn parse_topic_configs(&self, image: &MetadataImage) {
+        let mut cache = self
+            .topic_configs
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        cache.retain(|id, _| image.topic_by_id(id).is_some());
+        for t in image.topics.values() {
+            if cache.get(&t.id).is_some_and(|(raw, _)| *raw == t.configs) {
+                continue;
+            }
+            let (parsed, errors) = TopicConfig::parse(&t.configs);
+            for e in errors {
+                tracing::warn!(topic = %t.name, error = %e, "ignoring a topic config; the broker default applies");
+            }
+            cache.insert(t.id, (t.configs.clone(), Arc::new(parsed)));
+        }
+    }
+
+    /// The topic's config overrides, typed (none for an unknown topic).
+    pub fn topic_config(&self, topic_id: Uuid) -> Arc<TopicConfig> {
+        self.topic_configs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&topic_id)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// `min.insync.replicas` of the topic, else the broker's.
+    pub fn min_insync_replicas(&self, topic_id: Uuid) -> i32 {
+        self.topic_config(topic_id)
+            .min_insync_replicas
+            .unwrap_or(self.config.min_insync_replicas)
+    }
+
     fn log_config(&self, topic: &TopicImage) -> LogConfig {
         let d = &self.config.log;
-        let num = |key: &str| topic.configs.get(key).and_then(|v| v.parse::<i64>().ok());
+        let c = self.topic_config(topic.id);
         LogConfig {
-            segment_bytes: num("segment.bytes")
-                .map(|v| v as u64)
-                .unwrap_or(d.segment_bytes),
-            segment_ms: num("segment.ms").unwrap_or(d.roll_ms),
-            index_interval_bytes: num("index.interval.bytes")
-                .map(|v| v as usize)
-                .unwrap_or(d.index_interval_bytes),
+            segment_bytes: c.segment_bytes.unwrap_or(d.segment_bytes),
+            segment_ms: c.segment_ms.unwrap_or(d.roll_ms),
+            index_interval_bytes: c.index_interval_bytes.unwrap_or(d.index_interval_bytes),
             max_batch_bytes: self.max_message_bytes(topic),
         }
     }
 
     /// `max.message.bytes` of the topic, else the broker's `message.max.bytes`.
     pub fn max_message_bytes(&self, topic: &TopicImage) -> usize {
-        topic
-            .configs
-            .get("max.message.bytes")
-            .and_then(|v| v.parse().ok())
+        self.topic_config(topic.id)
+            .max_message_bytes
             .unwrap_or(self.config.message_max_bytes)
     }
 

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::Broker;
 use crate::controller::records::{MetadataCommand, MetadataResponse};
 use crate::controller::Controller;
+use crate::replication::leader::enough_replicas;
 use crate::replication::partition::{FetchRefusal, IsrProposal};
 use crate::replication::Partition;
 use crate::rpc::pb::{FetchPartition, FetchedPartition, ReplicaFetchRequest, ReplicaFetchResponse};
@@ -210,7 +211,7 @@ impl Broker {
                         if isr.len() < replicas.len() {
                             under += 1;
                         }
-                        if (isr.len() as i32) < self.min_insync_replicas(p) {
+                        if !enough_replicas(&isr, p.min_insync_replicas()) {
                             under_min += 1;
                         }
                         for (follower, lag) in p.follower_lags() {
@@ -227,17 +228,6 @@ impl Broker {
                 }
             }
         }
-    }
-
-    /// `min.insync.replicas` of the partition's topic, else the broker's.
-    pub fn min_insync_replicas(&self, p: &Partition) -> i32 {
-        self.topic_configs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&p.topic_id)
-            .and_then(|c| c.get("min.insync.replicas"))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(self.config.min_insync_replicas)
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::records::{MetadataCommand, MetadataError, MetadataResponse, OffsetCommit, StoredGroup};
+use crate::config::topic::TopicConfig;
 
 /// A listener a broker advertises to clients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -631,9 +632,10 @@ fn rendezvous_score(key: &str, broker: i32) -> u64 {
 }
 
 fn unclean_allowed(t: &TopicImage) -> bool {
-    t.configs
-        .get("unclean.leader.election.enable")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    TopicConfig::parse(&t.configs)
+        .0
+        .unclean_leader_election_enable
+        .unwrap_or(false)
 }
 
 /// Picks the partition's leader among `alive` brokers: the first replica

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use super::leader::{FollowerFetch, IsrState, NotAFollower};
+use super::leader::{enough_replicas, FollowerFetch, IsrState, NotAFollower};
 use super::producer_state::{BatchMeta, Check, ProducerStates, SequenceError};
 use crate::log::{AppendInfo, Log, LogConfig, ReadResult};
 use crate::now_ms;
@@ -47,6 +47,31 @@ pub enum PartitionError {
     /// This replica does not lead the partition (any more).
     #[error("this broker is not the partition's leader")]
     NotLeader,
+    /// acks=-1 and the ISR is smaller than `min.insync.replicas`: nothing
+    /// was written.
+    #[error("the ISR {isr:?} has fewer than min.insync.replicas={min} replicas")]
+    NotEnoughReplicas { isr: Vec<i32>, min: i32 },
+}
+
+/// Why an acks=-1 write, already in the leader's log, is not acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// The ISR had the batch, but shrank below `min.insync.replicas`.
+    #[error("written, but the ISR {isr:?} shrank below min.insync.replicas={min}")]
+    NotEnoughReplicasAfterAppend { isr: Vec<i32>, min: i32 },
+    #[error("timed out waiting for the in-sync replicas")]
+    TimedOut,
+    #[error("leadership moved before the in-sync replicas had the batch")]
+    LostLeadership,
+}
+
+/// What acks a produce asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=0 and acks=1: the leader's write is enough.
+    Leader,
+    /// acks=-1: the whole ISR, of at least `min.insync.replicas`.
+    All,
 }
 
 /// This replica's part in the partition.
@@ -63,6 +88,8 @@ pub enum Role {
 /// What the controller says about the partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
+    /// The topic's `min.insync.replicas` (else the broker's).
+    pub min_insync_replicas: i32,
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
@@ -132,6 +159,7 @@ struct Mark {
 struct ReplicaState {
     role: Role,
     partition_epoch: i32,
+    min_insync_replicas: i32,
     /// Replica sets and, as leader, the followers' progress.
     sets: IsrState,
 }
@@ -270,6 +298,7 @@ impl Partition {
             state: Mutex::new(ReplicaState {
                 role: Role::Offline,
                 partition_epoch: -1,
+                min_insync_replicas: 1,
                 sets: IsrState::new(me),
             }),
             flush_wanted: Arc::new(Notify::new()),
@@ -299,6 +328,18 @@ impl Partition {
     /// The ISR as this replica last learnt it from the controller.
     pub fn isr(&self) -> Vec<i32> {
         self.state().sets.isr.clone()
+    }
+
+    /// The topic's `min.insync.replicas` as last learnt.
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.state().min_insync_replicas
+    }
+
+    /// The ISR, if it is too small for an acks=-1 write.
+    fn too_few_replicas(&self) -> Option<(Vec<i32>, i32)> {
+        let st = self.state();
+        let min = st.min_insync_replicas;
+        (!enough_replicas(&st.sets.isr, min)).then(|| (st.sets.isr.clone(), min))
     }
 
     /// (replicas, ISR) as last learnt.
@@ -364,6 +405,7 @@ impl Partition {
             self.appended.send_modify(|n| *n = n.wrapping_add(1));
         }
         let mut st = self.state();
+        st.min_insync_replicas = a.min_insync_replicas;
         if a.partition_epoch != st.partition_epoch {
             st.partition_epoch = a.partition_epoch;
             st.sets
@@ -401,16 +443,24 @@ impl Partition {
     /// Appends already validated batches as the leader. Batches of an
     /// idempotent producer (producer id >= 0) are checked against its
     /// sequence first: a retry is answered with its original offsets.
-    /// Returns the leader epoch the batches were written in.
+    /// With [`Acks::All`] nothing is written while the ISR is smaller than
+    /// `min.insync.replicas`. Returns the leader epoch the batches were
+    /// written in.
     pub async fn append(
         &self,
         records: Bytes,
         summary: &BatchesSummary,
+        acks: Acks,
     ) -> Result<(Appended, i32)> {
         let (first, last) = (summary.first, summary.last);
         let mut producers = self.producers.lock().await;
         if !self.is_leader() {
             return Err(PartitionError::NotLeader);
+        }
+        if acks == Acks::All {
+            if let Some((isr, min)) = self.too_few_replicas() {
+                return Err(PartitionError::NotEnoughReplicas { isr, min });
+            }
         }
         let epoch = self.leader_epoch();
         if first.producer_id < 0 {
@@ -485,6 +535,25 @@ impl Partition {
             Ok(Ok(m)) if m.epoch == epoch => HwWait::Reached,
             Ok(_) => HwWait::LostLeadership,
             Err(_) => HwWait::TimedOut,
+        }
+    }
+
+    /// Waits until an acks=-1 write that ends at `end_offset` (exclusive),
+    /// appended in leader epoch `epoch`, may be acknowledged: the HW has
+    /// passed it and the ISR still holds `min.insync.replicas`.
+    pub async fn wait_acked(
+        &self,
+        end_offset: i64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> std::result::Result<(), AckError> {
+        match self.wait_for_hw(end_offset, epoch, timeout).await {
+            HwWait::Reached => match self.too_few_replicas() {
+                None => Ok(()),
+                Some((isr, min)) => Err(AckError::NotEnoughReplicasAfterAppend { isr, min }),
+            },
+            HwWait::TimedOut => Err(AckError::TimedOut),
+            HwWait::LostLeadership => Err(AckError::LostLeadership),
         }
     }
 

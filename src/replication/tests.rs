@@ -74,6 +74,7 @@ async fn replica(dir: &std::path::Path, me: i32, topic_id: Uuid) -> std::sync::A
 
 fn assignment(leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) -> Assignment {
     Assignment {
+        min_insync_replicas: 1,
         leader,
         leader_epoch,
         partition_epoch,
@@ -85,7 +86,10 @@ fn assignment(leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32])
 async fn produce(p: &Partition, n: usize) -> (i64, i32) {
     let records = batch_of(n);
     let summary = batch::validate_batches(&records, 1 << 20).expect("valid");
-    let (done, epoch) = p.append(records, &summary).await.expect("append");
+    let (done, epoch) = p
+        .append(records, &summary, Acks::Leader)
+        .await
+        .expect("append");
     (done.last_offset() + 1, epoch)
 }
 
@@ -183,7 +187,7 @@ async fn the_high_watermark_waits_for_the_isr_and_acks_follow_it() {
     let records = batch_of(1);
     let summary = batch::validate_batches(&records, 1 << 20).unwrap();
     assert!(matches!(
-        leader.append(records, &summary).await,
+        leader.append(records, &summary, Acks::Leader).await,
         Err(PartitionError::NotLeader)
     ));
 }
@@ -331,10 +335,13 @@ async fn producer_state_survives_a_crash_and_a_clean_restart() {
     let send = |p: std::sync::Arc<Partition>, seq: i32| async move {
         let records = idempotent_batch(42, 0, seq, 2);
         let summary = batch::validate_batches(&records, 1 << 20).unwrap();
-        p.append(records, &summary).await.map(|(a, _)| a)
+        p.append(records, &summary, Acks::Leader)
+            .await
+            .map(|(a, _)| a)
     };
     let solo = |p: std::sync::Arc<Partition>| async move {
         p.apply(&Assignment {
+            min_insync_replicas: 1,
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,

@@ -14,6 +14,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsResponse, ResponseKind};
 use uuid::Uuid;
 
+use crate::config::topic::validate_entry;
 use crate::controller::image::validate_topic_name;
 use crate::controller::records::{MetadataCommand, MetadataResponse};
 use crate::protocol::Request;
@@ -34,8 +35,7 @@ fn plan(ctx: &Ctx, t: &CreatableTopic) -> Result<Planned, (ResponseError, String
     let mut configs = BTreeMap::new();
     for c in &t.configs {
         let key = c.name.as_str();
-        super::validate_topic_config(key, c.value.as_deref())
-            .map_err(|m| (ResponseError::InvalidConfig, m))?;
+        validate_entry(key, c.value.as_deref()).map_err(|e| (ResponseError::InvalidConfig, e.0))?;
         configs.insert(
             key.to_string(),
             c.value.as_deref().unwrap_or_default().to_string(),

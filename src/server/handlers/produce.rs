@@ -16,7 +16,7 @@ use kafka_protocol::messages::{ProduceResponse, ResponseKind};
 
 use crate::protocol::batch::{self, Error as BatchError};
 use crate::protocol::Request;
-use crate::replication::partition::HwWait;
+use crate::replication::partition::{AckError, Acks};
 use crate::replication::producer_state::SequenceError;
 use crate::replication::{self, Partition, PartitionError};
 use crate::server::{Ctx, Reply};
@@ -25,7 +25,6 @@ struct Appended {
     partition: Arc<Partition>,
     end_offset: i64,
     epoch: i32,
-    min_isr: i32,
 }
 
 fn error(index: i32, code: ResponseError, msg: Option<String>) -> PartitionProduceResponse {
@@ -103,23 +102,8 @@ async fn produce_one(
             None,
         );
     }
-    let min_isr = ctx.broker.min_insync_replicas(&partition);
-    if acks == -1 {
-        let isr = partition.isr();
-        if (isr.len() as i32) < min_isr {
-            return (
-                error(
-                    index,
-                    ResponseError::NotEnoughReplicas,
-                    Some(format!(
-                        "the ISR {isr:?} has fewer than min.insync.replicas={min_isr} replicas"
-                    )),
-                ),
-                None,
-            );
-        }
-    }
-    match partition.append(records, &summary).await {
+    let required = if acks == -1 { Acks::All } else { Acks::Leader };
+    match partition.append(records, &summary, required).await {
         Ok((done, epoch)) => {
             if matches!(done, replication::Appended::New(_)) {
                 metrics::counter!("runnel_produce_records_total")
@@ -137,10 +121,13 @@ async fn produce_one(
                     partition,
                     end_offset,
                     epoch,
-                    min_isr,
                 }),
             )
         }
+        Err(e @ PartitionError::NotEnoughReplicas { .. }) => (
+            error(index, ResponseError::NotEnoughReplicas, Some(e.to_string())),
+            None,
+        ),
         Err(PartitionError::NotLeader) => {
             (error(index, ResponseError::NotLeaderOrFollower, None), None)
         }
@@ -227,37 +214,21 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 let done = join_all(
                     waits
                         .iter()
-                        .map(|(_, _, a)| a.partition.wait_for_hw(a.end_offset, a.epoch, timeout)),
+                        .map(|(_, _, a)| a.partition.wait_acked(a.end_offset, a.epoch, timeout)),
                 )
                 .await;
-                for ((ti, pi, a), outcome) in waits.iter().zip(done) {
-                    let (code, msg) = match outcome {
-                        HwWait::Reached => {
-                            let isr = a.partition.isr();
-                            if (isr.len() as i32) >= a.min_isr {
-                                continue;
-                            }
-                            (
-                                ResponseError::NotEnoughReplicasAfterAppend,
-                                format!(
-                                    "written, but the ISR {isr:?} shrank below min.insync.replicas={}",
-                                    a.min_isr
-                                ),
-                            )
+                for ((ti, pi, _), outcome) in waits.iter().zip(done) {
+                    let Err(e) = outcome else { continue };
+                    let code = match e {
+                        AckError::NotEnoughReplicasAfterAppend { .. } => {
+                            ResponseError::NotEnoughReplicasAfterAppend
                         }
-                        HwWait::TimedOut => (
-                            ResponseError::RequestTimedOut,
-                            "timed out waiting for the in-sync replicas".to_string(),
-                        ),
-                        HwWait::LostLeadership => (
-                            ResponseError::NotLeaderOrFollower,
-                            "leadership moved before the in-sync replicas had the batch"
-                                .to_string(),
-                        ),
+                        AckError::TimedOut => ResponseError::RequestTimedOut,
+                        AckError::LostLeadership => ResponseError::NotLeaderOrFollower,
                     };
                     let p = &mut topics[*ti].partition_responses[*pi];
                     p.error_code = code.code();
-                    p.error_message = Some(super::str(msg));
+                    p.error_message = Some(super::str(e.to_string()));
                     p.base_offset = -1;
                 }
                 ResponseKind::Produce(ProduceResponse::default().with_responses(topics))

@@ -6,6 +6,8 @@
 //! that Runnel accepts but does not act on (thread counts, socket buffers…)
 //! are listed in [`ACCEPTED_NO_EFFECT`] so that existing files keep working.
 
+pub mod topic;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
