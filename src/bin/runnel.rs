@@ -193,9 +193,9 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             .context("following the controller quorum")?
     };
     let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let broker_slot: runnel::rpc::server::BrokerSlot = Arc::default();
+    let broker_slot: runnel::broker::grpc::BrokerSlot = Arc::default();
     let rpc_server = rpc_socket.map(|socket| {
-        tokio::spawn(runnel::rpc::server::serve(
+        tokio::spawn(runnel::broker::grpc::serve(
             controller.clone(),
             broker_slot.clone(),
             socket,
@@ -351,7 +351,10 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
 /// How this node finds a peer's node-to-node address: its
 /// `controller.quorum.voters` entry (a voter), else its registered
 /// controller-listener endpoint (a broker-only node).
-fn peer_resolver(config: &Config, controller: Controller) -> runnel::broker::replica::Resolver {
+fn peer_resolver(
+    config: &Config,
+    controller: Controller,
+) -> runnel::replication::follower::Resolver {
     let voters = controller_config(config).voters;
     let names = config.controller_listener_names.clone();
     Arc::new(move |id: i32| {

@@ -5,49 +5,34 @@
 //! each with a `partition.metadata` naming the topic id, so that a topic
 //! deleted and re-created under the same name never inherits old data.
 
+pub mod grpc;
+pub mod isr;
 pub mod meta;
-pub mod replica;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::{watch, RwLock};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::topic::TopicConfig;
 use crate::config::Config;
 use crate::controller::image::{MetadataImage, TopicImage};
 use crate::log::LogConfig;
-use crate::replication::partition::{
-    Assignment, FlushPolicy, IsrProposal, PartitionId, Role, Signals,
-};
+use crate::replication::partition::{Assignment, FlushPolicy, PartitionId};
+use crate::replication::replicas::{PartitionKey, Replicas};
 use crate::replication::Partition;
 
 const PARTITION_METADATA: &str = "partition.metadata";
 
-pub type PartitionKey = (Uuid, i32);
-
 type StoredConfigs = std::collections::BTreeMap<String, String>;
-
-/// Followed partitions by leader id.
-pub type Followed = HashMap<i32, Vec<Arc<Partition>>>;
 
 pub struct Broker {
     config: Arc<Config>,
-    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    replicas: Arc<Replicas>,
     /// Index of the last metadata image applied locally.
     applied: watch::Sender<u64>,
-    /// Bumped when any local HW moves (wakes long-poll fetches).
-    progress: Arc<watch::Sender<u64>>,
-    /// Bumped on every leader append (wakes followers' fetches).
-    appended: Arc<watch::Sender<u64>>,
-    /// The partitions this broker follows, by leader: what the replica
-    /// fetchers fetch. Republished when roles change.
-    followed: watch::Sender<Arc<Followed>>,
-    /// ISR changes leaders want committed (see `replica::maintain_isr`).
-    isr_proposals: tokio::sync::mpsc::UnboundedSender<IsrProposal>,
-    isr_receiver: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<IsrProposal>>>,
     /// Topic config overrides by topic id, as of the last image applied:
     /// the stored strings and what they parsed to (parsed again only when
     /// they change).
@@ -58,19 +43,18 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(config: Arc<Config>) -> Arc<Broker> {
-        let (isr_proposals, isr_receiver) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Broker {
-            isr_proposals,
-            isr_receiver: std::sync::Mutex::new(Some(isr_receiver)),
             topic_configs: std::sync::RwLock::new(HashMap::new()),
             config,
-            partitions: RwLock::new(HashMap::new()),
+            replicas: Arc::default(),
             applied: watch::channel(0).0,
-            progress: Arc::new(watch::channel(0).0),
-            appended: Arc::new(watch::channel(0).0),
-            followed: watch::channel(Arc::new(Followed::default())).0,
             producer_ids: std::sync::Mutex::new((0, 0)),
         })
+    }
+
+    /// The local replicas, for replication.
+    pub fn replicas(&self) -> &Arc<Replicas> {
+        &self.replicas
     }
 
     /// Takes a producer id from this broker's block; `None` when the block
@@ -96,43 +80,21 @@ impl Broker {
 
     /// The local replica, if this broker leads the partition.
     pub async fn leader_partition(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
-        self.partition(topic_id, index)
-            .await
-            .filter(|p| p.is_leader())
+        self.replicas.leader(topic_id, index).await
     }
 
     /// Every local replica.
     pub async fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().await.values().cloned().collect()
+        self.replicas.all().await
     }
 
     /// Every local replica this broker leads.
     pub async fn leader_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .await
-            .values()
-            .filter(|p| p.is_leader())
-            .cloned()
-            .collect()
-    }
-
-    /// What the replica fetchers should fetch, by leader.
-    pub fn followed(&self) -> watch::Receiver<Arc<Followed>> {
-        self.followed.subscribe()
-    }
-
-    /// Wakes whenever a leader replica here appends.
-    pub fn appended(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+        self.replicas.leaders().await
     }
 
     pub async fn partition(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
-        self.partitions
-            .read()
-            .await
-            .get(&(topic_id, index))
-            .cloned()
+        self.replicas.get(topic_id, index).await
     }
 
     /// The metadata log index this broker has applied.
@@ -140,8 +102,9 @@ impl Broker {
         *self.applied.borrow()
     }
 
+    /// Wakes whenever a local HW moves.
     pub fn progress(&self) -> watch::Receiver<u64> {
-        self.progress.subscribe()
+        self.replicas.progress()
     }
 
     /// Waits (bounded) until the image at `index` has been applied locally,
@@ -194,26 +157,21 @@ impl Broker {
                 }
             }
         }
-        let stale: Vec<Arc<Partition>> = {
-            let mut parts = self.partitions.write().await;
-            let keys: Vec<PartitionKey> = parts
-                .keys()
-                .filter(|k| !wanted.contains_key(k))
-                .copied()
-                .collect();
-            keys.iter().filter_map(|k| parts.remove(k)).collect()
-        };
+        let stale = self
+            .replicas
+            .remove_unless(|k| wanted.contains_key(k))
+            .await;
         for p in stale {
             tracing::info!(partition = ?p, "deleting partition: its topic is gone or moved");
             delete_partition(p).await;
         }
         for (key, (topic, a)) in wanted {
-            let existing = self.partitions.read().await.get(&key).cloned();
+            let existing = self.replicas.get(key.0, key.1).await;
             let p = match existing {
                 Some(p) => p,
                 None => match self.open_partition(topic, key.1).await {
                     Ok(p) => {
-                        self.partitions.write().await.insert(key, p.clone());
+                        self.replicas.insert(p.clone()).await;
                         p
                     }
                     Err(e) => {
@@ -226,38 +184,11 @@ impl Broker {
                 tracing::error!(partition = ?p, error = %e, "cannot take the partition's new role");
             }
         }
-        self.publish_followed().await;
+        self.replicas.publish_followed().await;
         self.applied.send_if_modified(|a| {
             let moved = image.last_applied > *a;
             *a = (*a).max(image.last_applied);
             moved
-        });
-    }
-
-    async fn publish_followed(&self) {
-        let mut by_leader: Followed = HashMap::new();
-        for p in self.partitions.read().await.values() {
-            if let Role::Follower { leader } = p.role() {
-                by_leader.entry(leader).or_default().push(p.clone());
-            }
-        }
-        for ps in by_leader.values_mut() {
-            ps.sort_by_key(|p| (p.topic_id, p.index));
-        }
-        self.followed.send_if_modified(|old| {
-            let same = old.len() == by_leader.len()
-                && by_leader.iter().all(|(l, ps)| {
-                    old.get(l).is_some_and(|o| {
-                        o.len() == ps.len()
-                            && o.iter().zip(ps).all(|(a, b)| {
-                                Arc::ptr_eq(a, b) && a.leader_epoch() == b.leader_epoch()
-                            })
-                    })
-                });
-            if !same {
-                *old = Arc::new(by_leader);
-            }
-            !same
         });
     }
 
@@ -336,10 +267,7 @@ impl Broker {
             self.log_config(topic),
             self.config.node_id,
             policy,
-            Signals {
-                progress: self.progress.clone(),
-                appended: self.appended.clone(),
-            },
+            self.replicas.signals(),
         )
         .await?;
         write_partition_metadata(&dir, topic.id)?;
@@ -376,14 +304,7 @@ impl Broker {
 
     /// Flushes and closes every partition (clean shutdown).
     pub async fn shutdown(&self) {
-        let parts: Vec<Arc<Partition>> = self
-            .partitions
-            .write()
-            .await
-            .drain()
-            .map(|(_, p)| p)
-            .collect();
-        for p in parts {
+        for p in self.replicas.drain().await {
             if let Err(e) = p.close().await {
                 tracing::error!(partition = ?p, error = %e, "closing partition failed");
             }

@@ -24,6 +24,7 @@ pub mod network;
 pub mod observer;
 pub mod placement;
 pub mod records;
+pub mod service;
 pub mod store;
 
 use std::collections::BTreeMap;

@@ -7,8 +7,6 @@
 //! structs field by field. Decoding a payload never trusts its size beyond
 //! the gRPC message limit below.
 
-pub mod server;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,6 +73,17 @@ impl From<Error> for tonic::Status {
             _ => tonic::Status::internal(e.to_string()),
         }
     }
+}
+
+/// A gRPC server with the windows and keepalives of every node-to-node
+/// connection; the services are added by their owners.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
 }
 
 /// Encodes `value` as a payload; `what` names it in the error.

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::log::Error as LogError;
 use crate::protocol::Request;
+use crate::replication::wait::long_poll;
 use crate::replication::PartitionError;
 use crate::server::{Ctx, Reply};
 
@@ -143,31 +144,23 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         };
         let min_bytes = body.min_bytes.max(0) as usize;
         let deadline = Instant::now() + Duration::from_millis(body.max_wait_ms.max(0) as u64);
-        let mut progress = ctx.broker.progress();
+        let progress = ctx.broker.progress();
         Reply::Later(Box::pin(async move {
-            loop {
-                progress.borrow_and_update();
+            let topics = long_poll(deadline, progress, || async {
                 let (topics, total) = read_all(&ctx, &body.topics, version, max_bytes).await;
-                if total >= min_bytes.max(1)
+                let done = total >= min_bytes.max(1)
                     || has_error(&topics)
-                    || Instant::now() >= deadline
-                    || body.topics.is_empty() && min_bytes == 0
-                {
-                    metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
-                    return ResponseKind::Fetch(
-                        FetchResponse::default()
-                            .with_session_id(0)
-                            .with_responses(topics),
-                    );
-                }
-                if tokio::time::timeout_at(deadline, progress.changed())
-                    .await
-                    .is_err()
-                {
-                    // Deadline: one last read so data that arrived is not missed.
-                    continue;
-                }
-            }
+                    || body.topics.is_empty() && min_bytes == 0;
+                ((topics, total), done)
+            })
+            .await;
+            let (topics, total) = topics;
+            metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
+            ResponseKind::Fetch(
+                FetchResponse::default()
+                    .with_session_id(0)
+                    .with_responses(topics),
+            )
         }))
     })
 }

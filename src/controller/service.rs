@@ -1,59 +1,26 @@
 //! The `Controller` gRPC service: decodes a request, hands it to this
 //! node's controller, encodes the answer. Nothing else: Raft decisions stay
-//! in openraft, forwarding decisions in `controller::Controller`.
-
-use std::future::Future;
-use std::sync::{Arc, OnceLock};
+//! in openraft, forwarding decisions in [`Controller`].
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use super::pb::controller_server::{Controller as ControllerRpc, ControllerServer};
-use super::pb::replication_server::{Replication as ReplicationRpc, ReplicationServer};
-use super::pb::{
-    Envelope, ProposeReply, ProposeRequest, RaftReply, RaftRequest, ReplicaFetchRequest,
-    ReplicaFetchResponse,
-};
-use super::{decode, encode, CONNECTION_WINDOW, MAX_MESSAGE_BYTES, STREAM_WINDOW};
-use crate::broker::Broker;
-use crate::controller::observer::FollowRequest;
-use crate::controller::records::MetadataCommand;
-use crate::controller::{Controller, TypeConfig};
+use super::observer::FollowRequest;
+use super::records::MetadataCommand;
+use super::{Controller, TypeConfig};
+use crate::rpc::pb::controller_server::{Controller as ControllerRpc, ControllerServer};
+use crate::rpc::pb::{Envelope, ProposeReply, ProposeRequest, RaftReply, RaftRequest};
+use crate::rpc::{decode, encode, MAX_MESSAGE_BYTES};
 
-/// The broker, once it exists: the listener must serve Raft before the
-/// broker has registered, and replication only after.
-pub type BrokerSlot = Arc<OnceLock<Arc<Broker>>>;
-
-/// Serves the controller's and the replication RPCs on `listener` until
-/// `shutdown` completes.
-pub async fn serve(
-    controller: Controller,
-    broker: BrokerSlot,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    let service = ControllerServer::new(Service { controller })
+/// The gRPC service, with the message limits of every node-to-node call.
+pub fn service(controller: Controller) -> ControllerServer<Service> {
+    ControllerServer::new(Service { controller })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let replication = ReplicationServer::new(Replication { broker })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .initial_stream_window_size(Some(STREAM_WINDOW))
-        .initial_connection_window_size(Some(CONNECTION_WINDOW))
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
-        .add_service(service)
-        .add_service(replication)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-struct Service {
+pub struct Service {
     controller: Controller,
 }
 
@@ -109,8 +76,7 @@ impl ControllerRpc for Service {
         &self,
         request: Request<Envelope>,
     ) -> Result<Response<Envelope>, Status> {
-        let hb: crate::controller::liveness::Heartbeat =
-            decode("heartbeat", &request.into_inner().payload)?;
+        let hb: super::liveness::Heartbeat = decode("heartbeat", &request.into_inner().payload)?;
         let reply = self.controller.heartbeat_here(&hb);
         Ok(Response::new(Envelope {
             payload: encode("heartbeat reply", &reply)?,
@@ -155,24 +121,5 @@ impl ControllerRpc for Service {
         Ok(Response::new(ProposeReply {
             response: encode("forwarded proposal reply", &answer)?,
         }))
-    }
-}
-
-struct Replication {
-    broker: BrokerSlot,
-}
-
-#[tonic::async_trait]
-impl ReplicationRpc for Replication {
-    async fn fetch(
-        &self,
-        request: Request<ReplicaFetchRequest>,
-    ) -> Result<Response<ReplicaFetchResponse>, Status> {
-        let Some(broker) = self.broker.get() else {
-            return Err(Status::unavailable("this broker has not started yet"));
-        };
-        Ok(Response::new(
-            broker.serve_replica_fetch(request.into_inner()).await,
-        ))
     }
 }

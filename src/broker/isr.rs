@@ -1,0 +1,117 @@
+//! The broker's part in replication: starting the follower fetchers with
+//! this broker's settings, and keeping the ISR (sending leaders' ISR changes
+//! to the controller, shrinking it when followers fall behind), the HW
+//! checkpoints and the partition gauges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Broker;
+use crate::controller::records::{MetadataCommand, MetadataResponse};
+use crate::controller::Controller;
+use crate::replication::follower::{self, FetcherConfig, Resolver};
+use crate::replication::leader::enough_replicas;
+use crate::replication::partition::IsrProposal;
+use crate::rpc::Channels;
+
+/// How often each partition's HW is written down (Kafka's
+/// `replica.high.watermark.checkpoint.interval.ms`).
+const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Broker {
+    /// Starts the follower side (see [`follower::start`]).
+    pub fn start_replica_fetchers(self: &Arc<Self>, resolver: Resolver, channels: Channels) {
+        let config = FetcherConfig {
+            me: self.config.node_id,
+            max_wait_ms: self.config.replica_fetch_wait_max_ms,
+            partition_max_bytes: self.config.replica_fetch_max_bytes,
+            response_max_bytes: self.config.replica_fetch_response_max_bytes,
+        };
+        follower::start(self.replicas.clone(), config, resolver, channels);
+    }
+
+    /// Sends leaders' ISR changes to the controller, and every second
+    /// looks for followers that fell out of sync. Runs until the process ends.
+    pub async fn maintain_isr(self: Arc<Self>, controller: Controller) {
+        let Some(mut proposals) = self.replicas.take_isr_proposals() else {
+            return;
+        };
+        let max_lag = Duration::from_millis(self.config.replica_lag_time_max_ms);
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            (self.config.replica_lag_time_max_ms / 4).clamp(100, 1000),
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checkpoints = tokio::time::interval(HW_CHECKPOINT_INTERVAL);
+        checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = checkpoints.tick() => {
+                    let idle = Duration::from_millis(self.config.producer_id_expiration_ms);
+                    for p in self.all_partitions().await {
+                        if let Err(e) = p.checkpoint_high_watermark().await {
+                            tracing::warn!(partition = ?p, error = %e, "cannot checkpoint the high watermark");
+                        }
+                        let expired = p.expire_producers(idle).await;
+                        if expired > 0 {
+                            tracing::debug!(partition = ?p, expired, "forgot idle producers");
+                        }
+                    }
+                }
+                prop = proposals.recv() => {
+                    let Some(prop) = prop else { return };
+                    tokio::spawn(propose_isr(controller.clone(), prop));
+                }
+                _ = tick.tick() => {
+                    let leaders = self.leader_partitions().await;
+                    let (mut under, mut under_min) = (0u64, 0u64);
+                    for p in &leaders {
+                        if let Some(prop) = p.shrink_isr(max_lag) {
+                            tokio::spawn(propose_isr(controller.clone(), prop));
+                        }
+                        let (replicas, isr) = p.replica_sets();
+                        if isr.len() < replicas.len() {
+                            under += 1;
+                        }
+                        if !enough_replicas(&isr, p.min_insync_replicas()) {
+                            under_min += 1;
+                        }
+                        for (follower, lag) in p.follower_lags() {
+                            metrics::gauge!("runnel_replica_lag_offsets",
+                                "topic" => p.topic.clone(),
+                                "partition" => p.index.to_string(),
+                                "follower" => follower.to_string())
+                            .set(lag as f64);
+                        }
+                    }
+                    metrics::gauge!("runnel_under_replicated_partitions").set(under as f64);
+                    metrics::gauge!("runnel_under_min_isr_partitions").set(under_min as f64);
+                    metrics::gauge!("runnel_leader_partitions").set(leaders.len() as f64);
+                }
+            }
+        }
+    }
+}
+
+async fn propose_isr(controller: Controller, prop: IsrProposal) {
+    let cmd = MetadataCommand::AlterPartition {
+        topic_id: prop.topic_id,
+        partition: prop.partition,
+        leader: prop.leader,
+        leader_epoch: prop.leader_epoch,
+        partition_epoch: prop.partition_epoch,
+        isr: prop.isr.clone(),
+    };
+    match controller.propose(cmd).await {
+        Ok(MetadataResponse::Ok) => {
+            let kind = if prop.expands { "expand" } else { "shrink" };
+            metrics::counter!("runnel_isr_changes_total", "kind" => kind).increment(1);
+            tracing::info!(topic_id = %prop.topic_id, partition = prop.partition, isr = ?prop.isr, "ISR change committed");
+        }
+        Ok(other) => {
+            tracing::info!(topic_id = %prop.topic_id, partition = prop.partition, isr = ?prop.isr, answer = ?other, "ISR change refused")
+        }
+        Err(e) => {
+            tracing::warn!(topic_id = %prop.topic_id, partition = prop.partition, error = %e, "ISR change not committed")
+        }
+    }
+}
