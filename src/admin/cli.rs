@@ -19,6 +19,7 @@ use super::client::{BrokerInfo, Client, ClientConfig, NewTopic};
 use super::conn::{BrokerVersions, Connection};
 use super::consumer::{self, ConsumeOptions, Formatter, StartAt};
 use super::get_offsets;
+use super::groups_cli::{self, ConsumerGroupsArgs};
 use super::producer::{self, LineReader, ProduceOptions};
 use super::topics::{self, TopicsError};
 
@@ -39,53 +40,6 @@ pub enum AdminCommand {
     MetadataQuorum(MetadataQuorumArgs),
     /// List, describe, reset or delete consumer groups (as kafka-consumer-groups.sh).
     ConsumerGroups(ConsumerGroupsArgs),
-}
-
-/// `kafka-consumer-groups.sh` options.
-#[derive(Debug, Args)]
-#[command(group(ArgGroup::new("action").required(true).args(["list", "describe", "reset_offsets", "delete"])))]
-pub struct ConsumerGroupsArgs {
-    /// The Kafka server(s) to connect to, HOST:PORT[,HOST:PORT...].
-    #[arg(long, value_name = "SERVERS")]
-    pub bootstrap_server: String,
-    /// List all consumer groups.
-    #[arg(long)]
-    pub list: bool,
-    /// Describe a group: committed offsets, log end offsets, lag, members.
-    #[arg(long)]
-    pub describe: bool,
-    /// Reset a group's committed offsets (the group must have no active members).
-    #[arg(long)]
-    pub reset_offsets: bool,
-    /// Delete a group.
-    #[arg(long)]
-    pub delete: bool,
-    /// The group (repeatable with --delete).
-    #[arg(long)]
-    pub group: Vec<String>,
-    /// For --reset-offsets: a topic, or topic:partition[,partition...] (repeatable).
-    #[arg(long)]
-    pub topic: Vec<String>,
-    /// For --reset-offsets: every topic the group has committed offsets for.
-    #[arg(long)]
-    pub all_topics: bool,
-    #[arg(long)]
-    pub to_earliest: bool,
-    #[arg(long)]
-    pub to_latest: bool,
-    #[arg(long, value_name = "OFFSET")]
-    pub to_offset: Option<i64>,
-    /// YYYY-MM-DDTHH:mm:SS.sss, optionally with Z or ±HH:MM.
-    #[arg(long, value_name = "DATETIME")]
-    pub to_datetime: Option<String>,
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub shift_by: Option<i64>,
-    /// Show the new offsets without committing them (the default).
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Commit the new offsets.
-    #[arg(long)]
-    pub execute: bool,
 }
 
 /// `kafka-metadata-quorum.sh` options: `--bootstrap-server X describe --status|--replication`.
@@ -283,7 +237,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::GetOffsets(args) => run_get_offsets(args).await,
         AdminCommand::BrokerApiVersions(args) => run_api_versions(args).await,
         AdminCommand::MetadataQuorum(args) => run_metadata_quorum(args).await,
-        AdminCommand::ConsumerGroups(args) => super::groups_cli::run(args).await,
+        AdminCommand::ConsumerGroups(args) => groups_cli::run(args).await,
     };
     let _ = std::io::stdout().flush();
     if code != 0 {

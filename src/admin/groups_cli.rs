@@ -3,13 +3,61 @@
 
 use std::collections::BTreeMap;
 
-use super::cli::ConsumerGroupsArgs;
+use clap::{ArgGroup, Args};
+
 use super::client::{Client, ClientConfig, OffsetSpec};
 use super::groups;
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("Error: {msg}");
     1
+}
+
+/// `kafka-consumer-groups.sh` options.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("action").required(true).args(["list", "describe", "reset_offsets", "delete"])))]
+pub struct ConsumerGroupsArgs {
+    /// The Kafka server(s) to connect to, HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_name = "SERVERS")]
+    pub bootstrap_server: String,
+    /// List all consumer groups.
+    #[arg(long)]
+    pub list: bool,
+    /// Describe a group: committed offsets, log end offsets, lag, members.
+    #[arg(long)]
+    pub describe: bool,
+    /// Reset a group's committed offsets (the group must have no active members).
+    #[arg(long)]
+    pub reset_offsets: bool,
+    /// Delete a group.
+    #[arg(long)]
+    pub delete: bool,
+    /// The group (repeatable with --delete).
+    #[arg(long)]
+    pub group: Vec<String>,
+    /// For --reset-offsets: a topic, or topic:partition[,partition...] (repeatable).
+    #[arg(long)]
+    pub topic: Vec<String>,
+    /// For --reset-offsets: every topic the group has committed offsets for.
+    #[arg(long)]
+    pub all_topics: bool,
+    #[arg(long)]
+    pub to_earliest: bool,
+    #[arg(long)]
+    pub to_latest: bool,
+    #[arg(long, value_name = "OFFSET")]
+    pub to_offset: Option<i64>,
+    /// YYYY-MM-DDTHH:mm:SS.sss, optionally with Z or ±HH:MM.
+    #[arg(long, value_name = "DATETIME")]
+    pub to_datetime: Option<String>,
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub shift_by: Option<i64>,
+    /// Show the new offsets without committing them (the default).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Commit the new offsets.
+    #[arg(long)]
+    pub execute: bool,
 }
 
 pub async fn run(args: ConsumerGroupsArgs) -> i32 {

@@ -19,12 +19,26 @@ use uuid::Uuid;
 use crate::config::topic::TopicConfig;
 use crate::config::Config;
 use crate::controller::image::{MetadataImage, TopicImage};
+use crate::controller::records::{MetadataCommand, MetadataError, MetadataResponse};
+use crate::controller::Controller;
 use crate::log::LogConfig;
 use crate::replication::partition::{Assignment, FlushPolicy, PartitionId};
 use crate::replication::replicas::{PartitionKey, Replicas};
 use crate::replication::Partition;
 
 const PARTITION_METADATA: &str = "partition.metadata";
+
+/// Why a metadata change this broker proposed did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposeError {
+    /// The controller refused it.
+    #[error(transparent)]
+    Rejected(MetadataError),
+    /// It did not reach a committed answer.
+    #[error(transparent)]
+    Controller(#[from] crate::controller::Error),
+}
 
 type StoredConfigs = std::collections::BTreeMap<String, String>;
 
@@ -114,6 +128,23 @@ impl Broker {
         tokio::time::timeout(timeout, rx.wait_for(|a| *a >= index))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Proposes a metadata change, then waits (bounded) until this broker
+    /// has applied the result, so that the next request here sees it.
+    pub async fn propose(
+        &self,
+        controller: &Controller,
+        cmd: MetadataCommand,
+    ) -> Result<MetadataResponse, ProposeError> {
+        let resp = controller.propose(cmd).await?;
+        let index = controller.image().last_applied;
+        self.wait_applied(index, std::time::Duration::from_secs(10))
+            .await;
+        match resp {
+            MetadataResponse::Rejected(e) => Err(ProposeError::Rejected(e)),
+            ok => Ok(ok),
+        }
     }
 
     /// Follows the image: applies every published image until the sender

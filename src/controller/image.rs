@@ -11,17 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::records::{MetadataCommand, MetadataError, MetadataResponse, OffsetCommit, StoredGroup};
+use super::records::{
+    Endpoint, MetadataCommand, MetadataError, MetadataResponse, OffsetCommit, StoredGroup,
+};
 use crate::config::topic::TopicConfig;
-
-/// A listener a broker advertises to clients.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub listener: String,
-    pub host: String,
-    pub port: u16,
-    pub security_protocol: String,
-}
 
 /// A registered broker. `epoch` is the Raft log index of its registration,
 /// so that a restarted broker (new incarnation) always gets a larger epoch.

@@ -4,7 +4,9 @@
 //! session and rebalance timers. Committed offsets are not kept here: they
 //! are Raft records in the metadata image.
 
+pub mod records;
 pub mod state;
+pub mod writer;
 
 #[cfg(test)]
 mod tests;

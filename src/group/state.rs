@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-pub use crate::controller::records::parse_subscription;
 use crate::controller::records::{StoredGroup, StoredMember};
+pub use crate::protocol::consumer_protocol::parse_subscription;
 
 /// Why a group request failed; the server maps these to Kafka error codes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

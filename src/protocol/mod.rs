@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod codec;
+pub mod consumer_protocol;
 pub mod offset_spec;
 pub mod versions;
 

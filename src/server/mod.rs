@@ -9,8 +9,9 @@
 //! connection with a log line and nothing else.
 
 pub mod dispatch;
-mod group_writer;
+pub mod error_code;
 pub mod handlers;
+pub mod lookup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,7 +62,13 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, mut shutdown: broadcast::Receiver<()>) {
     // The first listener to start runs the group coordinator's writer.
     if let Some(records) = ctx.groups.take_records() {
-        tokio::spawn(group_writer::run(ctx.clone(), records));
+        let writer = crate::group::writer::Writer::new(
+            &ctx.config,
+            ctx.controller.clone(),
+            ctx.broker.clone(),
+            ctx.groups.clone(),
+        );
+        tokio::spawn(writer.run(records));
     }
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
     let mut backoff = Duration::from_millis(10);

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{CreatePartitionsResponse, ResponseKind};
 
 use crate::controller::records::MetadataCommand;
 use crate::protocol::Request;
+use crate::server::error_code;
 use crate::server::{Ctx, Reply};
 
 async fn grow(
@@ -73,7 +74,7 @@ async fn grow(
         None => {
             let rf = topic.partitions[0].replicas.len();
             super::place(&image, new, rf, current)
-                .map_err(|e| (super::metadata_error_code(&e), e.to_string()))?
+                .map_err(|e| (error_code::metadata(&e), e.to_string()))?
         }
     };
     if validate_only {

@@ -18,6 +18,7 @@ use crate::config::topic::validate_entry;
 use crate::controller::image::validate_topic_name;
 use crate::controller::records::{MetadataCommand, MetadataResponse};
 use crate::protocol::Request;
+use crate::server::error_code;
 use crate::server::{Ctx, Reply};
 
 type Planned = (Vec<Vec<i32>>, BTreeMap<String, String>);
@@ -103,7 +104,7 @@ fn plan(ctx: &Ctx, t: &CreatableTopic) -> Result<Planned, (ResponseError, String
             ));
         }
         super::place(&image, partitions as usize, rf as usize, image.topics.len())
-            .map_err(|e| (super::metadata_error_code(&e), e.to_string()))?
+            .map_err(|e| (error_code::metadata(&e), e.to_string()))?
     };
     super::stamp_broker_defaults(ctx, &mut configs);
     Ok((assignments, configs))

@@ -8,9 +8,10 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsResponse, ResponseKind};
 
-use super::find_coordinator::{group_error_code, not_coordinator};
 use crate::controller::records::MetadataCommand;
 use crate::protocol::Request;
+use crate::server::error_code;
+use crate::server::lookup::not_coordinator;
 use crate::server::{Ctx, Reply};
 
 async fn delete(ctx: &Ctx, group: &str) -> i16 {
@@ -19,7 +20,7 @@ async fn delete(ctx: &Ctx, group: &str) -> i16 {
     }
     let live = match ctx.groups.delete(group) {
         Ok(live) => live,
-        Err(e) => return group_error_code(&e).code(),
+        Err(e) => return error_code::group(&e).code(),
     };
     if !ctx.controller.image().groups.contains_key(group) {
         return if live {

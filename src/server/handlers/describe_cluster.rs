@@ -6,8 +6,8 @@ use futures::future::BoxFuture;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterResponse, ResponseKind};
 
-use super::metadata::{broker_endpoint, controller_id};
 use crate::protocol::Request;
+use crate::server::lookup::{broker_endpoint, controller_id};
 use crate::server::{Ctx, Reply};
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {

@@ -8,9 +8,9 @@ use futures::future::BoxFuture;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsResponse, ResponseKind};
 
-use super::find_coordinator::not_coordinator;
 use super::str;
 use crate::protocol::Request;
+use crate::server::lookup::not_coordinator;
 use crate::server::{Ctx, Reply};
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {

@@ -24,7 +24,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             let mut parts = Vec::with_capacity(t.partition_indexes.len());
             for index in t.partition_indexes {
                 let resp = PartitionResponse::default().with_partition_index(index);
-                let p = match super::leader_replica(
+                let p = match crate::server::lookup::leader_replica(
                     &ctx,
                     topic,
                     index,

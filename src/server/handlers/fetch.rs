@@ -13,26 +13,14 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchResponse, ResponseKind, TopicName};
 use tokio::time::Instant;
 
-use crate::log::Error as LogError;
 use crate::protocol::Request;
 use crate::replication::wait::long_poll;
-use crate::replication::PartitionError;
+use crate::server::error_code;
 use crate::server::{Ctx, Reply};
 
 /// The most one partition read may return, whatever the client asks for:
 /// a read allocates what it returns.
 const MAX_PARTITION_READ: usize = 64 << 20;
-
-/// Checks a client's `current_leader_epoch` against ours (KIP-320).
-pub fn epoch_check(requested: i32, ours: i32) -> Option<ResponseError> {
-    if requested < 0 || requested == ours {
-        None
-    } else if requested < ours {
-        Some(ResponseError::FencedLeaderEpoch)
-    } else {
-        Some(ResponseError::UnknownLeaderEpoch)
-    }
-}
 
 async fn read_all(
     ctx: &Ctx,
@@ -60,14 +48,16 @@ async fn read_all(
             let mut pd = PartitionData::default()
                 .with_partition_index(fp.partition)
                 .with_high_watermark(-1);
-            let p = match super::leader_replica(ctx, topic, fp.partition, unknown).await {
+            let p = match crate::server::lookup::leader_replica(ctx, topic, fp.partition, unknown)
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => {
                     parts.push(pd.with_error_code(e.code()));
                     continue;
                 }
             };
-            if let Some(e) = epoch_check(fp.current_leader_epoch, p.leader_epoch()) {
+            if let Some(e) = error_code::leader_epoch(fp.current_leader_epoch, p.leader_epoch()) {
                 parts.push(pd.with_error_code(e.code()));
                 continue;
             }
@@ -100,12 +90,12 @@ async fn read_all(
                     remaining = remaining.saturating_sub(r.records.len());
                     parts.push(pd.with_records(Some(r.records)));
                 }
-                Err(PartitionError::Log(LogError::OffsetOutOfRange { .. })) => {
-                    parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
-                }
                 Err(e) => {
-                    tracing::error!(partition = ?p, error = %e, "read failed");
-                    parts.push(pd.with_error_code(ResponseError::KafkaStorageError.code()));
+                    let code = error_code::partition(&e);
+                    if code == ResponseError::KafkaStorageError {
+                        tracing::error!(partition = ?p, error = %e, "read failed");
+                    }
+                    parts.push(pd.with_error_code(code.code()));
                 }
             }
         }
@@ -163,17 +153,4 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             )
         }))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn leader_epoch_fencing() {
-        assert_eq!(epoch_check(-1, 5), None);
-        assert_eq!(epoch_check(5, 5), None);
-        assert_eq!(epoch_check(4, 5), Some(ResponseError::FencedLeaderEpoch));
-        assert_eq!(epoch_check(6, 5), Some(ResponseError::UnknownLeaderEpoch));
-    }
 }

@@ -1,7 +1,6 @@
 //! FindCoordinator (10), v0-6 (v4+ batches `coordinator_keys`). Group keys
 //! map to the broker chosen by rendezvous hashing over the unfenced brokers;
-//! there is no transaction coordinator yet. Also holds the helpers the other
-//! group handlers share.
+//! there is no transaction coordinator yet.
 
 use std::sync::Arc;
 
@@ -10,42 +9,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorResponse, ResponseKind};
 
-use super::metadata::broker_endpoint;
 use super::str;
-use crate::group::{coordinator_for, GroupError};
+use crate::group::coordinator_for;
 use crate::protocol::Request;
+use crate::server::lookup::broker_endpoint;
 use crate::server::{Ctx, Reply};
-
-/// Kafka's error code for a coordinator error.
-pub fn group_error_code(e: &GroupError) -> ResponseError {
-    match e {
-        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
-        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
-        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
-        GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
-        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
-        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
-        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
-        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
-        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
-        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
-    }
-}
-
-/// None when this broker coordinates `group`, which it then holds (loaded
-/// from the group's Raft record if it just took the group over); else the
-/// error to answer.
-pub fn not_coordinator(ctx: &Ctx, group: &str) -> Option<ResponseError> {
-    let image = ctx.controller.image();
-    match coordinator_for(&image, group) {
-        Some(id) if id == ctx.config.node_id => {
-            ctx.groups.load(&image, group);
-            None
-        }
-        Some(_) => Some(ResponseError::NotCoordinator),
-        None => Some(ResponseError::CoordinatorNotAvailable),
-    }
-}
 
 /// Kafka's `CoordinatorType`: 0 group, 1 transaction.
 const KEY_TYPE_GROUP: i8 = 0;

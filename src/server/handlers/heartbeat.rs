@@ -6,8 +6,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{HeartbeatResponse, ResponseKind};
 
-use super::find_coordinator::{group_error_code, not_coordinator};
 use crate::protocol::Request;
+use crate::server::error_code;
+use crate::server::lookup::not_coordinator;
 use crate::server::{Ctx, Reply};
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
@@ -21,7 +22,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 .heartbeat(&group, &body.member_id, body.generation_id)
             {
                 Ok(()) => 0,
-                Err(e) => group_error_code(&e).code(),
+                Err(e) => error_code::group(&e).code(),
             },
         };
         Reply::Now(ResponseKind::Heartbeat(

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{InitProducerIdResponse, ProducerId, ResponseKind}
 
 use crate::controller::records::{MetadataCommand, MetadataResponse};
 use crate::protocol::Request;
+use crate::server::error_code;
 use crate::server::{Ctx, Reply};
 
 /// How many ids a broker takes from the controller at once.
@@ -30,7 +31,7 @@ async fn new_producer_id(ctx: &Ctx) -> Result<i64, (ResponseError, String)> {
                 ctx.broker.add_producer_ids(first, count)
             }
             Ok(other) => return Err((ResponseError::UnknownServerError, format!("{other:?}"))),
-            Err(e) => return Err((super::controller_error_code(&e), e.to_string())),
+            Err(e) => return Err((error_code::controller(&e), e.to_string())),
         }
     }
     Err((

@@ -10,10 +10,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupResponse, ResponseKind};
 
-use super::find_coordinator::{group_error_code, not_coordinator};
 use super::str;
 use crate::group::{GroupError, JoinReply, JoinRequest};
 use crate::protocol::Request;
+use crate::server::error_code;
+use crate::server::lookup::not_coordinator;
 use crate::server::{Ctx, Reply};
 
 fn error(v: i16, code: ResponseError, member_id: &str) -> ResponseKind {
@@ -53,7 +54,7 @@ fn respond(v: i16, reply: JoinReply) -> ResponseKind {
                 ),
         ),
         Err(GroupError::MemberIdRequired(id)) => error(v, ResponseError::MemberIdRequired, &id),
-        Err(e) => error(v, group_error_code(&e), ""),
+        Err(e) => error(v, error_code::group(&e), ""),
     }
 }
 

@@ -7,9 +7,10 @@ use futures::future::BoxFuture;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupResponse, ResponseKind};
 
-use super::find_coordinator::{group_error_code, not_coordinator};
 use super::str;
 use crate::protocol::Request;
+use crate::server::error_code;
+use crate::server::lookup::not_coordinator;
 use crate::server::{Ctx, Reply};
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
@@ -45,11 +46,13 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     MemberResponse::default()
                         .with_member_id(str(id.clone()))
                         .with_group_instance_id(inst.clone().map(str))
-                        .with_error_code(r.as_ref().err().map_or(0, |e| group_error_code(e).code()))
+                        .with_error_code(
+                            r.as_ref().err().map_or(0, |e| error_code::group(e).code()),
+                        )
                 })
                 .collect();
         } else if let Some(Err(e)) = results.first() {
-            resp.error_code = group_error_code(e).code();
+            resp.error_code = error_code::group(e).code();
         }
         Reply::Now(ResponseKind::LeaveGroup(resp))
     })

@@ -10,10 +10,10 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsResponse, ResponseKind};
 
-use super::fetch::epoch_check;
 use crate::protocol::offset_spec::OffsetSpec;
 use crate::protocol::Request;
 use crate::replication::Partition;
+use crate::server::error_code;
 use crate::server::{Ctx, Reply};
 
 async fn lookup(p: &Arc<Partition>, spec: OffsetSpec) -> Result<(i64, i64), ResponseError> {
@@ -60,7 +60,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             for lp in t.partitions {
                 let resp = ListOffsetsPartitionResponse::default()
                     .with_partition_index(lp.partition_index);
-                let p = match super::leader_replica(
+                let p = match crate::server::lookup::leader_replica(
                     &ctx,
                     topic,
                     lp.partition_index,
@@ -74,7 +74,8 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                         continue;
                     }
                 };
-                if let Some(e) = epoch_check(lp.current_leader_epoch, p.leader_epoch()) {
+                if let Some(e) = error_code::leader_epoch(lp.current_leader_epoch, p.leader_epoch())
+                {
                     parts.push(resp.with_error_code(e.code()));
                     continue;
                 }

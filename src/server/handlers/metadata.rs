@@ -13,41 +13,12 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataResponse, ResponseKind, TopicName};
 use uuid::Uuid;
 
-use crate::controller::image::{BrokerRegistration, MetadataImage, TopicImage};
+use crate::controller::image::{MetadataImage, TopicImage};
 use crate::controller::records::MetadataCommand;
 use crate::protocol::Request;
+use crate::server::error_code;
+use crate::server::lookup::{broker_endpoint, controller_id};
 use crate::server::{Ctx, Reply};
-
-/// The host and port a broker advertises on the listener this request came
-/// in on; falls back to its first endpoint.
-pub fn broker_endpoint(ctx: &Ctx, b: &BrokerRegistration) -> Option<(String, i32)> {
-    let listener = ctx
-        .config
-        .advertised_listeners
-        .first()
-        .map(|l| l.name.as_str());
-    b.endpoints
-        .iter()
-        .find(|e| Some(e.listener.as_str()) == listener)
-        .or(b.endpoints.first())
-        .map(|e| (e.host.clone(), e.port as i32))
-}
-
-/// The active controller as clients see it: the Raft leader's node id when
-/// that node is also a live broker; otherwise (a controller-only leader,
-/// which clients cannot reach) this broker, which forwards admin requests
-/// to the active controller, as KRaft brokers answer.
-pub fn controller_id(ctx: &Ctx) -> i32 {
-    let Some(leader) = ctx.controller.leader_id().map(|id| id as i32) else {
-        return -1;
-    };
-    let image = ctx.controller.image();
-    if image.brokers.get(&leader).is_some_and(|b| !b.fenced) {
-        leader
-    } else {
-        ctx.config.node_id
-    }
-}
 
 pub fn topic_response(t: &TopicImage, version: i16) -> MetadataResponseTopic {
     let partitions = t
@@ -97,7 +68,7 @@ pub async fn auto_create(
         ctx.config.default_replication_factor as usize,
         image.topics.len(),
     )
-    .map_err(|e| (super::metadata_error_code(&e), e.to_string()))?;
+    .map_err(|e| (error_code::metadata(&e), e.to_string()))?;
     let mut configs = BTreeMap::new();
     super::stamp_broker_defaults(ctx, &mut configs);
     let cmd = MetadataCommand::CreateTopic {

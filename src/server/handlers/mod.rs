@@ -28,14 +28,12 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
-use std::time::Duration;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
 
 use super::Ctx;
 use crate::controller::records::{MetadataCommand, MetadataError, MetadataResponse};
-use crate::controller::Error as ControllerError;
+use crate::server::error_code;
 
 /// Takes the typed body out of a request, or closes the connection.
 macro_rules! body {
@@ -56,25 +54,6 @@ pub fn str(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-/// The partition's leader replica on this broker, or the error a client
-/// should see: `unknown` for a topic or partition that does not exist,
-/// NOT_LEADER_OR_FOLLOWER when another broker leads it.
-pub async fn leader_replica(
-    ctx: &crate::server::Ctx,
-    topic: Option<&crate::controller::image::TopicImage>,
-    index: i32,
-    unknown: ResponseError,
-) -> Result<std::sync::Arc<crate::replication::Partition>, ResponseError> {
-    let Some(t) = topic else { return Err(unknown) };
-    if index < 0 || index as usize >= t.partitions.len() {
-        return Err(ResponseError::UnknownTopicOrPartition);
-    }
-    ctx.broker
-        .leader_partition(t.id, index)
-        .await
-        .ok_or(ResponseError::NotLeaderOrFollower)
-}
-
 /// Broker defaults that the controller must see per topic, because its
 /// state machine cannot read this broker's configuration (every node must
 /// apply a record the same way): stamped into a new topic's configs.
@@ -89,50 +68,17 @@ pub fn stamp_broker_defaults(
     }
 }
 
-pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
-    match e {
-        MetadataError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
-        MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-        MetadataError::InvalidTopic(_) => ResponseError::InvalidTopicException,
-        MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
-        MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        MetadataError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
-        MetadataError::UnknownGroup(_) => ResponseError::GroupIdNotFound,
-        MetadataError::NotCoordinator(_) => ResponseError::NotCoordinator,
-        MetadataError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
-        MetadataError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
-        MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
-    }
-}
-
-pub fn controller_error_code(e: &ControllerError) -> ResponseError {
-    match e {
-        ControllerError::NotLeader { .. } => ResponseError::NotController,
-        ControllerError::Unavailable(_) => ResponseError::RequestTimedOut,
-        _ => ResponseError::UnknownServerError,
-    }
-}
-
 /// A metadata change: proposes it, then waits (bounded) until this broker
-/// has applied the result so that the next request sees it.
+/// has applied the result so that the next request sees it; a refusal is
+/// the Kafka error to answer, with its message.
 pub async fn propose(
     ctx: &Ctx,
     cmd: MetadataCommand,
 ) -> Result<MetadataResponse, (ResponseError, String)> {
-    match ctx.controller.propose(cmd).await {
-        Ok(resp) => {
-            let index = ctx.controller.image().last_applied;
-            ctx.broker
-                .wait_applied(index, Duration::from_secs(10))
-                .await;
-            match resp {
-                MetadataResponse::Rejected(e) => Err((metadata_error_code(&e), e.to_string())),
-                ok => Ok(ok),
-            }
-        }
-        Err(e) => Err((controller_error_code(&e), e.to_string())),
-    }
+    ctx.broker
+        .propose(&ctx.controller, cmd)
+        .await
+        .map_err(|e| (error_code::propose(&e), e.to_string()))
 }
 
 /// Replica placement for a new topic or new partitions over the live brokers.

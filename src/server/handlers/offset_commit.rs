@@ -12,9 +12,11 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, ResponseKind};
 
-use super::find_coordinator::{group_error_code, not_coordinator};
-use crate::controller::records::{MetadataCommand, OffsetCommit};
+use crate::controller::records::OffsetCommit;
+use crate::group::records::commit_offsets_command;
 use crate::protocol::Request;
+use crate::server::error_code;
+use crate::server::lookup::not_coordinator;
 use crate::server::{Ctx, Reply};
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -67,7 +69,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             body.generation_id_or_member_epoch,
         ) {
             tracing::debug!(%group, member = %body.member_id, generation = body.generation_id_or_member_epoch, error = ?e, "offset commit refused");
-            return now(all(&body, group_error_code(&e)));
+            return now(all(&body, error_code::group(&e)));
         }
         let image = ctx.controller.image();
         let mut offsets = Vec::new();
@@ -104,16 +106,14 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         }
         let mut failed = 0;
         if !offsets.is_empty() {
-            let me = ctx.config.node_id;
-            let cmd = MetadataCommand::CommitOffsets {
+            let cmd = commit_offsets_command(
+                &image,
+                ctx.config.node_id,
                 group,
-                generation: body.generation_id_or_member_epoch,
-                member: body.member_id.to_string(),
+                body.generation_id_or_member_epoch,
+                body.member_id.to_string(),
                 offsets,
-                coordinator: me,
-                coordinator_epoch: image.brokers.get(&me).map_or(-1, |b| b.epoch),
-                commit_time_ms: crate::now_ms(),
-            };
+            );
             if let Err((code, msg)) = super::propose(&ctx, cmd).await {
                 tracing::warn!("offset commit failed: {msg} ({code:?})");
                 // Retriable for the client: find the coordinator again.

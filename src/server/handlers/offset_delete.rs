@@ -11,9 +11,9 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteResponse, ResponseKind};
 
-use super::find_coordinator::not_coordinator;
 use crate::controller::records::MetadataCommand;
 use crate::protocol::Request;
+use crate::server::lookup::not_coordinator;
 use crate::server::{Ctx, Reply};
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {

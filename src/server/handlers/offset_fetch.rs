@@ -11,10 +11,10 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchResponse, ResponseKind, TopicName};
 
-use super::find_coordinator::not_coordinator;
 use super::str;
 use crate::controller::image::MetadataImage;
 use crate::protocol::Request;
+use crate::server::lookup::not_coordinator;
 use crate::server::{Ctx, Reply};
 
 /// One partition's answer: (partition, offset, leader epoch, metadata).

@@ -11,8 +11,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochResponse, ResponseKind};
 
-use super::fetch::epoch_check;
 use crate::protocol::Request;
+use crate::server::error_code;
 use crate::server::{Ctx, Reply};
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
@@ -28,7 +28,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     .with_partition(op.partition)
                     .with_leader_epoch(-1)
                     .with_end_offset(-1);
-                let p = match super::leader_replica(
+                let p = match crate::server::lookup::leader_replica(
                     &ctx,
                     topic,
                     op.partition,
@@ -42,7 +42,8 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                         continue;
                     }
                 };
-                if let Some(e) = epoch_check(op.current_leader_epoch, p.leader_epoch()) {
+                if let Some(e) = error_code::leader_epoch(op.current_leader_epoch, p.leader_epoch())
+                {
                     parts.push(resp.with_error_code(e.code()));
                     continue;
                 }

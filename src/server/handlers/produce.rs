@@ -14,11 +14,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceResponse, ResponseKind};
 
-use crate::protocol::batch::{self, Error as BatchError};
+use crate::protocol::batch;
 use crate::protocol::Request;
-use crate::replication::partition::{AckError, Acks};
-use crate::replication::producer_state::SequenceError;
+use crate::replication::partition::Acks;
 use crate::replication::{self, Partition, PartitionError};
+use crate::server::error_code;
 use crate::server::{Ctx, Reply};
 
 struct Appended {
@@ -34,16 +34,6 @@ fn error(index: i32, code: ResponseError, msg: Option<String>) -> PartitionProdu
         .with_base_offset(-1)
         .with_log_start_offset(-1)
         .with_error_message(msg.map(super::str))
-}
-
-pub fn batch_error_code(e: &BatchError) -> ResponseError {
-    match e {
-        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
-        BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-        BatchError::InvalidRecord(_) => ResponseError::InvalidRecord,
-        BatchError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
-        _ => ResponseError::CorruptMessage,
-    }
 }
 
 async fn produce_one(
@@ -86,7 +76,7 @@ async fn produce_one(
             tracing::debug!(topic, partition = index, error = %e, "rejected produce");
             metrics::counter!("runnel_produce_rejected_total").increment(1);
             return (
-                error(index, batch_error_code(&e), Some(e.to_string())),
+                error(index, error_code::batch(&e), Some(e.to_string())),
                 None,
             );
         }
@@ -124,26 +114,14 @@ async fn produce_one(
                 }),
             )
         }
-        Err(e @ PartitionError::NotEnoughReplicas { .. }) => (
-            error(index, ResponseError::NotEnoughReplicas, Some(e.to_string())),
-            None,
-        ),
-        Err(PartitionError::NotLeader) => {
-            (error(index, ResponseError::NotLeaderOrFollower, None), None)
-        }
-        Err(PartitionError::Sequence(e)) => {
-            let code = match e {
-                SequenceError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
-                _ => ResponseError::OutOfOrderSequenceNumber,
-            };
-            (error(index, code, Some(e.to_string())), None)
-        }
         Err(e) => {
-            tracing::error!(topic, partition = index, error = %e, "append failed");
-            (
-                error(index, ResponseError::KafkaStorageError, Some(e.to_string())),
-                None,
-            )
+            let code = error_code::partition(&e);
+            if code == ResponseError::KafkaStorageError {
+                tracing::error!(topic, partition = index, error = %e, "append failed");
+            }
+            // A client finds the new leader from Metadata; no message needed.
+            let msg = (!matches!(e, PartitionError::NotLeader)).then(|| e.to_string());
+            (error(index, code, msg), None)
         }
     }
 }
@@ -219,13 +197,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 .await;
                 for ((ti, pi, _), outcome) in waits.iter().zip(done) {
                     let Err(e) = outcome else { continue };
-                    let code = match e {
-                        AckError::NotEnoughReplicasAfterAppend { .. } => {
-                            ResponseError::NotEnoughReplicasAfterAppend
-                        }
-                        AckError::TimedOut => ResponseError::RequestTimedOut,
-                        AckError::LostLeadership => ResponseError::NotLeaderOrFollower,
-                    };
+                    let code = error_code::ack(&e);
                     let p = &mut topics[*ti].partition_responses[*pi];
                     p.error_code = code.code();
                     p.error_message = Some(super::str(e.to_string()));

@@ -8,10 +8,11 @@ use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ResponseKind, SyncGroupResponse};
 
-use super::find_coordinator::{group_error_code, not_coordinator};
 use super::str;
 use crate::group::SyncReply;
 use crate::protocol::Request;
+use crate::server::error_code;
+use crate::server::lookup::not_coordinator;
 use crate::server::{Ctx, Reply};
 
 /// How long a SyncGroup answer waits for its generation's Raft record.
@@ -32,7 +33,7 @@ fn respond(v: i16, reply: SyncReply) -> ResponseKind {
             }
             ResponseKind::SyncGroup(resp)
         }
-        Err(e) => error(group_error_code(&e)),
+        Err(e) => error(error_code::group(&e)),
     }
 }
 

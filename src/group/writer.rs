@@ -5,28 +5,62 @@
 //! every `offsets.retention.check.interval.ms` proposes the expiry of the
 //! offsets of the groups it coordinates (the rule itself is the image's,
 //! `GroupOffsets::expired_offsets`). It never decides anything about a
-//! group's membership: that is `crate::group`.
+//! group's membership: that is this module's parent.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::error::ResponseError;
 use tokio::sync::mpsc;
 
-use super::handlers::propose;
-use super::Ctx;
-use crate::controller::records::MetadataCommand;
-use crate::group::{coordinator_for, GroupRecord};
+use super::records::{expire_offsets_command, store_group_command};
+use super::{coordinator_for, Coordinator, GroupRecord};
+use crate::broker::{Broker, ProposeError};
+use crate::config::Config;
+use crate::controller::records::MetadataError;
+use crate::controller::Controller;
 
 /// How often groups that moved to another coordinator are dropped here.
 const SWEEP: Duration = Duration::from_secs(1);
 
-pub async fn run(ctx: Arc<Ctx>, mut records: mpsc::UnboundedReceiver<GroupRecord>) {
-    let me = ctx.config.node_id;
+/// What the writer needs of the node.
+pub struct Writer {
+    me: i32,
+    retention_ms: i64,
+    check_every: Duration,
+    controller: Controller,
+    broker: Arc<Broker>,
+    groups: Arc<Coordinator>,
+}
+
+impl Writer {
+    pub fn new(
+        config: &Config,
+        controller: Controller,
+        broker: Arc<Broker>,
+        groups: Arc<Coordinator>,
+    ) -> Writer {
+        Writer {
+            me: config.node_id,
+            retention_ms: config.offsets_retention_ms,
+            check_every: Duration::from_millis(config.offsets_retention_check_interval_ms),
+            controller,
+            broker,
+            groups,
+        }
+    }
+
+    /// Writes `records` as they come, for as long as the coordinator lives.
+    pub async fn run(self, records: mpsc::UnboundedReceiver<GroupRecord>) {
+        run(&self, records).await
+    }
+}
+
+async fn run(ctx: &Writer, mut records: mpsc::UnboundedReceiver<GroupRecord>) {
+    let me = ctx.me;
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let check_every = Duration::from_millis(ctx.config.offsets_retention_check_interval_ms);
+    let check_every = ctx.check_every;
     let mut retention =
         tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -42,7 +76,7 @@ pub async fn run(ctx: Arc<Ctx>, mut records: mpsc::UnboundedReceiver<GroupRecord
                 continue;
             }
             _ = retention.tick() => {
-                expire_offsets(&ctx).await;
+                expire_offsets(ctx).await;
                 continue;
             }
         };
@@ -55,19 +89,13 @@ pub async fn run(ctx: Arc<Ctx>, mut records: mpsc::UnboundedReceiver<GroupRecord
         }
         for (group, record) in batch {
             let generation = record.generation;
-            let image = ctx.controller.image();
-            let cmd = MetadataCommand::StoreGroup {
-                group: group.clone(),
-                coordinator: me,
-                coordinator_epoch: image.brokers.get(&me).map_or(-1, |b| b.epoch),
-                record,
-            };
-            match propose(&ctx, cmd).await {
+            let cmd = store_group_command(&ctx.controller.image(), me, &group, record);
+            match ctx.broker.propose(&ctx.controller, cmd).await {
                 Ok(_) => ctx.groups.record_stored(&group, generation, true),
-                Err((code, msg)) => {
-                    tracing::warn!(%group, generation, "group record not stored: {msg} ({code:?})");
+                Err(e) => {
+                    tracing::warn!(%group, generation, error = %e, "group record not stored");
                     ctx.groups.record_stored(&group, generation, false);
-                    if code == ResponseError::NotCoordinator {
+                    if matches!(e, ProposeError::Rejected(MetadataError::NotCoordinator(_))) {
                         // Not ours any more, or behind the stored
                         // generation: forget it, and load it again if the
                         // role comes back.
@@ -81,9 +109,9 @@ pub async fn run(ctx: Arc<Ctx>, mut records: mpsc::UnboundedReceiver<GroupRecord
 
 /// Proposes the expiry of what has expired in the groups this broker
 /// coordinates, then forgets the idle groups that no longer exist.
-async fn expire_offsets(ctx: &Ctx) {
-    let me = ctx.config.node_id;
-    let retention_ms = ctx.config.offsets_retention_ms;
+async fn expire_offsets(ctx: &Writer) {
+    let me = ctx.me;
+    let retention_ms = ctx.retention_ms;
     let now_ms = crate::now_ms();
     let image = ctx.controller.image();
     // Hold every stored group this broker coordinates, so that members of a
@@ -101,15 +129,9 @@ async fn expire_offsets(ctx: &Ctx) {
         .collect();
     if !groups.is_empty() {
         tracing::info!(?groups, retention_ms, "expiring committed offsets");
-        let cmd = MetadataCommand::ExpireOffsets {
-            groups,
-            coordinator: me,
-            coordinator_epoch: image.brokers.get(&me).map_or(-1, |b| b.epoch),
-            now_ms,
-            retention_ms,
-        };
-        if let Err((code, msg)) = propose(ctx, cmd).await {
-            tracing::warn!("offset expiry not applied: {msg} ({code:?})");
+        let cmd = expire_offsets_command(&image, me, groups, now_ms, retention_ms);
+        if let Err(e) = ctx.broker.propose(&ctx.controller, cmd).await {
+            tracing::warn!(error = %e, "offset expiry not applied");
         }
     }
     let image = ctx.controller.image();

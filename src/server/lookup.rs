@@ -1,0 +1,78 @@
+//! Lookups the handlers share: a partition's leader replica here, whether
+//! this broker coordinates a group, how clients reach a broker, which node
+//! clients see as the controller. Each answers with the Kafka error a
+//! client should get, so that no handler imports another.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+
+use super::Ctx;
+use crate::controller::image::{BrokerRegistration, TopicImage};
+use crate::group::coordinator_for;
+use crate::replication::Partition;
+
+/// The partition's leader replica on this broker, or the error a client
+/// should see: `unknown` for a topic or partition that does not exist,
+/// NOT_LEADER_OR_FOLLOWER when another broker leads it.
+pub async fn leader_replica(
+    ctx: &Ctx,
+    topic: Option<&TopicImage>,
+    index: i32,
+    unknown: ResponseError,
+) -> Result<Arc<Partition>, ResponseError> {
+    let Some(t) = topic else { return Err(unknown) };
+    if index < 0 || index as usize >= t.partitions.len() {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    ctx.broker
+        .leader_partition(t.id, index)
+        .await
+        .ok_or(ResponseError::NotLeaderOrFollower)
+}
+
+/// None when this broker coordinates `group`, which it then holds (loaded
+/// from the group's Raft record if it just took the group over); else the
+/// error to answer.
+pub fn not_coordinator(ctx: &Ctx, group: &str) -> Option<ResponseError> {
+    let image = ctx.controller.image();
+    match coordinator_for(&image, group) {
+        Some(id) if id == ctx.config.node_id => {
+            ctx.groups.load(&image, group);
+            None
+        }
+        Some(_) => Some(ResponseError::NotCoordinator),
+        None => Some(ResponseError::CoordinatorNotAvailable),
+    }
+}
+
+/// The host and port a broker advertises on the listener this request came
+/// in on; falls back to its first endpoint.
+pub fn broker_endpoint(ctx: &Ctx, b: &BrokerRegistration) -> Option<(String, i32)> {
+    let listener = ctx
+        .config
+        .advertised_listeners
+        .first()
+        .map(|l| l.name.as_str());
+    b.endpoints
+        .iter()
+        .find(|e| Some(e.listener.as_str()) == listener)
+        .or(b.endpoints.first())
+        .map(|e| (e.host.clone(), e.port as i32))
+}
+
+/// The active controller as clients see it: the Raft leader's node id when
+/// that node is also a live broker; otherwise (a controller-only leader,
+/// which clients cannot reach) this broker, which forwards admin requests
+/// to the active controller, as KRaft brokers answer.
+pub fn controller_id(ctx: &Ctx) -> i32 {
+    let Some(leader) = ctx.controller.leader_id().map(|id| id as i32) else {
+        return -1;
+    };
+    let image = ctx.controller.image();
+    if image.brokers.get(&leader).is_some_and(|b| !b.fenced) {
+        leader
+    } else {
+        ctx.config.node_id
+    }
+}
