@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::Bytes;
-use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 
 use super::client::{Client, FetchLimits, OffsetSpec};
-use super::decompress::{decompress, MAX_DECOMPRESSED};
 use super::{is_metadata_error, Error, Result};
+use crate::protocol::decompress::{decompress, MAX_DECOMPRESSED};
 
 /// OFFSET_OUT_OF_RANGE: the position fell off either end of the log.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -261,7 +262,12 @@ pub(crate) fn decode_records(partition: i32, data: &Bytes, from: i64) -> Result<
         let set = RecordBatchDecoder::decode_with_custom_compression(
             &mut batch,
             Some(|data: &mut Bytes, codec| {
-                let plain = decompress(data, codec, MAX_DECOMPRESSED)?;
+                if codec == Compression::None {
+                    return Ok(std::mem::take(data));
+                }
+                let plain = decompress(data, codec, MAX_DECOMPRESSED)
+                    .context("cannot decompress the records")?;
+                let plain = Bytes::from(plain);
                 if !count_fits(plain.len()) {
                     anyhow::bail!(lying_count(plain.len()));
                 }
@@ -503,7 +509,6 @@ async fn reset_positions(
 mod tests {
     use super::*;
     use crate::admin::client::{encode_batch, new_record};
-    use kafka_protocol::records::Compression;
 
     fn rec(offset: i64, key: Option<&str>, value: Option<&str>) -> ConsumedRecord {
         ConsumedRecord {

@@ -12,7 +12,6 @@ pub mod cli;
 pub mod client;
 pub mod conn;
 mod consumer;
-mod decompress;
 mod error_text;
 mod get_offsets;
 pub mod groups;

@@ -1,7 +1,8 @@
 //! Kafka RecordBatch v2 (magic 2): a read-only view of the 61-byte header,
 //! validation of the `records` field of a Produce request, in-place rewrites of
 //! the two fields the broker owns (base offset, partition leader epoch), and a
-//! walk over the records of one batch (decompressing if needed).
+//! walk over the records of one batch (decompressing if needed, within
+//! [`MAX_DECOMPRESSED`] bytes).
 //!
 //! Everything here works on borrowed bytes and never sizes an allocation from
 //! a length read off the wire before checking it against the bytes present.
@@ -20,9 +21,9 @@
 
 use std::ops::ControlFlow;
 
-use bytes::Bytes;
-use kafka_protocol::compression::{self as codec, Decompressor};
 pub use kafka_protocol::records::{Compression, TimestampType};
+
+use super::decompress::{decompress, MAX_DECOMPRESSED};
 
 /// Bytes before `batchLength` counts: base offset (8) and batch length (4).
 pub const LOG_OVERHEAD: usize = 12;
@@ -429,6 +430,12 @@ pub struct RecordPosition {
 /// order, until it returns `Break`. Decompresses the payload if needed. For
 /// LogAppendTime batches every record carries the batch's `maxTimestamp`.
 ///
+/// A compressed payload is inflated into memory, at most [`MAX_DECOMPRESSED`]
+/// bytes of it: a batch that inflates to more (a compression bomb stored by
+/// Produce, which does not inflate) is [`Error::Corrupt`], and nothing past the
+/// bound is allocated. The bound is a constant rather than a parameter so that
+/// the log, which calls this for timestamp lookups, needs no config for it.
+///
 /// This reads only the record prefix (length, attributes, deltas) rather than
 /// using `RecordBatchDecoder`, which reserves `recordsCount` records up front.
 pub fn for_each_record(
@@ -445,7 +452,7 @@ pub fn for_each_record(
     }
     let payload = &batch[HEADER_LEN..h.size()];
     let log_append = h.timestamp_type() == TimestampType::LogAppend;
-    let mut visit = |r: RawRecord| {
+    let visit = |r: RawRecord| {
         f(RecordPosition {
             offset: h.base_offset + i64::from(r.offset_delta),
             timestamp: if log_append {
@@ -461,19 +468,9 @@ pub fn for_each_record(
     if compression == Compression::None {
         return walk_records(payload, h.records_count, visit);
     }
-    let mut compressed = Bytes::copy_from_slice(payload);
-    let walk = |buf: &mut Bytes| -> anyhow::Result<Result<()>> {
-        Ok(walk_records(&buf[..], h.records_count, &mut visit))
-    };
-    let outcome = match compression {
-        Compression::Gzip => codec::Gzip::decompress(&mut compressed, walk),
-        Compression::Snappy => codec::Snappy::decompress(&mut compressed, walk),
-        Compression::Lz4 => codec::Lz4::decompress(&mut compressed, walk),
-        Compression::Zstd => codec::Zstd::decompress(&mut compressed, walk),
-        Compression::None => codec::None::decompress(&mut compressed, walk),
-    };
-    outcome
-        .map_err(|e| Error::Corrupt(format!("cannot decompress {compression:?} records: {e:#}")))?
+    let plain = decompress(payload, compression, MAX_DECOMPRESSED)
+        .map_err(|e| Error::Corrupt(format!("cannot decompress the records: {e}")))?;
+    walk_records(&plain, h.records_count, visit)
 }
 
 struct RawRecord {
@@ -556,7 +553,7 @@ fn read_varint(buf: &mut &[u8]) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
+    use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{
         Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     };
@@ -729,6 +726,53 @@ mod tests {
             for_each_record(&z, |_| ControlFlow::Continue(())),
             Err(Error::Corrupt(_))
         ));
+    }
+
+    /// `b` with its records section replaced by `payload`, length and CRC fixed.
+    fn with_payload(b: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut out = b[..HEADER_LEN].to_vec();
+        out.extend_from_slice(payload);
+        let len = i32::try_from(out.len() - LOG_OVERHEAD).expect("fits");
+        out[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = compute_crc(&out);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn a_compression_bomb_is_corrupt_not_an_allocation() {
+        use std::io::Write;
+        // One record's worth of header, then zeros inflating just past the
+        // bound, streamed into the encoder so the test holds only the output.
+        let mut z = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("zstd");
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..MAX_DECOMPRESSED / zeros.len() {
+            z.write_all(&zeros).expect("write");
+        }
+        z.write_all(&[0]).expect("write");
+        let packed = z.finish().expect("finish");
+        assert!(packed.len() < 64 * 1024, "{}", packed.len());
+        let bomb = with_payload(&batch(1, 0, Compression::Zstd), &packed);
+        // Produce does not inflate, so the batch is valid as far as it goes.
+        validate_batches(&bomb, 1 << 20).expect("stored as is");
+        match for_each_record(&bomb, |_| ControlFlow::Continue(())) {
+            Err(Error::Corrupt(m)) => assert!(
+                m.contains(&format!("more than {MAX_DECOMPRESSED} bytes")),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Garbage in place of the compressed records is Corrupt as well.
+        for c in [Compression::Gzip, Compression::Snappy, Compression::Lz4] {
+            let junk = with_payload(&batch(1, 0, c), &[0x04, 0xde, 0xad, 0xbe, 0xef]);
+            assert!(
+                matches!(
+                    for_each_record(&junk, |_| ControlFlow::Continue(())),
+                    Err(Error::Corrupt(_))
+                ),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

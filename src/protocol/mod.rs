@@ -1,5 +1,6 @@
 //! Kafka wire protocol: framing, request and response headers, the table of
-//! supported API versions, and RecordBatch validation.
+//! supported API versions, RecordBatch validation, and bounded decompression
+//! of a batch's records.
 //!
 //! Message bodies are the `kafka-protocol` crate's types (vendored with
 //! allocation guards, see `vendor/README.md`). Nothing here knows about
@@ -8,6 +9,7 @@
 pub mod batch;
 pub mod codec;
 pub mod consumer_protocol;
+pub mod decompress;
 pub mod offset_spec;
 pub mod versions;
 

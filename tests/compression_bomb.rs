@@ -1,0 +1,434 @@
+//! Compression bombs in produced batches, against a real `runnel` process.
+//!
+//! Produce checks a compressed batch's header and CRC but does not inflate
+//! it (see `protocol::batch::validate_batch`), so a batch whose records are
+//! ~1 GiB of zeros in 1 MiB of gzip, or a few KiB of zstd, is stored as is.
+//! The broker inflates stored batches for ListOffsets by timestamp and
+//! MAX_TIMESTAMP; that inflation is bounded (`protocol::decompress`,
+//! 64 MiB), so those lookups must answer with an error code, leave the
+//! process up with its peak RSS far below the bomb's size, and lose nothing
+//! that was produced around the bombs.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, BrokerId, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use common::{Node, RawConn};
+
+const TOPIC: &str = "bombs";
+/// Zeros behind each bomb's records section.
+const BOMB_BYTES: u64 = 1 << 30;
+/// Fed to the encoders this much at a time, so the test never holds the bomb.
+const CHUNK: usize = 1 << 20;
+/// The broker's peak resident set must stay below this, bombs included.
+const RSS_BOUND_KIB: u64 = 512 * 1024;
+/// A gzip stream tops out at ~1032:1, so 1 GiB of zeros is ~1 MiB of gzip:
+/// just over the default `message.max.bytes` (1048588).
+const MESSAGE_MAX_BYTES: &str = "8388608";
+/// KAFKA_STORAGE_ERROR: what ListOffsets answers for any log error, a batch
+/// that cannot be inflated included. CORRUPT_MESSAGE would do as well.
+const KAFKA_STORAGE_ERROR: i16 = 56;
+const CORRUPT_MESSAGE: i16 = 2;
+
+/// Peak and current resident set of `pid`, in KiB (`VmHWM`, `VmRSS`).
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// The broker still runs and answers ApiVersions and Metadata on a new
+/// connection.
+fn assert_serving(node: &mut Node, after: &str) {
+    node.assert_alive(after);
+    let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
+    let av = conn
+        .roundtrip(
+            3,
+            1001,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("runnel-tests"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        )
+        .unwrap_or_else(|e| panic!("ApiVersions {after}: {e}"));
+    assert_eq!(av.error_code, 0, "ApiVersions error {after}");
+    let md = conn
+        .roundtrip(12, 1002, &MetadataRequest::default().with_topics(None))
+        .unwrap_or_else(|e| panic!("Metadata {after}: {e}"));
+    assert_eq!(md.brokers.len(), 1, "Metadata brokers {after}");
+    step!("broker alive and serving {after}");
+}
+
+fn create_topic(node: &Node) {
+    let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(TOPIC))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+    let resp = conn.roundtrip(5, 1, &req).expect("CreateTopics");
+    assert_eq!(resp.topics[0].error_code, 0, "CreateTopics");
+    common::eventually(Duration::from_secs(30), "a leader for the topic", || {
+        let md = conn
+            .roundtrip(
+                12,
+                2,
+                &MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default(
+                )
+                .with_name(Some(name(TOPIC)))])),
+            )
+            .ok()?;
+        let t = md.topics.first()?;
+        (t.error_code == 0 && t.partitions.len() == 1 && t.partitions[0].leader_id.0 == 1)
+            .then_some(())
+    });
+}
+
+/// A normal batch of `values`, timestamps `ts0`, `ts0 + 1`, …
+fn batch(values: &[&str], ts0: i64, compression: Compression) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch where `offset - sequence`
+            // changes; this keeps one batch, with base sequence -1 (none).
+            sequence: i as i32 - 1,
+            timestamp: ts0 + i as i64,
+            key: None,
+            value: Some(Bytes::from(v.to_string())),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
+}
+
+/// `BOMB_BYTES` zeros through `encoder`, a chunk at a time.
+fn zeros_into<W: Write>(mut encoder: W) -> W {
+    let zeros = vec![0u8; CHUNK];
+    for _ in 0..BOMB_BYTES / CHUNK as u64 {
+        encoder.write_all(&zeros).expect("compress");
+    }
+    encoder
+}
+
+fn gzip_bomb() -> Vec<u8> {
+    let e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    zeros_into(e).finish().expect("gzip finish")
+}
+
+fn zstd_bomb() -> Vec<u8> {
+    let e = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("zstd encoder");
+    zeros_into(e).finish().expect("zstd finish")
+}
+
+/// A v2 RecordBatch around arbitrary compressed `records`, built field by
+/// field: kafka-protocol's encoder compresses records itself and cannot
+/// wrap bytes it did not make. One record claimed, at `timestamp`, with a
+/// correct CRC-32C, so that Produce accepts it.
+fn bomb_batch(codec: Compression, records: &[u8], timestamp: i64) -> Bytes {
+    let attributes: i16 = match codec {
+        Compression::Gzip => 1,
+        Compression::Zstd => 4,
+        other => panic!("no bomb for {other:?}"),
+    };
+    let mut b = Vec::with_capacity(61 + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset, the broker assigns it
+    let batch_length = i32::try_from(61 - 12 + records.len()).expect("fits");
+    b.extend_from_slice(&batch_length.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&[0; 4]); // CRC, below
+    b.extend_from_slice(&attributes.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&timestamp.to_be_bytes()); // base timestamp
+    b.extend_from_slice(&timestamp.to_be_bytes()); // max timestamp
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&1i32.to_be_bytes()); // records count
+    assert_eq!(b.len(), 61);
+    b.extend_from_slice(records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+/// Produce (v9, acks=-1) of one partition's records: (error code, base
+/// offset). acks=-1 rather than 1 so that the high watermark has passed the
+/// batch when this returns: ListOffsets hides offsets at or above it.
+fn produce(node: &Node, records: Bytes) -> (i16, i64) {
+    let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(TOPIC))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let resp: ProduceResponse = conn.roundtrip(9, 7, &req).expect("Produce response");
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// ListOffsets v8 for `timestamp` (or a sentinel): (error code, timestamp,
+/// offset), and how long the broker took.
+fn list_offsets(node: &Node, timestamp: i64) -> ((i16, i64, i64), Duration) {
+    let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(0)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(TOPIC))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(timestamp)])]);
+    let sent = Instant::now();
+    let resp = conn
+        .roundtrip(8, 11, &req)
+        .unwrap_or_else(|e| panic!("ListOffsets {timestamp}: no answer: {e}"));
+    let took = sent.elapsed();
+    let p = &resp.topics[0].partitions[0];
+    ((p.error_code, p.timestamp, p.offset), took)
+}
+
+/// Every batch of the partition from offset 0 up to `end`, raw, via Fetch v12.
+fn fetch_all(node: &Node, end: i64) -> Vec<Bytes> {
+    let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
+    let mut batches = Vec::new();
+    let mut next = 0i64;
+    while next < end {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(16 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name(TOPIC))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(next)
+                    .with_partition_max_bytes(16 << 20)])]);
+        let resp = conn.roundtrip(12, 21, &req).expect("Fetch");
+        let part = &resp.responses[0].partitions[0];
+        assert_eq!(part.error_code, 0, "Fetch from {next}");
+        let records = part.records.clone().unwrap_or_default();
+        let mut pos = 0;
+        let before = next;
+        while pos + 61 <= records.len() {
+            let len = i32::from_be_bytes(records[pos + 8..pos + 12].try_into().unwrap());
+            let size = 12 + usize::try_from(len).expect("batch length");
+            if pos + size > records.len() {
+                break;
+            }
+            let b = records.slice(pos..pos + size);
+            let base = i64::from_be_bytes(b[..8].try_into().unwrap());
+            let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+            next = base + i64::from(last_delta) + 1;
+            batches.push(b);
+            pos += size;
+        }
+        assert!(next > before, "Fetch from {before} made no progress");
+    }
+    batches
+}
+
+#[test]
+fn gzip_and_zstd_bombs_are_refused_within_bounded_memory() {
+    let started = Instant::now();
+    let mut node = Node::start(&[("message.max.bytes", MESSAGE_MAX_BYTES)]);
+    let pid = node.pid().expect("broker pid");
+    create_topic(&node);
+    let (hwm0, rss0) = rss_kib(pid);
+    step!(
+        "broker pid {pid}: VmHWM {} VmRSS {} at start",
+        mib(hwm0),
+        mib(rss0)
+    );
+
+    // Timestamps near now, in an order that lets each lookup reach one bomb.
+    let base = now_ms() - 3_600_000;
+    let (t_plain, t_gzip, t_bomb_gz, t_bomb_zstd, t_after) = (
+        base,
+        base + 10_000,
+        base + 20_000,
+        base + 30_000,
+        base + 5_000,
+    );
+
+    step!("produce 5 plain records (offsets 0-4) and 3 gzip records (5-7)");
+    let plain = ["p0", "p1", "p2", "p3", "p4"];
+    let zipped = ["g0", "g1", "g2"];
+    assert_eq!(
+        produce(&node, batch(&plain, t_plain, Compression::None)),
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&node, batch(&zipped, t_gzip, Compression::Gzip)),
+        (0, 5)
+    );
+
+    step!("compress {} MiB of zeros with gzip", BOMB_BYTES >> 20);
+    let gz = gzip_bomb();
+    step!("... {} bytes of gzip", gz.len());
+    step!("compress {} MiB of zeros with zstd", BOMB_BYTES >> 20);
+    let zs = zstd_bomb();
+    step!("... {} bytes of zstd", zs.len());
+    let gz_batch = bomb_batch(Compression::Gzip, &gz, t_bomb_gz);
+    let zs_batch = bomb_batch(Compression::Zstd, &zs, t_bomb_zstd);
+
+    // Produce does not inflate compressed batches, so both are stored.
+    step!("produce the gzip bomb ({} bytes)", gz_batch.len());
+    assert_eq!(
+        produce(&node, gz_batch.clone()),
+        (0, 8),
+        "gzip bomb produce"
+    );
+    step!("produce the zstd bomb ({} bytes)", zs_batch.len());
+    assert_eq!(
+        produce(&node, zs_batch.clone()),
+        (0, 9),
+        "zstd bomb produce"
+    );
+    step!("produce one plain record after the bombs (offset 10)");
+    assert_eq!(
+        produce(&node, batch(&["after"], t_after, Compression::None)),
+        (0, 10)
+    );
+    assert_serving(&mut node, "after producing the bombs");
+
+    step!("ListOffsets before the bombs still finds records, plain and gzip");
+    assert_eq!(list_offsets(&node, t_plain + 2).0, (0, t_plain + 2, 2));
+    assert_eq!(list_offsets(&node, t_gzip + 1).0, (0, t_gzip + 1, 6));
+    assert_eq!(list_offsets(&node, -2).0 .2, 0, "earliest");
+    assert_eq!(list_offsets(&node, -1).0 .2, 11, "latest");
+
+    // Each of these reaches one bomb first in offset order: the gzip one at
+    // its own timestamp, the zstd one past the gzip one's (the gzip batch's
+    // maxTimestamp is lower, so it is skipped by its header), and
+    // MAX_TIMESTAMP (-3) at the zstd one, which holds the largest timestamp.
+    for (what, ts) in [
+        ("gzip bomb (timestamp)", t_bomb_gz),
+        ("zstd bomb (timestamp)", t_bomb_gz + 1),
+        ("zstd bomb (MAX_TIMESTAMP)", -3),
+    ] {
+        step!("ListOffsets {ts} inflates the {what}");
+        let ((code, _, offset), took) = list_offsets(&node, ts);
+        step!("... error code {code}, offset {offset}, after {took:?}");
+        assert!(
+            code == KAFKA_STORAGE_ERROR || code == CORRUPT_MESSAGE,
+            "ListOffsets {ts} on the {what}: error code {code}, offset {offset}"
+        );
+        let (hwm, rss) = rss_kib(pid);
+        step!("... broker VmHWM {} VmRSS {}", mib(hwm), mib(rss));
+        assert!(
+            hwm < RSS_BOUND_KIB,
+            "broker peak RSS {} is over {} after ListOffsets on the {what}",
+            mib(hwm),
+            mib(RSS_BOUND_KIB)
+        );
+        assert_serving(&mut node, &format!("after ListOffsets on the {what}"));
+    }
+
+    step!("every record is still there: fetch offsets 0-10");
+    let batches = fetch_all(&node, 11);
+    let mut values = Vec::new();
+    for b in &batches {
+        let base = i64::from_be_bytes(b[..8].try_into().unwrap());
+        if base == 8 || base == 9 {
+            // The bombs come back byte for byte (past the broker's fields).
+            let sent = if base == 8 { &gz_batch } else { &zs_batch };
+            assert_eq!(b.len(), sent.len(), "bomb at {base}: length");
+            assert!(b[16..] == sent[16..], "bomb at {base}: bytes differ");
+            values.push(format!("<bomb {base}>"));
+            continue;
+        }
+        let set = RecordBatchDecoder::decode(&mut b.clone()).expect("decode batch");
+        for r in set.records {
+            let v = r.value.expect("value");
+            values.push(format!("{}:{}", r.offset, String::from_utf8_lossy(&v)));
+        }
+    }
+    assert_eq!(
+        values,
+        [
+            "0:p0", "1:p1", "2:p2", "3:p3", "4:p4", "5:g0", "6:g1", "7:g2", "<bomb 8>", "<bomb 9>",
+            "10:after"
+        ]
+    );
+
+    let (hwm, rss) = rss_kib(pid);
+    step!(
+        "broker peak RSS (VmHWM) {} (bound {}), VmRSS now {}; test took {:?}",
+        mib(hwm),
+        mib(RSS_BOUND_KIB),
+        mib(rss),
+        started.elapsed()
+    );
+    assert!(
+        hwm < RSS_BOUND_KIB,
+        "broker peak RSS {} is over {}",
+        mib(hwm),
+        mib(RSS_BOUND_KIB)
+    );
+    node.stop();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
