@@ -296,7 +296,7 @@ fn the_checker_sees_cycles_and_upward_imports() {
         ["log", "replication"]
     );
     assert_eq!(
-        idents_after("x::crate::y; crate::rpc::pb", "crate::"),
+        idents_after("my_crate::y; crate::rpc::pb", "crate::"),
         ["rpc"]
     );
     let code = code_of("use crate::a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\nuse crate::c; // crate::d\n");
