@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::replicas::Replicas;
+use super::replicas::{Followed, Replicas};
 use super::service::MAX_RESPONSE_BYTES;
 use super::Partition;
-use crate::rpc::pb::{FetchError, FetchPartition, ReplicaFetchRequest};
+use crate::rpc::pb::{FetchError, FetchPartition, ReplicaFetchRequest, ReplicaFetchResponse};
 use crate::rpc::Channels;
 
 /// Finds a broker's node-to-node (CONTROLLER listener) address.
@@ -80,6 +81,10 @@ fn divergence_point(p: &Partition, epoch: i32, leader_end: i64) -> i64 {
     }
 }
 
+/// What one fetch asked for, per partition: the replica, its leader epoch
+/// and the offset it fetched from.
+type Sent = HashMap<(Uuid, i32), (Arc<Partition>, i32, i64)>;
+
 /// Fetches from `leader` for every partition this broker follows it in.
 async fn fetcher(
     replicas: Arc<Replicas>,
@@ -88,44 +93,89 @@ async fn fetcher(
     resolver: Resolver,
     channels: Channels,
 ) {
-    let mut followed = replicas.followed();
-    let me = config.me;
-    let wait_ms = config.max_wait_ms.min(10_000) as u32;
-    let per_partition = config.partition_max_bytes.min(MAX_RESPONSE_BYTES) as u32;
-    let total = config.response_max_bytes.min(MAX_RESPONSE_BYTES) as u32;
-    let mut failures = 0u32;
-    // The background fsync of the previous round's appends.
-    let mut in_flight: Option<tokio::task::JoinHandle<bool>> = None;
-    loop {
-        let parts: Vec<Arc<Partition>> = followed
-            .borrow_and_update()
-            .get(&leader)
-            .cloned()
-            .unwrap_or_default();
-        if parts.is_empty() {
-            if followed.changed().await.is_err() {
-                return;
+    Fetcher {
+        leader,
+        me: config.me,
+        wait_ms: config.max_wait_ms.min(10_000) as u32,
+        per_partition: config.partition_max_bytes.min(MAX_RESPONSE_BYTES) as u32,
+        total: config.response_max_bytes.min(MAX_RESPONSE_BYTES) as u32,
+        followed: replicas.followed(),
+        channels,
+        failures: 0,
+        in_flight: None,
+    }
+    .run(resolver)
+    .await
+}
+
+/// One leader's fetcher and what it carries from round to round.
+struct Fetcher {
+    leader: i32,
+    me: i32,
+    wait_ms: u32,
+    per_partition: u32,
+    total: u32,
+    followed: watch::Receiver<Arc<Followed>>,
+    channels: Channels,
+    /// Fetches failed in a row (logged at the first and every 50th).
+    failures: u32,
+    /// The background fsync of the previous round's appends; true if it
+    /// failed.
+    in_flight: Option<tokio::task::JoinHandle<bool>>,
+}
+
+impl Fetcher {
+    async fn run(mut self, resolver: Resolver) {
+        let leader = self.leader;
+        loop {
+            let parts: Vec<Arc<Partition>> = self
+                .followed
+                .borrow_and_update()
+                .get(&leader)
+                .cloned()
+                .unwrap_or_default();
+            if parts.is_empty() {
+                if self.followed.changed().await.is_err() {
+                    return;
+                }
+                continue;
             }
-            continue;
+            let Some(addr) = resolver(leader) else {
+                tracing::warn!(leader, "no address for the leader; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let (req, sent) = self.request(&parts);
+            let Some(resp) = self.send(&addr, req).await else {
+                // Wakes early when the partitions move to another leader.
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), self.followed.changed()).await;
+                continue;
+            };
+            let (synced, got_data, mut backoff) = self.apply(resp, sent).await;
+            backoff |= self.sync(synced, got_data).await;
+            if backoff {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(100), self.followed.changed()).await;
+            }
         }
-        let Some(addr) = resolver(leader) else {
-            tracing::warn!(leader, "no address for the leader; retrying");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        let mut sent: HashMap<(Uuid, i32), (Arc<Partition>, i32, i64)> = HashMap::new();
+    }
+
+    /// The fetch for `parts`, each from its log end.
+    fn request(&self, parts: &[Arc<Partition>]) -> (ReplicaFetchRequest, Sent) {
+        let mut sent = Sent::new();
         // While an fsync is still running, the leader should not hold this
         // fetch open for new records: what it is waiting for (to move its
         // HW) is this follower's next durable offset, which comes with the
         // fetch after the fsync.
-        let syncing = in_flight.as_ref().is_some_and(|f| !f.is_finished());
+        let syncing = self.in_flight.as_ref().is_some_and(|f| !f.is_finished());
         let mut req = ReplicaFetchRequest {
-            follower_id: me,
-            max_wait_ms: if syncing { 0 } else { wait_ms },
-            max_bytes: total,
+            follower_id: self.me,
+            max_wait_ms: if syncing { 0 } else { self.wait_ms },
+            max_bytes: self.total,
             partitions: Vec::with_capacity(parts.len()),
         };
-        for p in &parts {
+        for p in parts {
             let epoch = p.leader_epoch();
             let offset = p.log_end_offset();
             req.partitions.push(FetchPartition {
@@ -135,13 +185,19 @@ async fn fetcher(
                 fetch_offset: offset,
                 last_fetched_epoch: p.log().latest_epoch().unwrap_or(-1),
                 current_leader_epoch: epoch,
-                max_bytes: per_partition,
+                max_bytes: self.per_partition,
             });
             sent.insert((p.topic_id, p.index), (p.clone(), epoch, offset));
         }
-        let answer = match channels.replication(&addr) {
+        (req, sent)
+    }
+
+    /// Sends the fetch; `None` (logged) when it failed.
+    async fn send(&mut self, addr: &str, req: ReplicaFetchRequest) -> Option<ReplicaFetchResponse> {
+        let answer = match self.channels.replication(addr) {
             Ok(mut client) => {
-                let limit = Duration::from_millis(u64::from(wait_ms)) + Duration::from_secs(10);
+                let limit =
+                    Duration::from_millis(u64::from(self.wait_ms)) + Duration::from_secs(10);
                 match tokio::time::timeout(limit, client.fetch(req)).await {
                     Ok(Ok(resp)) => Ok(resp.into_inner()),
                     Ok(Err(status)) => Err(status.to_string()),
@@ -150,24 +206,35 @@ async fn fetcher(
             }
             Err(e) => Err(e.to_string()),
         };
-        let resp = match answer {
+        match answer {
             Ok(r) => {
-                failures = 0;
-                r
+                self.failures = 0;
+                Some(r)
             }
             Err(e) => {
-                failures += 1;
+                self.failures += 1;
+                let failures = self.failures;
                 if failures == 1 || failures % 50 == 0 {
-                    tracing::warn!(leader, %addr, error = %e, failures, "replica fetch failed");
+                    tracing::warn!(leader = self.leader, %addr, error = %e, failures, "replica fetch failed");
                 }
-                // Wakes early when the partitions move to another leader.
-                let _ = tokio::time::timeout(Duration::from_millis(200), followed.changed()).await;
-                continue;
+                None
             }
-        };
+        }
+    }
+
+    /// Applies the leader's answer to each partition: appends records,
+    /// truncates on divergence or an out-of-range offset. Returns the
+    /// partitions to fsync with the leader's HW, whether any got records,
+    /// and whether to back off (a refusal or a failure).
+    async fn apply(
+        &self,
+        resp: ReplicaFetchResponse,
+        mut sent: Sent,
+    ) -> (Vec<(Arc<Partition>, i64)>, bool, bool) {
+        let leader = self.leader;
         let mut backoff = false;
         let mut synced = Vec::new();
-        let mut appended_any = Vec::new();
+        let mut got_data = false;
         for fp in resp.partitions {
             let Ok(id) = Uuid::from_slice(&fp.topic_id) else {
                 continue;
@@ -195,7 +262,7 @@ async fn fetcher(
                 let records: Bytes = fp.records;
                 let appended = p.append_from_leader(leader, epoch, records).await;
                 synced.push((p.clone(), fp.high_watermark));
-                appended_any.push(p.index);
+                got_data = true;
                 appended
             } else {
                 synced.push((p.clone(), fp.high_watermark));
@@ -206,11 +273,15 @@ async fn fetcher(
                 backoff = true;
             }
         }
-        // fsync in the background and fetch on (the next fetch reports
-        // what is durable by then); when nothing new came, wait for the
-        // fsync so that the next fetch reports it without a long-poll's
-        // delay and the leader's HW moves at once.
-        let got_data = !appended_any.is_empty();
+        (synced, got_data, backoff)
+    }
+
+    /// fsyncs in the background and fetches on (the next fetch reports
+    /// what is durable by then); when nothing new came, waits for the fsync
+    /// so that the next fetch reports it without a long-poll's delay and
+    /// the leader's HW moves at once. True when an fsync failed.
+    async fn sync(&mut self, synced: Vec<(Arc<Partition>, i64)>, got_data: bool) -> bool {
+        let mut failed = false;
         let flush = tokio::spawn(async move {
             let mut failed = false;
             for r in join_all(synced.iter().map(|(p, hw)| p.sync_as_follower(*hw))).await {
@@ -221,18 +292,16 @@ async fn fetcher(
             }
             failed
         });
-        if let Some(prev) = in_flight.take() {
+        if let Some(prev) = self.in_flight.take() {
             if prev.await.unwrap_or(true) {
-                backoff = true;
+                failed = true;
             }
         }
         if got_data {
-            in_flight = Some(flush);
+            self.in_flight = Some(flush);
         } else if flush.await.unwrap_or(true) {
-            backoff = true;
+            failed = true;
         }
-        if backoff {
-            let _ = tokio::time::timeout(Duration::from_millis(100), followed.changed()).await;
-        }
+        failed
     }
 }
