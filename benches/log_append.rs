@@ -7,44 +7,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
 use runnel::log::{Log, LogConfig};
+use runnel::protocol::build;
 
 const RECORDS_PER_BATCH: usize = 16;
 const RECORD_BYTES: usize = 1024;
 const RUN_FOR: Duration = Duration::from_secs(1);
 
 fn batch() -> Result<Vec<u8>> {
-    let records: Vec<Record> = (0..RECORDS_PER_BATCH as i64)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i,
-            key: None,
-            value: Some(Bytes::from(vec![b'x'; RECORD_BYTES])),
-            headers: Default::default(),
+    let records: Vec<_> = (0..RECORDS_PER_BATCH as i64)
+        .map(|i| {
+            let value = Some(Bytes::from(vec![b'x'; RECORD_BYTES]));
+            build::record(i, 1_700_000_000_000 + i, None, value)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    Ok(buf.to_vec())
+    Ok(build::encode(&records, Compression::None)?.to_vec())
 }
 
 /// Appends from `threads` threads for about `RUN_FOR`; returns batches written.

@@ -1097,15 +1097,16 @@ mod against_librdkafka_mock {
     use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    use runnel::admin::client::{new_record, Client, ClientConfig, FetchLimits, OffsetSpec};
+    use runnel::admin::client::{Client, ClientConfig, FetchLimits, OffsetSpec};
     use runnel::admin::murmur2::partition_for_key;
+    use runnel::protocol::build;
 
     fn keyed_batches(keys: &[String], partitions: i32) -> BTreeMap<i32, Vec<Record>> {
         let mut batches: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         for k in keys {
             let p = partition_for_key(k.as_bytes(), partitions);
             let list = batches.entry(p).or_default();
-            list.push(new_record(
+            list.push(build::record(
                 list.len() as i64,
                 1_000,
                 Some(Bytes::from(k.clone())),
@@ -1207,7 +1208,7 @@ mod against_librdkafka_mock {
         mock.partition_leader("moving", 0, Some(new))
             .expect("move leader");
         let one =
-            |i: i64| BTreeMap::from([(0, vec![new_record(0, i, None, Some(Bytes::from("x")))])]);
+            |i: i64| BTreeMap::from([(0, vec![build::record(0, i, None, Some(Bytes::from("x")))])]);
         let r = client
             .produce("moving", &one(1), 1, Compression::None)
             .await

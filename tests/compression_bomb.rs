@@ -14,8 +14,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -26,11 +25,10 @@ use kafka_protocol::messages::{
     MetadataRequest, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 use common::{Node, RawConn};
+use runnel::protocol::build;
 
 const TOPIC: &str = "bombs";
 /// Zeros behind each bomb's records section.
@@ -118,38 +116,19 @@ fn create_topic(node: &Node) {
 
 /// A normal batch of `values`, timestamps `ts0`, `ts0 + 1`, …
 fn batch(values: &[&str], ts0: i64, compression: Compression) -> Bytes {
-    let records: Vec<Record> = values
+    let records: Vec<_> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch where `offset - sequence`
-            // changes; this keeps one batch, with base sequence -1 (none).
-            sequence: i as i32 - 1,
-            timestamp: ts0 + i as i64,
-            key: None,
-            value: Some(Bytes::from(v.to_string())),
-            headers: IndexMap::new(),
+        .map(|(i, v)| {
+            build::record(
+                i as i64,
+                ts0 + i as i64,
+                None,
+                Some(Bytes::from(v.to_string())),
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encode batch");
-    buf.freeze()
+    build::encode(&records, compression).expect("encode batch")
 }
 
 /// `BOMB_BYTES` zeros through `encoder`, a chunk at a time.

@@ -47,7 +47,6 @@ use bytes::{Bytes, BytesMut};
 use cluster::Cluster;
 use common::{Node, RawConn};
 use futures::executor::block_on;
-use indexmap::IndexMap;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
@@ -55,15 +54,14 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use partition::{high_watermark, ids, list_latest, read_below_hw, wait_full_isr, wait_state};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use runnel::protocol::build;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -603,36 +601,15 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
 
 /// One v2 batch of `values` from producer `pid`/`epoch`, first sequence `seq`.
 fn idempotent_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
+    let records: Vec<_> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: 1_700_000_000_000,
-            key: Some(Bytes::from(v.to_string())),
-            value: Some(Bytes::from(v.to_string())),
-            headers: IndexMap::new(),
+        .map(|(i, v)| {
+            let v = Some(Bytes::from(v.to_string()));
+            build::idempotent_record(pid, epoch, seq, i as i64, 1_700_000_000_000, v.clone(), v)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buf.freeze()
+    build::encode(&records, Compression::None).expect("encode batch")
 }
 
 /// Produce v8, acks=-1, one batch to `topic`/`p` at `addr`: (error, base offset).

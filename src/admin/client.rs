@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -20,11 +20,12 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::{Message, Request, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+use kafka_protocol::records::{Compression, Record};
 use uuid::Uuid;
 
 use super::conn::{ConnOptions, Connection};
 use super::{Error, Result};
+use crate::protocol::build::encode;
 
 /// NOT_CONTROLLER: an admin request reached a node that is not (or no
 /// longer) the controller.
@@ -611,7 +612,12 @@ impl Client {
     ) -> Result<BTreeMap<i32, Result<Option<i64>>>> {
         let encoded: BTreeMap<i32, Bytes> = batches
             .iter()
-            .map(|(&p, records)| Ok((p, encode_batch(records, compression)?)))
+            .map(|(&p, records)| {
+                Ok((
+                    p,
+                    encode(records, compression).map_err(|e| Error::InvalidBatch(e.0))?,
+                ))
+            })
             .collect::<Result<_>>()?;
         let mut results = BTreeMap::new();
         let mut pending: Vec<i32> = encoded.keys().copied().collect();
@@ -992,46 +998,10 @@ async fn fetch_on(
     Ok(out)
 }
 
-/// Encodes `records` as one RecordBatch v2.
-pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .map_err(|e| Error::InvalidBatch(format!("{e:#}")))?;
-    Ok(buf.freeze())
-}
-
-/// A plain producer record for a batch: `index` is its position in the
-/// batch. kafka-protocol starts a new batch whenever `offset - sequence`
-/// changes, so the sequence moves in step with the offset, starting at -1:
-/// one batch, and a base sequence of -1 (no idempotence) in its header.
-pub fn new_record(index: i64, timestamp: i64, key: Option<Bytes>, value: Option<Bytes>) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: kafka_protocol::records::TimestampType::Creation,
-        offset: index,
-        sequence: (index as i32).wrapping_sub(1),
-        timestamp,
-        key,
-        value,
-        headers: Default::default(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::build::record;
     use kafka_protocol::records::RecordBatchDecoder;
 
     #[test]
@@ -1061,9 +1031,9 @@ mod tests {
     #[test]
     fn records_of_one_call_share_one_batch_with_no_sequence() {
         let records: Vec<Record> = (0..5)
-            .map(|i| new_record(i, 1000 + i, None, Some(Bytes::from(format!("v{i}")))))
+            .map(|i| record(i, 1000 + i, None, Some(Bytes::from(format!("v{i}")))))
             .collect();
-        let bytes = encode_batch(&records, Compression::None).unwrap();
+        let bytes = encode(&records, Compression::None).unwrap();
         let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
         assert_eq!(infos.len(), 1, "all records in one batch");
         assert_eq!(infos[0].record_count, 5);

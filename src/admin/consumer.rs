@@ -508,7 +508,7 @@ async fn reset_positions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::client::{encode_batch, new_record};
+    use crate::protocol::build::{encode, record};
 
     fn rec(offset: i64, key: Option<&str>, value: Option<&str>) -> ConsumedRecord {
         ConsumedRecord {
@@ -582,9 +582,9 @@ mod tests {
         let records: Vec<_> = values
             .iter()
             .enumerate()
-            .map(|(i, v)| new_record(base + i as i64, 1, None, Some(Bytes::from(v.to_string()))))
+            .map(|(i, v)| record(base + i as i64, 1, None, Some(Bytes::from(v.to_string()))))
             .collect();
-        encode_batch(&records, Compression::None).unwrap()
+        encode(&records, Compression::None).unwrap()
     }
 
     #[test]
@@ -630,8 +630,8 @@ mod tests {
 
     #[test]
     fn decode_refuses_a_lying_record_count_in_a_compressed_batch() {
-        let records = vec![new_record(0, 1, None, Some(Bytes::from("v")))];
-        let mut data = encode_batch(&records, Compression::Gzip).unwrap().to_vec();
+        let records = vec![record(0, 1, None, Some(Bytes::from("v")))];
+        let mut data = encode(&records, Compression::Gzip).unwrap().to_vec();
         data[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
         // Keep the CRC valid so that only the count is wrong.
         let crc = crc32c::crc32c(&data[21..]);
@@ -655,7 +655,7 @@ mod tests {
     fn decode_reads_compressed_batches() {
         let records: Vec<_> = (0..3)
             .map(|i| {
-                new_record(
+                record(
                     i,
                     1,
                     Some(Bytes::from("k")),
@@ -669,7 +669,7 @@ mod tests {
             Compression::Zstd,
             Compression::Snappy,
         ] {
-            let data = encode_batch(&records, c).unwrap();
+            let data = encode(&records, c).unwrap();
             let d = decode_records(0, &data, 0).unwrap();
             assert_eq!(d.records.len(), 3, "{c:?}");
             assert_eq!(d.records[2].value.as_deref(), Some(&b"v2"[..]));

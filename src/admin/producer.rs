@@ -11,9 +11,10 @@ use kafka_protocol::records::{Compression, Record};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
-use super::client::{new_record, Client};
+use super::client::Client;
 use super::murmur2::partition_for_key;
 use super::{now_ms, Error, Result};
+use crate::protocol::build;
 
 /// How long to wait for the topic to appear (Kafka's max.block.ms).
 const MAX_BLOCK: Duration = Duration::from_secs(60);
@@ -209,7 +210,7 @@ impl Pending {
     fn push(&mut self, partition: i32, r: LineRecord) -> usize {
         let size = r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len);
         let list = self.by_partition.entry(partition).or_default();
-        let mut record = new_record(list.len() as i64, now_ms(), r.key, r.value);
+        let mut record = build::record(list.len() as i64, now_ms(), r.key, r.value);
         for (k, v) in r.headers {
             record.headers.insert(StrBytes::from_string(k), v);
         }

@@ -6,32 +6,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{ensure, Context};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
 use super::*;
+use crate::protocol::build;
 
 type TestResult = anyhow::Result<()>;
 
 fn record(i: i64, timestamp: i64, value_len: usize) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: i,
-        // Keeps `offset - sequence` constant so the encoder makes one batch.
-        sequence: i as i32 - 1,
+    build::record(
+        i,
         timestamp,
-        key: Some(Bytes::from(format!("k{i}"))),
-        value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; value_len])),
-        headers: Default::default(),
-    }
+        Some(Bytes::from(format!("k{i}"))),
+        Some(Bytes::from(vec![b'a' + (i % 26) as u8; value_len])),
+    )
 }
 
 /// One batch of records with the given timestamps.
@@ -41,17 +30,9 @@ fn batch_with(timestamps: &[i64], value_len: usize, compression: Compression) ->
         .enumerate()
         .map(|(i, ts)| record(i as i64, *ts, value_len))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encode");
-    buf.to_vec()
+    build::encode(&records, compression)
+        .expect("encode")
+        .to_vec()
 }
 
 fn batch(records: usize, value_len: usize) -> Vec<u8> {

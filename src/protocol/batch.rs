@@ -553,43 +553,22 @@ fn read_varint(buf: &mut &[u8]) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    };
+    use bytes::Bytes;
+    use kafka_protocol::records::{Record, RecordBatchDecoder};
 
     pub(crate) fn record(offset: i64, timestamp: i64, value: &[u8]) -> Record {
-        Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
+        crate::protocol::build::record(
             offset,
-            // The encoder splits batches where `offset - sequence` changes;
-            // this keeps it constant and the base sequence at -1 (none).
-            sequence: offset as i32 - 1,
             timestamp,
-            key: Some(Bytes::from(format!("key-{offset}"))),
-            value: Some(Bytes::copy_from_slice(value)),
-            headers: Default::default(),
-        }
+            Some(Bytes::from(format!("key-{offset}"))),
+            Some(Bytes::copy_from_slice(value)),
+        )
     }
 
     fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .expect("encode");
-        buf.to_vec()
+        crate::protocol::build::encode(records, compression)
+            .expect("encode")
+            .to_vec()
     }
 
     fn batch(n: i64, ts0: i64, compression: Compression) -> Vec<u8> {

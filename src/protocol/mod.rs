@@ -7,6 +7,7 @@
 //! sockets or tokio: the server feeds bytes in and writes bytes out.
 
 pub mod batch;
+pub mod build;
 pub mod codec;
 pub mod consumer_protocol;
 pub mod decompress;
