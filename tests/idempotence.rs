@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cluster::Cluster;
-use common::{Node, RawConn};
+use common::{eventually, Node, RawConn};
 use futures::executor::block_on;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -948,7 +948,10 @@ fn kafka_python_idempotent_producer_through_dropped_responses_and_a_leader_kill(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn python3");
-    std::thread::sleep(Duration::from_secs(3));
+    // Kill the leader once the producer is under way.
+    eventually(TIMEOUT, "the Python producer's first Produce requests", || {
+        (shared.produce_seen.load(Ordering::SeqCst) >= 20).then_some(())
+    });
     let st = wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
     let victim = st.leader;
     c.kill9(victim);

@@ -607,8 +607,15 @@ fn brokers_resume_after_every_controller_was_down() {
     for id in CONTROLLERS {
         c.kill9(id);
     }
-    // The brokers still serve what they have (Metadata, the topic).
-    std::thread::sleep(Duration::from_secs(2));
+    // Once the brokers have found no controller to stream from, they still
+    // serve what they have (Metadata, the topic).
+    for (&b, &mark) in BROKERS.iter().zip(&marks) {
+        eventually(TIMEOUT, "the brokers to find every controller gone", || {
+            plain(&c.node(b).log_since_start())[mark..]
+                .contains("no controller serves the metadata stream")
+                .then_some(())
+        });
+    }
     for id in BROKERS {
         assert!(partition_state(&c.node(id).bootstrap(), "before", 0).is_ok());
     }
