@@ -949,9 +949,11 @@ fn kafka_python_idempotent_producer_through_dropped_responses_and_a_leader_kill(
         .spawn()
         .expect("spawn python3");
     // Kill the leader once the producer is under way.
-    eventually(TIMEOUT, "the Python producer's first Produce requests", || {
-        (shared.produce_seen.load(Ordering::SeqCst) >= 20).then_some(())
-    });
+    eventually(
+        TIMEOUT,
+        "the Python producer's first Produce requests",
+        || (shared.produce_seen.load(Ordering::SeqCst) >= 20).then_some(()),
+    );
     let st = wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
     let victim = st.leader;
     c.kill9(victim);

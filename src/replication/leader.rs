@@ -309,7 +309,8 @@ mod tests {
     #[test]
     fn the_hw_is_the_lowest_durable_offset_of_the_isr() {
         // (leader durable, follower 2 durable, follower 3 durable, ISR, HW)
-        let table: &[(i64, i64, i64, &[i32], Option<i64>)] = &[
+        type Row = (i64, i64, i64, &'static [i32], Option<i64>);
+        let table: &[Row] = &[
             (9, 6, 7, &[1, 2, 3], Some(6)),
             (9, 7, 6, &[1, 2, 3], Some(6)),
             (5, 6, 7, &[1, 2, 3], Some(5)),
@@ -378,7 +379,8 @@ mod tests {
     fn joining_the_isr() {
         let t0 = Instant::now();
         // (epoch start, HW, fetch offset, durable, pending since (ms before now), proposed)
-        let table: &[(i64, i64, i64, i64, Option<u64>, bool)] = &[
+        type Row = (i64, i64, i64, i64, Option<u64>, bool);
+        let table: &[Row] = &[
             (0, 10, 10, 10, None, true),
             (0, 10, 12, 12, None, true),
             (0, 10, 10, 9, None, false),       // not fsynced up to the HW

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
-use super::Ctx;
+use super::{error_code, Ctx};
 use crate::controller::image::{BrokerRegistration, TopicImage};
 use crate::group::coordinator_for;
 use crate::replication::Partition;
@@ -29,6 +29,23 @@ pub async fn leader_replica(
         .leader_partition(t.id, index)
         .await
         .ok_or(ResponseError::NotLeaderOrFollower)
+}
+
+/// The leader replica, for a client that believes the leader epoch is
+/// `current_leader_epoch` (KIP-320; -1: it does not say): FENCED_LEADER_EPOCH
+/// when that is older than ours, UNKNOWN_LEADER_EPOCH when newer.
+pub async fn leader_replica_in_epoch(
+    ctx: &Ctx,
+    topic: Option<&TopicImage>,
+    index: i32,
+    unknown: ResponseError,
+    current_leader_epoch: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    let p = leader_replica(ctx, topic, index, unknown).await?;
+    match error_code::leader_epoch(current_leader_epoch, p.leader_epoch()) {
+        Some(e) => Err(e),
+        None => Ok(p),
+    }
 }
 
 /// None when this broker coordinates `group`, which it then holds (loaded

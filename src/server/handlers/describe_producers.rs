@@ -12,6 +12,7 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::{DescribeProducersResponse, ProducerId, ResponseKind};
 
 use crate::protocol::Request;
+use crate::server::lookup::leader_replica;
 use crate::server::{Ctx, Reply};
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
@@ -24,7 +25,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             let mut parts = Vec::with_capacity(t.partition_indexes.len());
             for index in t.partition_indexes {
                 let resp = PartitionResponse::default().with_partition_index(index);
-                let p = match crate::server::lookup::leader_replica(
+                let p = match leader_replica(
                     &ctx,
                     topic,
                     index,

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::protocol::Request;
 use crate::replication::wait::long_poll;
 use crate::server::error_code;
+use crate::server::lookup::leader_replica_in_epoch;
 use crate::server::{Ctx, Reply};
 
 /// The most one partition read may return, whatever the client asks for:
@@ -48,8 +49,14 @@ async fn read_all(
             let mut pd = PartitionData::default()
                 .with_partition_index(fp.partition)
                 .with_high_watermark(-1);
-            let p = match crate::server::lookup::leader_replica(ctx, topic, fp.partition, unknown)
-                .await
+            let p = match leader_replica_in_epoch(
+                ctx,
+                topic,
+                fp.partition,
+                unknown,
+                fp.current_leader_epoch,
+            )
+            .await
             {
                 Ok(p) => p,
                 Err(e) => {
@@ -57,10 +64,6 @@ async fn read_all(
                     continue;
                 }
             };
-            if let Some(e) = error_code::leader_epoch(fp.current_leader_epoch, p.leader_epoch()) {
-                parts.push(pd.with_error_code(e.code()));
-                continue;
-            }
             let hw = p.high_watermark();
             pd = pd
                 .with_high_watermark(hw)

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ListOffsetsResponse, ResponseKind};
 use crate::protocol::offset_spec::OffsetSpec;
 use crate::protocol::Request;
 use crate::replication::Partition;
-use crate::server::error_code;
+use crate::server::lookup::leader_replica_in_epoch;
 use crate::server::{Ctx, Reply};
 
 async fn lookup(p: &Arc<Partition>, spec: OffsetSpec) -> Result<(i64, i64), ResponseError> {
@@ -60,11 +60,12 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             for lp in t.partitions {
                 let resp = ListOffsetsPartitionResponse::default()
                     .with_partition_index(lp.partition_index);
-                let p = match crate::server::lookup::leader_replica(
+                let p = match leader_replica_in_epoch(
                     &ctx,
                     topic,
                     lp.partition_index,
                     ResponseError::UnknownTopicOrPartition,
+                    lp.current_leader_epoch,
                 )
                 .await
                 {
@@ -74,11 +75,6 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                         continue;
                     }
                 };
-                if let Some(e) = error_code::leader_epoch(lp.current_leader_epoch, p.leader_epoch())
-                {
-                    parts.push(resp.with_error_code(e.code()));
-                    continue;
-                }
                 let Some(spec) = OffsetSpec::from_i64(lp.timestamp) else {
                     parts.push(resp.with_error_code(ResponseError::UnsupportedVersion.code()));
                     continue;

@@ -12,7 +12,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochResponse, ResponseKind};
 
 use crate::protocol::Request;
-use crate::server::error_code;
+use crate::server::lookup::leader_replica_in_epoch;
 use crate::server::{Ctx, Reply};
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
@@ -28,11 +28,12 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     .with_partition(op.partition)
                     .with_leader_epoch(-1)
                     .with_end_offset(-1);
-                let p = match crate::server::lookup::leader_replica(
+                let p = match leader_replica_in_epoch(
                     &ctx,
                     topic,
                     op.partition,
                     ResponseError::UnknownTopicOrPartition,
+                    op.current_leader_epoch,
                 )
                 .await
                 {
@@ -42,11 +43,6 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                         continue;
                     }
                 };
-                if let Some(e) = error_code::leader_epoch(op.current_leader_epoch, p.leader_epoch())
-                {
-                    parts.push(resp.with_error_code(e.code()));
-                    continue;
-                }
                 parts.push(match p.log().end_offset_for_epoch(op.leader_epoch) {
                     Ok((epoch, end)) => resp.with_leader_epoch(epoch).with_end_offset(end),
                     Err(e) => {
