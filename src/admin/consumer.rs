@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 
-use super::client::{Client, FetchLimits, OffsetSpec};
+use super::client::{Client, FetchLimits, FetchedPartition, OffsetSpec};
 use super::{is_metadata_error, Error, Result};
 use crate::protocol::decompress::{decompress, MAX_DECOMPRESSED};
 
@@ -322,12 +322,41 @@ async fn consume_loop(
     out: &mut dyn Write,
     count: &Cell<u64>,
 ) -> Result<()> {
-    let mut last_activity = Instant::now();
-    let timed_out = |since: Instant| opts.timeout.is_some_and(|t| since.elapsed() > t);
-    let topic = &opts.topic;
+    // The idle timeout counts from here, so waiting for the topic uses it up.
+    let started = Instant::now();
+    let Some(partitions) = wait_for_partitions(client, opts, started).await? else {
+        return Ok(());
+    };
+    let positions = start_positions(client, opts, &partitions).await?;
+    let mut fetcher = Fetcher {
+        client,
+        opts,
+        formatter,
+        out,
+        count,
+        partitions,
+        positions,
+        partition_limits: BTreeMap::new(),
+        last_activity: started,
+        backoff_ms: 0,
+    };
+    fetcher.run().await
+}
 
-    // Wait for the topic (and partition) to exist, as Kafka's consumer does.
-    let partitions = loop {
+/// True once the idle timeout has passed since `since`.
+fn timed_out(opts: &ConsumeOptions, since: Instant) -> bool {
+    opts.timeout.is_some_and(|t| since.elapsed() > t)
+}
+
+/// Waits for the topic (and partition) to exist, as Kafka's consumer does.
+/// Returns the partitions to read, or `None` if the idle timeout ran out.
+async fn wait_for_partitions(
+    client: &mut Client,
+    opts: &ConsumeOptions,
+    started: Instant,
+) -> Result<Option<Vec<i32>>> {
+    let topic = &opts.topic;
+    loop {
         match client
             .metadata(Some(std::slice::from_ref(topic)), false)
             .await
@@ -344,7 +373,7 @@ async fn consume_loop(
                         .filter(|p| opts.partition.is_none_or(|want| want == *p))
                         .collect();
                     if !ids.is_empty() {
-                        break ids;
+                        return Ok(Some(ids));
                     }
                 }
             }
@@ -353,18 +382,23 @@ async fn consume_loop(
             }
             Err(e) => return Err(e),
         }
-        if timed_out(last_activity) {
-            return Ok(());
+        if timed_out(opts, started) {
+            return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    }
+}
 
-    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut partition_limits: BTreeMap<i32, i32> = BTreeMap::new();
-    let defaults = FetchLimits::default();
+/// Each partition's first offset to fetch, from `opts.start`.
+async fn start_positions(
+    client: &mut Client,
+    opts: &ConsumeOptions,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, i64>> {
+    let mut positions = BTreeMap::new();
     match opts.start {
         StartAt::Offset(o) => {
-            for &p in &partitions {
+            for &p in partitions {
                 positions.insert(p, o);
             }
         }
@@ -374,119 +408,209 @@ async fn consume_loop(
             } else {
                 OffsetSpec::Latest
             };
-            reset_positions(client, topic, &partitions, spec, &mut positions).await?;
+            reset_positions(client, &opts.topic, partitions, spec, &mut positions).await?;
+        }
+    }
+    Ok(positions)
+}
+
+/// The fetch loop and what it carries from one round to the next.
+struct Fetcher<'a> {
+    client: &'a mut Client,
+    opts: &'a ConsumeOptions,
+    formatter: &'a Formatter,
+    out: &'a mut dyn Write,
+    count: &'a Cell<u64>,
+    partitions: Vec<i32>,
+    /// The next offset to fetch, per partition.
+    positions: BTreeMap<i32, i64>,
+    /// Partition limits raised for batches too large for the default.
+    partition_limits: BTreeMap<i32, i32>,
+    /// When the last record was printed: the idle timeout counts from it.
+    last_activity: Instant,
+    backoff_ms: u64,
+}
+
+/// What one round of fetches left for the loop to do.
+#[derive(Default)]
+struct Round {
+    need_refresh: bool,
+    /// Partitions whose position was out of range.
+    resets: Vec<i32>,
+}
+
+/// What one fetched partition asks of the loop.
+enum PartitionOutcome {
+    Read,
+    OutOfRange,
+    NeedsRefresh,
+    StdoutClosed,
+}
+
+impl Fetcher<'_> {
+    async fn run(&mut self) -> Result<()> {
+        loop {
+            if self.reached_max() || timed_out(self.opts, self.last_activity) {
+                return Ok(());
+            }
+            if self.backoff_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(self.backoff_ms)).await;
+            }
+            let Some(round) = self.fetch_round().await? else {
+                return Ok(());
+            };
+            if self.out.flush().is_err() {
+                eprintln!("Unable to write to standard out, closing consumer.");
+                return Ok(());
+            }
+            if !round.resets.is_empty() {
+                let spec = if self.opts.reset_to_earliest {
+                    OffsetSpec::Earliest
+                } else {
+                    OffsetSpec::Latest
+                };
+                let topic = &self.opts.topic;
+                reset_positions(self.client, topic, &round.resets, spec, &mut self.positions)
+                    .await?;
+            }
+            self.refresh_if_needed(round.need_refresh).await;
         }
     }
 
-    let mut backoff_ms = 0u64;
-    loop {
-        if opts.max_messages.is_some_and(|m| count.get() >= m) || timed_out(last_activity) {
-            return Ok(());
-        }
-        if backoff_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-        }
-        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
-        let mut need_refresh = false;
-        for (&p, &offset) in &positions {
-            match client.leader_of(topic, p) {
-                Some(l) if client.brokers().contains_key(&l) => {
-                    by_leader.entry(l).or_default().push((p, offset))
-                }
-                _ => need_refresh = true,
-            }
-        }
-        // One partition limit per request: the largest any partition needs.
-        let partition_max_bytes = partitions
-            .iter()
-            .filter_map(|p| partition_limits.get(p))
-            .copied()
-            .max()
-            .unwrap_or(defaults.partition_max_bytes);
-        let max_wait_ms = opts
-            .timeout
-            .map(|t| t.as_millis().min(defaults.max_wait_ms as u128) as i32)
-            .unwrap_or(defaults.max_wait_ms);
-        let limits = FetchLimits {
-            max_wait_ms,
-            partition_max_bytes,
-            ..defaults
+    fn reached_max(&self) -> bool {
+        self.opts
+            .max_messages
+            .is_some_and(|m| self.count.get() >= m)
+    }
+
+    /// One Fetch per leader, and what came back applied. `None` once stdout
+    /// is closed.
+    async fn fetch_round(&mut self) -> Result<Option<Round>> {
+        let (by_leader, need_refresh) = self.group_by_leader();
+        let mut round = Round {
+            need_refresh,
+            ..Round::default()
         };
-        let mut resets = Vec::new();
-        for (leader, result) in client.fetch(topic, &by_leader, limits).await {
+        let limits = self.limits();
+        let fetched = self
+            .client
+            .fetch(&self.opts.topic, &by_leader, limits)
+            .await;
+        for (leader, result) in fetched {
             let parts = match result {
                 Ok(parts) => parts,
                 Err(e) if e.needs_metadata_refresh() => {
                     tracing::debug!(leader, error = %e, "fetch failed");
-                    need_refresh = true;
+                    round.need_refresh = true;
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             for fp in parts {
-                let Some(&position) = positions.get(&fp.partition) else {
-                    continue;
-                };
-                match fp.error_code {
-                    0 => {}
-                    OFFSET_OUT_OF_RANGE => {
-                        resets.push(fp.partition);
-                        continue;
-                    }
-                    code if is_metadata_error(code) => {
-                        need_refresh = true;
-                        continue;
-                    }
-                    code => return Err(Error::kafka(code, None)),
-                }
-                let Some(data) = fp.records.as_ref().filter(|d| !d.is_empty()) else {
-                    continue;
-                };
-                let decoded = decode_records(fp.partition, data, position)?;
-                if decoded.incomplete_only {
-                    let limit = partition_limits
-                        .entry(fp.partition)
-                        .or_insert(defaults.partition_max_bytes);
-                    *limit = limit.saturating_mul(2).min(defaults.max_bytes);
-                }
-                for r in &decoded.records {
-                    if opts.max_messages.is_some_and(|m| count.get() >= m) {
-                        break;
-                    }
-                    if formatter.write(out, r).is_err() {
-                        eprintln!("Unable to write to standard out, closing consumer.");
-                        return Ok(());
-                    }
-                    count.set(count.get() + 1);
-                    last_activity = Instant::now();
-                }
-                if let Some(next) = decoded.next_offset {
-                    positions.insert(fp.partition, next.max(position));
+                let partition = fp.partition;
+                match self.take_partition(fp)? {
+                    PartitionOutcome::Read => {}
+                    PartitionOutcome::OutOfRange => round.resets.push(partition),
+                    PartitionOutcome::NeedsRefresh => round.need_refresh = true,
+                    PartitionOutcome::StdoutClosed => return Ok(None),
                 }
             }
         }
-        if out.flush().is_err() {
-            eprintln!("Unable to write to standard out, closing consumer.");
-            return Ok(());
+        Ok(Some(round))
+    }
+
+    /// The partitions to fetch, grouped by leader, and whether some have no
+    /// known leader (so metadata needs a refresh).
+    fn group_by_leader(&self) -> (BTreeMap<i32, Vec<(i32, i64)>>, bool) {
+        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
+        let mut need_refresh = false;
+        for (&p, &offset) in &self.positions {
+            match self.client.leader_of(&self.opts.topic, p) {
+                Some(l) if self.client.brokers().contains_key(&l) => {
+                    by_leader.entry(l).or_default().push((p, offset))
+                }
+                _ => need_refresh = true,
+            }
         }
-        if !resets.is_empty() {
-            let spec = if opts.reset_to_earliest {
-                OffsetSpec::Earliest
-            } else {
-                OffsetSpec::Latest
-            };
-            reset_positions(client, topic, &resets, spec, &mut positions).await?;
+        (by_leader, need_refresh)
+    }
+
+    fn limits(&self) -> FetchLimits {
+        let defaults = FetchLimits::default();
+        // One partition limit per request: the largest any partition needs.
+        let partition_max_bytes = self
+            .partitions
+            .iter()
+            .filter_map(|p| self.partition_limits.get(p))
+            .copied()
+            .max()
+            .unwrap_or(defaults.partition_max_bytes);
+        let max_wait_ms = self
+            .opts
+            .timeout
+            .map(|t| t.as_millis().min(defaults.max_wait_ms as u128) as i32)
+            .unwrap_or(defaults.max_wait_ms);
+        FetchLimits {
+            max_wait_ms,
+            partition_max_bytes,
+            ..defaults
         }
+    }
+
+    /// Prints one fetched partition's records and moves its position on.
+    fn take_partition(&mut self, fp: FetchedPartition) -> Result<PartitionOutcome> {
+        let Some(&position) = self.positions.get(&fp.partition) else {
+            return Ok(PartitionOutcome::Read);
+        };
+        match fp.error_code {
+            0 => {}
+            OFFSET_OUT_OF_RANGE => return Ok(PartitionOutcome::OutOfRange),
+            code if is_metadata_error(code) => return Ok(PartitionOutcome::NeedsRefresh),
+            code => return Err(Error::kafka(code, None)),
+        }
+        let Some(data) = fp.records.as_ref().filter(|d| !d.is_empty()) else {
+            return Ok(PartitionOutcome::Read);
+        };
+        let decoded = decode_records(fp.partition, data, position)?;
+        if decoded.incomplete_only {
+            let defaults = FetchLimits::default();
+            let limit = self
+                .partition_limits
+                .entry(fp.partition)
+                .or_insert(defaults.partition_max_bytes);
+            *limit = limit.saturating_mul(2).min(defaults.max_bytes);
+        }
+        for r in &decoded.records {
+            if self.reached_max() {
+                break;
+            }
+            if self.formatter.write(self.out, r).is_err() {
+                eprintln!("Unable to write to standard out, closing consumer.");
+                return Ok(PartitionOutcome::StdoutClosed);
+            }
+            self.count.set(self.count.get() + 1);
+            self.last_activity = Instant::now();
+        }
+        if let Some(next) = decoded.next_offset {
+            self.positions.insert(fp.partition, next.max(position));
+        }
+        Ok(PartitionOutcome::Read)
+    }
+
+    /// Backs off and refreshes metadata after a round that needed it; resets
+    /// the backoff after one that did not.
+    async fn refresh_if_needed(&mut self, need_refresh: bool) {
         if need_refresh {
-            backoff_ms = (backoff_ms * 2).clamp(100, 1000);
-            if let Err(e) = client
-                .metadata(Some(std::slice::from_ref(topic)), false)
+            self.backoff_ms = (self.backoff_ms * 2).clamp(100, 1000);
+            if let Err(e) = self
+                .client
+                .metadata(Some(std::slice::from_ref(&self.opts.topic)), false)
                 .await
             {
                 tracing::debug!(error = %e, "metadata refresh failed");
             }
         } else {
-            backoff_ms = 0;
+            self.backoff_ms = 0;
         }
     }
 }

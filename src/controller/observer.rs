@@ -21,6 +21,7 @@
 //! controller through `Controller::propose`.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,10 +100,15 @@ pub(super) async fn feed(
     // Server metrics change with the term, role or leader only (not with
     // every replication ack, as the full metrics do).
     let mut metrics = raft.server_metrics();
-    let mut sent = req.after;
-    let mut need_image = req.after == 0;
+    let mut stream = Feed {
+        log,
+        observer: req.observer,
+        tx,
+        sent: req.after,
+        need_image: req.after == 0,
+    };
     let mut leader = metrics.borrow_and_update().current_leader;
-    if tx.send(StreamItem::Leader(leader)).await.is_err() {
+    if stream.tx.send(StreamItem::Leader(leader)).await.is_err() {
         return;
     }
     let mut keepalive = tokio::time::interval(KEEPALIVE);
@@ -110,61 +116,8 @@ pub(super) async fn feed(
     keepalive.reset();
     loop {
         let image = images.borrow_and_update().clone();
-        if need_image {
-            sent = image.last_applied;
-            need_image = false;
-            tracing::info!(
-                observer = req.observer,
-                index = sent,
-                "metadata stream: sending the whole image"
-            );
-            if tx
-                .send(StreamItem::Snapshot(Box::new((*image).clone())))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        // A voter behind the observer (just restarted, say) sends nothing
-        // until it has applied past what the observer has.
-        while sent < image.last_applied {
-            let upto = image.last_applied.min(sent + BATCH);
-            let read = {
-                let log = log.clone();
-                tokio::task::spawn_blocking(move || log.read(sent, upto).map_err(Box::new)).await
-            };
-            let item = match read {
-                Ok(Ok(CommittedRead::Commands(cmds))) => {
-                    sent = upto;
-                    if cmds.is_empty() {
-                        continue;
-                    }
-                    StreamItem::Commands(cmds)
-                }
-                Ok(Ok(CommittedRead::Purged)) => {
-                    tracing::info!(
-                        observer = req.observer,
-                        after = sent,
-                        index = image.last_applied,
-                        "metadata stream: entries after the observer's index are purged; \
-                         sending the whole image"
-                    );
-                    sent = image.last_applied;
-                    StreamItem::Snapshot(Box::new((*image).clone()))
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(observer = req.observer, error = %e, "metadata stream: cannot read the log");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(observer = req.observer, error = %e, "metadata stream: log reader failed");
-                    return;
-                }
-            };
-            if tx.send(item).await.is_err() {
-                return;
-            }
+        if stream.catch_up(&image).await.is_break() {
+            return;
         }
         tokio::select! {
             changed = images.changed() => if changed.is_err() { return },
@@ -175,18 +128,95 @@ pub(super) async fn feed(
                 let now = metrics.borrow_and_update().current_leader;
                 if now != leader {
                     leader = now;
-                    if tx.send(StreamItem::Leader(leader)).await.is_err() {
+                    if stream.tx.send(StreamItem::Leader(leader)).await.is_err() {
                         return;
                     }
                 }
             }
             _ = keepalive.tick() => {
-                if tx.send(StreamItem::Leader(leader)).await.is_err() {
+                if stream.tx.send(StreamItem::Leader(leader)).await.is_err() {
                     return;
                 }
             }
-            _ = tx.closed() => return,
+            _ = stream.tx.closed() => return,
         }
+    }
+}
+
+/// The voter's side of one observer's stream.
+struct Feed {
+    log: CommittedLog,
+    observer: i32,
+    tx: mpsc::Sender<StreamItem>,
+    /// Everything up to this index has been sent.
+    sent: u64,
+    need_image: bool,
+}
+
+impl Feed {
+    /// Sends what the observer lacks of `image`: the whole of it if the
+    /// observer needs that, then the commands after `sent`. Breaks when the
+    /// observer is gone or the log cannot be read.
+    async fn catch_up(&mut self, image: &MetadataImage) -> ControlFlow<()> {
+        if self.need_image {
+            self.sent = image.last_applied;
+            self.need_image = false;
+            tracing::info!(
+                observer = self.observer,
+                index = self.sent,
+                "metadata stream: sending the whole image"
+            );
+            if self
+                .tx
+                .send(StreamItem::Snapshot(Box::new(image.clone())))
+                .await
+                .is_err()
+            {
+                return ControlFlow::Break(());
+            }
+        }
+        // A voter behind the observer (just restarted, say) sends nothing
+        // until it has applied past what the observer has.
+        while self.sent < image.last_applied {
+            let sent = self.sent;
+            let upto = image.last_applied.min(sent + BATCH);
+            let read = {
+                let log = self.log.clone();
+                tokio::task::spawn_blocking(move || log.read(sent, upto).map_err(Box::new)).await
+            };
+            let item = match read {
+                Ok(Ok(CommittedRead::Commands(cmds))) => {
+                    self.sent = upto;
+                    if cmds.is_empty() {
+                        continue;
+                    }
+                    StreamItem::Commands(cmds)
+                }
+                Ok(Ok(CommittedRead::Purged)) => {
+                    tracing::info!(
+                        observer = self.observer,
+                        after = sent,
+                        index = image.last_applied,
+                        "metadata stream: entries after the observer's index are purged; \
+                         sending the whole image"
+                    );
+                    self.sent = image.last_applied;
+                    StreamItem::Snapshot(Box::new(image.clone()))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(observer = self.observer, error = %e, "metadata stream: cannot read the log");
+                    return ControlFlow::Break(());
+                }
+                Err(e) => {
+                    tracing::warn!(observer = self.observer, error = %e, "metadata stream: log reader failed");
+                    return ControlFlow::Break(());
+                }
+            };
+            if self.tx.send(item).await.is_err() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
@@ -277,6 +307,39 @@ async fn follow_one(
     leader: &watch::Sender<Option<u64>>,
 ) -> Result<(), Failure> {
     let after = publish.borrow().last_applied;
+    let mut stream = open_stream(node_id, addr, channels, after).await?;
+    tracing::info!(
+        controller = voter,
+        %addr,
+        after,
+        "following the metadata stream"
+    );
+    let mut following = Following {
+        voter,
+        publish,
+        leader,
+        first_commands: after > 0,
+        leaderless_since: None,
+    };
+    loop {
+        let Some(item) = following.next_item(&mut stream).await? else {
+            return Ok(());
+        };
+        match item {
+            StreamItem::Leader(l) => following.leader_is(l),
+            StreamItem::Snapshot(image) => following.install_image(*image)?,
+            StreamItem::Commands(cmds) => following.apply_commands(&cmds),
+        }
+    }
+}
+
+/// Asks the voter at `addr` for the stream of what follows `after`.
+async fn open_stream(
+    node_id: u64,
+    addr: &str,
+    channels: &Channels,
+    after: u64,
+) -> Result<tonic::Streaming<rpc::pb::Envelope>, Failure> {
     let mut client = channels
         .client(addr)
         .map_err(|e| Failure::Open(e.to_string()))?;
@@ -285,7 +348,7 @@ async fn follow_one(
         after,
     };
     let payload = rpc::encode("follow request", &req).map_err(|e| Failure::Open(e.to_string()))?;
-    let mut stream = tokio::time::timeout(
+    let stream = tokio::time::timeout(
         OPEN_TIMEOUT,
         client.follow_metadata(rpc::pb::Envelope { payload }),
     )
@@ -293,17 +356,32 @@ async fn follow_one(
     .map_err(|_| Failure::Open(format!("no answer within {OPEN_TIMEOUT:?}")))?
     .map_err(|s| Failure::Open(format!("{:?}: {}", s.code(), s.message())))?
     .into_inner();
-    tracing::info!(
-        controller = voter,
-        %addr,
-        after,
-        "following the metadata stream"
-    );
-    let mut first_commands = after > 0;
-    let mut leaderless_since: Option<tokio::time::Instant> = None;
-    loop {
+    Ok(stream)
+}
+
+/// The observer's side of one open stream.
+struct Following<'a> {
+    voter: u64,
+    publish: &'a watch::Sender<Arc<MetadataImage>>,
+    leader: &'a watch::Sender<Option<u64>>,
+    /// On a resumed stream, until the first commands arrive: those are
+    /// counted and logged as the resume.
+    first_commands: bool,
+    /// Since when the voter has been saying it knows no leader.
+    leaderless_since: Option<tokio::time::Instant>,
+}
+
+impl Following<'_> {
+    /// The next item; `None` when the voter ended the stream. Fails when the
+    /// stream broke, went quiet for `STALL_LIMIT`, or has been leaderless for
+    /// `LEADERLESS_LIMIT`.
+    async fn next_item(
+        &self,
+        stream: &mut tonic::Streaming<rpc::pb::Envelope>,
+    ) -> Result<Option<StreamItem>, Failure> {
+        let voter = self.voter;
         let stalled = tokio::time::Instant::now() + STALL_LIMIT;
-        let deadline = match leaderless_since {
+        let deadline = match self.leaderless_since {
             Some(since) => stalled.min(since + LEADERLESS_LIMIT),
             None => stalled,
         };
@@ -322,68 +400,74 @@ async fn follow_one(
         };
         let msg = match received {
             Ok(Some(msg)) => msg,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(s) => return Err(Failure::Broken(format!("{:?}: {}", s.code(), s.message()))),
         };
         let item: StreamItem = rpc::decode("metadata stream item", &msg.payload)
             .map_err(|e| Failure::Broken(e.to_string()))?;
-        match item {
-            StreamItem::Leader(l) => {
-                leaderless_since = match (l, leaderless_since) {
-                    (Some(_), _) => None,
-                    (None, Some(since)) => Some(since),
-                    (None, None) => Some(tokio::time::Instant::now()),
-                };
-                leader.send_if_modified(|cur| {
-                    let changed = *cur != l;
-                    *cur = l;
-                    changed
-                });
-            }
-            StreamItem::Snapshot(image) => {
-                let index = image.last_applied;
-                let mine = publish.borrow().last_applied;
-                if index < mine {
-                    return Err(Failure::Broken(format!(
-                        "the controller sent an image at index {index}, behind this node's {mine}"
-                    )));
-                }
-                tracing::info!(
-                    controller = voter,
-                    index,
-                    "installed the metadata image from the stream"
-                );
-                metrics::counter!("runnel_metadata_stream_snapshots_total").increment(1);
-                first_commands = false;
-                publish.send_replace(Arc::new(*image));
-                metrics::gauge!("runnel_metadata_applied_index").set(index as f64);
-            }
-            StreamItem::Commands(cmds) => {
-                let mut image = (**publish.borrow()).clone();
-                let before = image.last_applied;
-                for (index, cmd) in &cmds {
-                    if *index <= image.last_applied {
-                        continue;
-                    }
-                    image.apply(*index, cmd);
-                }
-                if image.last_applied == before {
-                    continue;
-                }
-                if first_commands {
-                    first_commands = false;
-                    metrics::counter!("runnel_metadata_stream_resumes_total").increment(1);
-                    tracing::info!(
-                        controller = voter,
-                        after = before,
-                        next = cmds.first().map_or(0, |c| c.0),
-                        "resumed the metadata stream"
-                    );
-                }
-                let index = image.last_applied;
-                publish.send_replace(Arc::new(image));
-                metrics::gauge!("runnel_metadata_applied_index").set(index as f64);
-            }
+        Ok(Some(item))
+    }
+
+    /// The voter's view of the active controller, published as ours.
+    fn leader_is(&mut self, l: Option<u64>) {
+        self.leaderless_since = match (l, self.leaderless_since) {
+            (Some(_), _) => None,
+            (None, Some(since)) => Some(since),
+            (None, None) => Some(tokio::time::Instant::now()),
+        };
+        self.leader.send_if_modified(|cur| {
+            let changed = *cur != l;
+            *cur = l;
+            changed
+        });
+    }
+
+    /// Replaces the published image with the voter's, unless it is behind.
+    fn install_image(&mut self, image: MetadataImage) -> Result<(), Failure> {
+        let index = image.last_applied;
+        let mine = self.publish.borrow().last_applied;
+        if index < mine {
+            return Err(Failure::Broken(format!(
+                "the controller sent an image at index {index}, behind this node's {mine}"
+            )));
         }
+        tracing::info!(
+            controller = self.voter,
+            index,
+            "installed the metadata image from the stream"
+        );
+        metrics::counter!("runnel_metadata_stream_snapshots_total").increment(1);
+        self.first_commands = false;
+        self.publish.send_replace(Arc::new(image));
+        metrics::gauge!("runnel_metadata_applied_index").set(index as f64);
+        Ok(())
+    }
+
+    /// Applies the commands not applied yet and publishes the new image.
+    fn apply_commands(&mut self, cmds: &[(u64, MetadataCommand)]) {
+        let mut image = (**self.publish.borrow()).clone();
+        let before = image.last_applied;
+        for (index, cmd) in cmds {
+            if *index <= image.last_applied {
+                continue;
+            }
+            image.apply(*index, cmd);
+        }
+        if image.last_applied == before {
+            return;
+        }
+        if self.first_commands {
+            self.first_commands = false;
+            metrics::counter!("runnel_metadata_stream_resumes_total").increment(1);
+            tracing::info!(
+                controller = self.voter,
+                after = before,
+                next = cmds.first().map_or(0, |c| c.0),
+                "resumed the metadata stream"
+            );
+        }
+        let index = image.last_applied;
+        self.publish.send_replace(Arc::new(image));
+        metrics::gauge!("runnel_metadata_applied_index").set(index as f64);
     }
 }

@@ -316,83 +316,135 @@ impl Group {
         tx: oneshot::Sender<JoinReply>,
     ) -> Result<(), Box<(oneshot::Sender<JoinReply>, GroupError)>> {
         let fail = |tx, e| Err(Box::new((tx, e)));
-        if self.state == GroupState::Dead {
-            return fail(tx, GroupError::CoordinatorNotAvailable);
-        }
-        if req.protocol_type.is_empty() || req.protocols.is_empty() {
-            return fail(tx, GroupError::InconsistentGroupProtocol);
-        }
-        if !self.members.is_empty() {
-            if self.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
-                return fail(tx, GroupError::InconsistentGroupProtocol);
-            }
-            if let Some(common) = self.common_protocols(&req.member_id) {
-                if !req.protocols.iter().any(|(n, _)| common.contains(n)) {
-                    return fail(tx, GroupError::InconsistentGroupProtocol);
-                }
-            }
+        if let Err(e) = self.check_join_protocol(&req) {
+            return fail(tx, e);
         }
         let mut id = req.member_id.clone();
         if id.is_empty() {
             id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
             if let Some(inst) = &req.instance_id {
-                // KIP-345: a static member rejoining under a new id replaces
-                // its old incarnation, which is fenced.
-                let old = self
-                    .members
-                    .iter()
-                    .find(|(_, m)| m.instance_id.as_ref() == Some(inst))
-                    .map(|(k, _)| k.clone());
-                if let Some(old) = old {
-                    if let Some(mut m) = self.members.remove(&old) {
-                        if let Some(w) = m.join_waiter.take() {
-                            let _ = w.send(Err(GroupError::FencedInstanceId));
-                        }
-                        if let Some(w) = m.sync_waiter.take() {
-                            let _ = w.send(Err(GroupError::FencedInstanceId));
-                        }
-                        let is_leader = self.leader.as_deref() == Some(old.as_str());
-                        if self.state == GroupState::Stable
-                            && !is_leader
-                            && m.protocols == req.protocols
-                        {
-                            // KIP-345: a static follower back with the same
-                            // subscription keeps its assignment; nobody
-                            // rebalances. (A returning leader rebalances, so
-                            // that it learns the members again.)
-                            m.last_seen = now;
-                            m.session_timeout = req.session_timeout;
-                            m.rebalance_timeout = req.rebalance_timeout;
-                            m.client_id = req.client_id.clone();
-                            m.client_host = req.client_host.clone();
-                            self.members.insert(id.clone(), m);
-                            self.unsaved = true;
-                            let _ = tx.send(Ok(JoinResult {
-                                generation: self.generation,
-                                protocol_type: self.protocol_type().to_string(),
-                                protocol_name: self.protocol.clone().unwrap_or_default(),
-                                leader: self.leader.clone().unwrap_or_default(),
-                                member_id: id,
-                                members: Vec::new(),
-                            }));
-                            return Ok(());
-                        }
-                    }
-                    if self.leader.as_deref() == Some(old.as_str()) {
-                        self.leader = Some(id.clone());
-                    }
+                if let Some(m) = self.replace_static_member(inst, &id, &req) {
+                    self.rejoin_keeping_assignment(id, m, &req, now, tx);
+                    return Ok(());
                 }
             } else if req.require_known_member_id {
                 self.pending.insert(id.clone(), now + req.session_timeout);
                 return fail(tx, GroupError::MemberIdRequired(id));
             }
-        } else if !self.members.contains_key(&id) && self.pending.remove(&id).is_none() {
-            return fail(tx, GroupError::UnknownMemberId);
-        } else if let (Some(inst), Some(m)) = (&req.instance_id, self.members.get(&id)) {
-            if m.instance_id.as_ref() != Some(inst) {
-                return fail(tx, GroupError::FencedInstanceId);
+        } else if let Err(e) = self.accept_known_id(&id, &req) {
+            return fail(tx, e);
+        }
+        self.add_joining_member(id, req, now, tx);
+        Ok(())
+    }
+
+    /// Refuses a join to a dead group, or one whose protocols the group
+    /// cannot use.
+    fn check_join_protocol(&self, req: &JoinRequest) -> Result<()> {
+        if self.state == GroupState::Dead {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return Err(GroupError::InconsistentGroupProtocol);
+        }
+        if !self.members.is_empty() {
+            if self.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
+                return Err(GroupError::InconsistentGroupProtocol);
+            }
+            if let Some(common) = self.common_protocols(&req.member_id) {
+                if !req.protocols.iter().any(|(n, _)| common.contains(n)) {
+                    return Err(GroupError::InconsistentGroupProtocol);
+                }
             }
         }
+        Ok(())
+    }
+
+    /// KIP-345: a static member rejoining under a new id replaces its old
+    /// incarnation, which is fenced. Returns the old incarnation if it keeps
+    /// its assignment; otherwise a replaced leader's role passes to `new_id`.
+    fn replace_static_member(
+        &mut self,
+        inst: &str,
+        new_id: &str,
+        req: &JoinRequest,
+    ) -> Option<Member> {
+        let old = self
+            .members
+            .iter()
+            .find(|(_, m)| m.instance_id.as_deref() == Some(inst))
+            .map(|(k, _)| k.clone())?;
+        if let Some(mut m) = self.members.remove(&old) {
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(Err(GroupError::FencedInstanceId));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(Err(GroupError::FencedInstanceId));
+            }
+            let is_leader = self.leader.as_deref() == Some(old.as_str());
+            if self.state == GroupState::Stable && !is_leader && m.protocols == req.protocols {
+                // KIP-345: a static follower back with the same subscription
+                // keeps its assignment; nobody rebalances. (A returning
+                // leader rebalances, so that it learns the members again.)
+                return Some(m);
+            }
+        }
+        if self.leader.as_deref() == Some(old.as_str()) {
+            self.leader = Some(new_id.to_string());
+        }
+        None
+    }
+
+    /// Puts a static follower's old incarnation `m` back under its new `id`
+    /// and answers its join at once, in the current generation.
+    fn rejoin_keeping_assignment(
+        &mut self,
+        id: String,
+        mut m: Member,
+        req: &JoinRequest,
+        now: Instant,
+        tx: oneshot::Sender<JoinReply>,
+    ) {
+        m.last_seen = now;
+        m.session_timeout = req.session_timeout;
+        m.rebalance_timeout = req.rebalance_timeout;
+        m.client_id = req.client_id.clone();
+        m.client_host = req.client_host.clone();
+        self.members.insert(id.clone(), m);
+        self.unsaved = true;
+        let _ = tx.send(Ok(JoinResult {
+            generation: self.generation,
+            protocol_type: self.protocol_type().to_string(),
+            protocol_name: self.protocol.clone().unwrap_or_default(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: id,
+            members: Vec::new(),
+        }));
+    }
+
+    /// A join with a member id: the id must be a member's or one handed out
+    /// (which is now used up), and a static member must keep its instance id.
+    fn accept_known_id(&mut self, id: &str, req: &JoinRequest) -> Result<()> {
+        if !self.members.contains_key(id) && self.pending.remove(id).is_none() {
+            return Err(GroupError::UnknownMemberId);
+        }
+        if let (Some(inst), Some(m)) = (&req.instance_id, self.members.get(id)) {
+            if m.instance_id.as_ref() != Some(inst) {
+                return Err(GroupError::FencedInstanceId);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the joining member with its waiting sender, and starts (or
+    /// extends) the rebalance that will answer it.
+    fn add_joining_member(
+        &mut self,
+        id: String,
+        req: JoinRequest,
+        now: Instant,
+        tx: oneshot::Sender<JoinReply>,
+    ) {
         if self.members.is_empty() {
             self.protocol_type = Some(req.protocol_type.clone());
         }
@@ -426,7 +478,6 @@ impl Group {
             _ => self.prepare_rebalance(now),
         }
         self.maybe_complete_join(now);
-        Ok(())
     }
 
     fn prepare_rebalance(&mut self, now: Instant) {

@@ -157,6 +157,22 @@ struct Inner {
 }
 
 impl Inner {
+    /// The last of `segments` (in offset order) becomes the active one.
+    fn from_segments(mut segments: Vec<Segment>) -> Result<Inner> {
+        let mut active = segments
+            .pop()
+            .ok_or_else(|| Error::Config("no segment".into()))?;
+        if active.size == 0 {
+            active.rolling_base_ms = None;
+        }
+        let closed: BTreeMap<i64, Segment> = segments.into_iter().map(|s| (s.base, s)).collect();
+        Ok(Inner {
+            closed,
+            active,
+            closed_cleanly: false,
+        })
+    }
+
     fn start_offset(&self) -> i64 {
         self.closed
             .first_key_value()
@@ -232,99 +248,29 @@ impl Log {
         };
         let bases = list_segments(dir)?;
         let interval = config.index_interval_bytes;
-
-        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
-        let mut recovered = Vec::new();
-        for (i, &base) in bases.iter().enumerate() {
-            let last = i + 1 == bases.len();
-            let mode = if !clean && (last || recovery_point.is_none_or(|rp| base >= rp)) {
-                OpenMode::Recover
-            } else {
-                OpenMode::Trust
-            };
-            let (seg, cut) = Segment::open(dir, base, interval, mode)?;
-            if let Some(prev) = segments.last() {
-                if prev.next_offset > base {
-                    return Err(Error::Corrupt {
-                        path: seg.log_path().to_path_buf(),
-                        detail: format!(
-                            "segment starts at {base} but the previous one ends at {}",
-                            prev.next_offset
-                        ),
-                    });
-                }
-            }
-            if mode == OpenMode::Recover {
-                recovered.push(segments.len());
-            }
-            segments.push(seg);
-            if let Some(cut) = cut {
-                tracing::warn!(
-                    segment = %log_path_display(dir, base),
-                    position = cut.position,
-                    bytes_dropped = cut.dropped_bytes,
-                    next_offset = cut.next_offset,
-                    reason = %cut.reason,
-                    "truncated torn or corrupt log tail"
-                );
-                for &later in &bases[i + 1..] {
-                    tracing::warn!(segment = %log_path_display(dir, later),
-                        "removing segment that follows a truncated one");
-                    segment::remove_segment_files(dir, later)?;
-                }
-                break;
-            }
-        }
+        let (mut segments, mut recovered) =
+            open_segments(dir, &bases, interval, clean, recovery_point)?;
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0, interval)?);
             recovered.push(0);
         }
         // Recovered data may sit in the page cache of a crashed process:
         // make it durable so that the flushed offset can start at the end.
-        for &i in &recovered {
-            let seg = &segments[i];
-            seg.log
-                .sync_all()
-                .map_err(io_err("fsync", seg.log_path()))?;
-            seg.sync_indexes()?;
-        }
+        sync_segments(&segments, &recovered)?;
         if clean {
             std::fs::remove_file(&marker).map_err(io_err("remove", &marker))?;
         }
         // Also makes the marker's removal durable before any append.
         checkpoint::sync_dir(dir)?;
 
-        let mut active = segments
-            .pop()
-            .ok_or_else(|| Error::Config("no segment".into()))?;
-        if active.size == 0 {
-            active.rolling_base_ms = None;
-        }
-        let closed: BTreeMap<i64, Segment> = segments.into_iter().map(|s| (s.base, s)).collect();
-        let inner = Inner {
-            closed,
-            active,
-            closed_cleanly: false,
-        };
+        let inner = Inner::from_segments(segments)?;
         let (start, end, active_base) = (
             inner.start_offset(),
             inner.active.next_offset,
             inner.active.base,
         );
         checkpoint::write_recovery_point(dir, active_base)?;
-        let epochs = match EpochCache::read(dir) {
-            Some(mut c) => {
-                if c.truncate_from(end) {
-                    c.write(dir)?;
-                }
-                c
-            }
-            None => {
-                let c = rebuild_epochs(&inner)?;
-                c.write(dir)?;
-                c
-            }
-        };
+        let epochs = load_epochs(dir, &inner, end)?;
         tracing::debug!(dir = %dir.display(), start, end, clean, "opened log");
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -831,6 +777,93 @@ impl Log {
     fn lock_flush(&self) -> Result<MutexGuard<'_, FlushState>> {
         self.flush_state.lock().map_err(|_| Error::Poisoned)
     }
+}
+
+/// Opens the segments at `bases` in order. Without a clean shutdown, those
+/// from the recovery point on (and always the last) are recovered; the first
+/// one cut at a torn or corrupt batch ends the log, and later segments are
+/// removed. Returns the segments and the indexes of the recovered ones.
+fn open_segments(
+    dir: &Path,
+    bases: &[i64],
+    interval: usize,
+    clean: bool,
+    recovery_point: Option<i64>,
+) -> Result<(Vec<Segment>, Vec<usize>)> {
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+    let mut recovered = Vec::new();
+    for (i, &base) in bases.iter().enumerate() {
+        let last = i + 1 == bases.len();
+        let mode = if !clean && (last || recovery_point.is_none_or(|rp| base >= rp)) {
+            OpenMode::Recover
+        } else {
+            OpenMode::Trust
+        };
+        let (seg, cut) = Segment::open(dir, base, interval, mode)?;
+        if let Some(prev) = segments.last() {
+            if prev.next_offset > base {
+                return Err(Error::Corrupt {
+                    path: seg.log_path().to_path_buf(),
+                    detail: format!(
+                        "segment starts at {base} but the previous one ends at {}",
+                        prev.next_offset
+                    ),
+                });
+            }
+        }
+        if mode == OpenMode::Recover {
+            recovered.push(segments.len());
+        }
+        segments.push(seg);
+        if let Some(cut) = cut {
+            tracing::warn!(
+                segment = %log_path_display(dir, base),
+                position = cut.position,
+                bytes_dropped = cut.dropped_bytes,
+                next_offset = cut.next_offset,
+                reason = %cut.reason,
+                "truncated torn or corrupt log tail"
+            );
+            for &later in &bases[i + 1..] {
+                tracing::warn!(segment = %log_path_display(dir, later),
+                    "removing segment that follows a truncated one");
+                segment::remove_segment_files(dir, later)?;
+            }
+            break;
+        }
+    }
+    Ok((segments, recovered))
+}
+
+/// Fsyncs the log and index files of `segments[i]` for each `i` in `which`.
+fn sync_segments(segments: &[Segment], which: &[usize]) -> Result<()> {
+    for &i in which {
+        let seg = &segments[i];
+        seg.log
+            .sync_all()
+            .map_err(io_err("fsync", seg.log_path()))?;
+        seg.sync_indexes()?;
+    }
+    Ok(())
+}
+
+/// The epoch cache from `leader-epoch-checkpoint`, cut to a log that ends at
+/// `end`, or rebuilt from the batches if there is no checkpoint; written
+/// back if it changed.
+fn load_epochs(dir: &Path, inner: &Inner, end: i64) -> Result<EpochCache> {
+    Ok(match EpochCache::read(dir) {
+        Some(mut c) => {
+            if c.truncate_from(end) {
+                c.write(dir)?;
+            }
+            c
+        }
+        None => {
+            let c = rebuild_epochs(inner)?;
+            c.write(dir)?;
+            c
+        }
+    })
 }
 
 /// The first record of the batch at `pos` whose timestamp satisfies `pred`.
