@@ -104,8 +104,14 @@ impl ClusterNode {
     }
 
     /// Everything the node wrote to stderr so far (all its runs).
+    ///
+    /// Read as bytes: a read that races the node's write can end inside a
+    /// multi-byte character, which would make the whole file invalid UTF-8
+    /// to `read_to_string` (and look empty).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        std::fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
