@@ -184,98 +184,21 @@ impl MetadataImage {
     pub fn apply(&mut self, index: u64, cmd: &MetadataCommand) -> MetadataResponse {
         self.last_applied = index;
         match cmd {
-            MetadataCommand::SetClusterId { cluster_id } => {
-                if self.cluster_id.is_empty() {
-                    self.cluster_id = cluster_id.clone();
-                }
-                MetadataResponse::Ok
-            }
+            MetadataCommand::SetClusterId { cluster_id } => self.set_cluster_id(cluster_id),
             MetadataCommand::RegisterBroker {
                 id,
                 incarnation_id,
                 endpoints,
                 rack,
-            } => {
-                let epoch = index as i64;
-                // A new incarnation lost whatever the old one had in memory
-                // (and maybe unflushed data): its leaderships and ISR places
-                // go first, as if the old registration had been fenced.
-                if self.brokers.get(id).is_some_and(|b| !b.fenced) {
-                    self.move_away_from(*id);
-                }
-                self.brokers.insert(
-                    *id,
-                    BrokerRegistration {
-                        id: *id,
-                        incarnation_id: *incarnation_id,
-                        epoch,
-                        endpoints: endpoints.clone(),
-                        rack: rack.clone(),
-                        fenced: false,
-                        fenced_at: 0,
-                    },
-                );
-                self.elect_offline();
-                MetadataResponse::BrokerRegistered {
-                    broker_epoch: epoch,
-                }
-            }
+            } => self.register_broker(index, *id, *incarnation_id, endpoints, rack.as_deref()),
             MetadataCommand::CreateTopic {
                 name,
                 topic_id,
                 assignments,
                 configs,
-            } => {
-                if let Err(e) = validate_topic_name(name) {
-                    return MetadataResponse::Rejected(e);
-                }
-                if self.topics.contains_key(name) {
-                    return MetadataResponse::Rejected(MetadataError::TopicAlreadyExists(
-                        name.clone(),
-                    ));
-                }
-                if assignments.is_empty() {
-                    return MetadataResponse::Rejected(MetadataError::InvalidPartitions(
-                        "a topic needs at least one partition".into(),
-                    ));
-                }
-                let partitions = assignments.iter().map(|r| new_partition(r)).collect();
-                self.topics.insert(
-                    name.clone(),
-                    TopicImage {
-                        name: name.clone(),
-                        id: *topic_id,
-                        configs: configs.clone(),
-                        partitions,
-                    },
-                );
-                self.topic_ids.insert(*topic_id, name.clone());
-                MetadataResponse::TopicCreated {
-                    topic_id: *topic_id,
-                }
-            }
-            MetadataCommand::FenceBroker { id, epoch }
-            | MetadataCommand::UnfenceBroker { id, epoch } => {
-                let fence = matches!(cmd, MetadataCommand::FenceBroker { .. });
-                match self.brokers.get_mut(id) {
-                    Some(b) if b.epoch == *epoch => {
-                        let was_fenced = b.fenced;
-                        b.fenced = fence;
-                        if fence {
-                            b.fenced_at = index;
-                            if !was_fenced {
-                                self.move_away_from(*id);
-                            }
-                        } else {
-                            self.elect_offline();
-                        }
-                        MetadataResponse::Ok
-                    }
-                    _ => MetadataResponse::Rejected(MetadataError::StaleBrokerEpoch(format!(
-                        "broker {id} is not registered with epoch {epoch}"
-                    ))),
-                }
-            }
+            } => self.create_topic(name, *topic_id, assignments, configs),
+            MetadataCommand::FenceBroker { id, epoch } => self.fence_broker(index, *id, *epoch),
+            MetadataCommand::UnfenceBroker { id, epoch } => self.unfence_broker(*id, *epoch),
             MetadataCommand::AlterPartition {
                 topic_id,
                 partition,
@@ -292,74 +215,18 @@ impl MetadataImage {
                 isr,
             ),
             MetadataCommand::ElectPreferredLeaders { partitions } => {
-                let alive = self.alive();
-                for t in self.topics.values_mut() {
-                    for (i, p) in t.partitions.iter_mut().enumerate() {
-                        if !partitions.is_empty() && !partitions.contains(&(t.id, i as i32)) {
-                            continue;
-                        }
-                        let Some(&preferred) = p.replicas.first() else {
-                            continue;
-                        };
-                        if p.leader != preferred
-                            && p.isr.contains(&preferred)
-                            && alive.contains(&preferred)
-                        {
-                            p.leader = preferred;
-                            p.leader_epoch += 1;
-                            p.partition_epoch += 1;
-                        }
-                    }
-                }
-                MetadataResponse::Ok
+                self.elect_preferred_leaders(partitions)
             }
             MetadataCommand::AllocateProducerIds {
                 broker_id: _,
                 count,
-            } => {
-                let count = (*count).clamp(1, 1 << 20);
-                let first = self.next_producer_id;
-                self.next_producer_id = first.saturating_add(count);
-                MetadataResponse::ProducerIds { first, count }
-            }
-            MetadataCommand::DeleteTopic { topic_id } => match self.topic_ids.remove(topic_id) {
-                Some(name) => {
-                    self.topics.remove(&name);
-                    MetadataResponse::Ok
-                }
-                None => {
-                    MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string()))
-                }
-            },
+            } => self.allocate_producer_ids(*count),
+            MetadataCommand::DeleteTopic { topic_id } => self.delete_topic(topic_id),
             MetadataCommand::CreatePartitions {
                 topic_id,
                 expected_count,
                 new_assignments,
-            } => {
-                let Some(topic) = self
-                    .topic_ids
-                    .get(topic_id)
-                    .and_then(|n| self.topics.get_mut(n))
-                else {
-                    return MetadataResponse::Rejected(MetadataError::UnknownTopic(
-                        topic_id.to_string(),
-                    ));
-                };
-                // The proposer computed placement from the count it saw; a
-                // concurrent change makes that placement stale.
-                if topic.partitions.len() != *expected_count {
-                    return MetadataResponse::Rejected(MetadataError::InvalidPartitions(format!(
-                        "topic {} now has {} partitions, not {}",
-                        topic.name,
-                        topic.partitions.len(),
-                        expected_count
-                    )));
-                }
-                topic
-                    .partitions
-                    .extend(new_assignments.iter().map(|r| new_partition(r)));
-                MetadataResponse::Ok
-            }
+            } => self.create_partitions(topic_id, *expected_count, new_assignments),
             MetadataCommand::CommitOffsets {
                 group,
                 generation,
@@ -368,109 +235,339 @@ impl MetadataImage {
                 coordinator,
                 coordinator_epoch,
                 commit_time_ms,
-            } => {
-                if *coordinator >= 0 {
-                    if let Err(e) = self.check_coordinator(group, *coordinator, *coordinator_epoch)
-                    {
-                        return MetadataResponse::Rejected(e);
-                    }
-                }
-                let g = self.groups.entry(group.clone()).or_default();
-                g.generation = *generation;
-                for OffsetCommit {
-                    topic,
-                    partition,
-                    offset,
-                    leader_epoch,
-                    metadata,
-                } in offsets
-                {
-                    g.offsets.entry(topic.clone()).or_default().insert(
-                        *partition,
-                        CommittedOffset {
-                            offset: *offset,
-                            leader_epoch: *leader_epoch,
-                            metadata: metadata.clone(),
-                            committed_at: index,
-                            commit_time_ms: *commit_time_ms,
-                        },
-                    );
-                }
-                MetadataResponse::Ok
-            }
-            MetadataCommand::DeleteGroup { group } => match self.groups.remove(group) {
-                Some(_) => MetadataResponse::Ok,
-                None => MetadataResponse::Rejected(MetadataError::UnknownGroup(group.clone())),
-            },
+            } => self.commit_offsets(
+                index,
+                group,
+                *generation,
+                offsets,
+                (*coordinator, *coordinator_epoch),
+                *commit_time_ms,
+            ),
+            MetadataCommand::DeleteGroup { group } => self.delete_group(group),
             MetadataCommand::DeleteOffsets { group, partitions } => {
-                let Some(g) = self.groups.get_mut(group) else {
-                    return MetadataResponse::Rejected(MetadataError::UnknownGroup(group.clone()));
-                };
-                for (topic, partition) in partitions {
-                    if let Some(parts) = g.offsets.get_mut(topic) {
-                        parts.remove(partition);
-                        if parts.is_empty() {
-                            g.offsets.remove(topic);
-                        }
-                    }
-                }
-                MetadataResponse::Ok
+                self.delete_offsets(group, partitions)
             }
             MetadataCommand::StoreGroup {
                 group,
                 coordinator,
                 coordinator_epoch,
                 record,
-            } => {
-                if let Err(e) = self.check_coordinator(group, *coordinator, *coordinator_epoch) {
-                    return MetadataResponse::Rejected(e);
-                }
-                let g = self.groups.entry(group.clone()).or_default();
-                if let Some(old) = &g.stored {
-                    if old.generation > record.generation {
-                        return MetadataResponse::Rejected(MetadataError::NotCoordinator(format!(
-                            "group {group} is at generation {}, not {}",
-                            old.generation, record.generation
-                        )));
-                    }
-                }
-                g.stored = Some(record.clone());
-                MetadataResponse::Ok
-            }
+            } => self.store_group(group, *coordinator, *coordinator_epoch, record),
             MetadataCommand::ExpireOffsets {
                 groups,
                 coordinator,
                 coordinator_epoch,
                 now_ms,
                 retention_ms,
-            } => {
-                for group in groups {
-                    if self
-                        .check_coordinator(group, *coordinator, *coordinator_epoch)
-                        .is_err()
-                    {
-                        // Moved since the proposer looked: its new
-                        // coordinator checks it.
-                        continue;
-                    }
-                    let Some(g) = self.groups.get_mut(group) else {
-                        continue;
-                    };
-                    for (topic, partition) in g.expired_offsets(*now_ms, *retention_ms) {
-                        if let Some(parts) = g.offsets.get_mut(&topic) {
-                            parts.remove(&partition);
-                            if parts.is_empty() {
-                                g.offsets.remove(&topic);
-                            }
-                        }
-                    }
-                    if g.is_gone() {
-                        self.groups.remove(group);
-                    }
+            } => self.expire_offsets(
+                groups,
+                *coordinator,
+                *coordinator_epoch,
+                *now_ms,
+                *retention_ms,
+            ),
+        }
+    }
+
+    /// The first cluster id written stays.
+    fn set_cluster_id(&mut self, cluster_id: &str) -> MetadataResponse {
+        if self.cluster_id.is_empty() {
+            self.cluster_id = cluster_id.to_string();
+        }
+        MetadataResponse::Ok
+    }
+
+    /// A broker (re)registers; its epoch is `index`.
+    fn register_broker(
+        &mut self,
+        index: u64,
+        id: i32,
+        incarnation_id: Uuid,
+        endpoints: &[Endpoint],
+        rack: Option<&str>,
+    ) -> MetadataResponse {
+        let epoch = index as i64;
+        // A new incarnation lost whatever the old one had in memory
+        // (and maybe unflushed data): its leaderships and ISR places
+        // go first, as if the old registration had been fenced.
+        if self.brokers.get(&id).is_some_and(|b| !b.fenced) {
+            self.move_away_from(id);
+        }
+        self.brokers.insert(
+            id,
+            BrokerRegistration {
+                id,
+                incarnation_id,
+                epoch,
+                endpoints: endpoints.to_vec(),
+                rack: rack.map(str::to_string),
+                fenced: false,
+                fenced_at: 0,
+            },
+        );
+        self.elect_offline();
+        MetadataResponse::BrokerRegistered {
+            broker_epoch: epoch,
+        }
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        topic_id: Uuid,
+        assignments: &[Vec<i32>],
+        configs: &BTreeMap<String, String>,
+    ) -> MetadataResponse {
+        if let Err(e) = validate_topic_name(name) {
+            return MetadataResponse::Rejected(e);
+        }
+        if self.topics.contains_key(name) {
+            return MetadataResponse::Rejected(MetadataError::TopicAlreadyExists(name.to_string()));
+        }
+        if assignments.is_empty() {
+            return MetadataResponse::Rejected(MetadataError::InvalidPartitions(
+                "a topic needs at least one partition".into(),
+            ));
+        }
+        let partitions = assignments.iter().map(|r| new_partition(r)).collect();
+        self.topics.insert(
+            name.to_string(),
+            TopicImage {
+                name: name.to_string(),
+                id: topic_id,
+                configs: configs.clone(),
+                partitions,
+            },
+        );
+        self.topic_ids.insert(topic_id, name.to_string());
+        MetadataResponse::TopicCreated { topic_id }
+    }
+
+    /// The registration `id` in `epoch`, or why a fence or unfence of it is
+    /// refused.
+    fn registration_mut(
+        &mut self,
+        id: i32,
+        epoch: i64,
+    ) -> Result<&mut BrokerRegistration, MetadataError> {
+        match self.brokers.get_mut(&id) {
+            Some(b) if b.epoch == epoch => Ok(b),
+            _ => Err(MetadataError::StaleBrokerEpoch(format!(
+                "broker {id} is not registered with epoch {epoch}"
+            ))),
+        }
+    }
+
+    fn fence_broker(&mut self, index: u64, id: i32, epoch: i64) -> MetadataResponse {
+        let b = match self.registration_mut(id, epoch) {
+            Ok(b) => b,
+            Err(e) => return MetadataResponse::Rejected(e),
+        };
+        let was_fenced = b.fenced;
+        b.fenced = true;
+        b.fenced_at = index;
+        if !was_fenced {
+            self.move_away_from(id);
+        }
+        MetadataResponse::Ok
+    }
+
+    fn unfence_broker(&mut self, id: i32, epoch: i64) -> MetadataResponse {
+        match self.registration_mut(id, epoch) {
+            Ok(b) => b.fenced = false,
+            Err(e) => return MetadataResponse::Rejected(e),
+        }
+        self.elect_offline();
+        MetadataResponse::Ok
+    }
+
+    /// `partitions` (every partition when empty) whose preferred leader is
+    /// alive, in the ISR and not leading, get it as leader.
+    fn elect_preferred_leaders(&mut self, partitions: &[(Uuid, i32)]) -> MetadataResponse {
+        let alive = self.alive();
+        for t in self.topics.values_mut() {
+            for (i, p) in t.partitions.iter_mut().enumerate() {
+                if !partitions.is_empty() && !partitions.contains(&(t.id, i as i32)) {
+                    continue;
                 }
-                MetadataResponse::Ok
+                let Some(&preferred) = p.replicas.first() else {
+                    continue;
+                };
+                if p.leader != preferred && p.isr.contains(&preferred) && alive.contains(&preferred)
+                {
+                    p.leader = preferred;
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                }
             }
         }
+        MetadataResponse::Ok
+    }
+
+    fn allocate_producer_ids(&mut self, count: i64) -> MetadataResponse {
+        let count = count.clamp(1, 1 << 20);
+        let first = self.next_producer_id;
+        self.next_producer_id = first.saturating_add(count);
+        MetadataResponse::ProducerIds { first, count }
+    }
+
+    fn delete_topic(&mut self, topic_id: &Uuid) -> MetadataResponse {
+        match self.topic_ids.remove(topic_id) {
+            Some(name) => {
+                self.topics.remove(&name);
+                MetadataResponse::Ok
+            }
+            None => MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string())),
+        }
+    }
+
+    fn create_partitions(
+        &mut self,
+        topic_id: &Uuid,
+        expected_count: usize,
+        new_assignments: &[Vec<i32>],
+    ) -> MetadataResponse {
+        let Some(topic) = self
+            .topic_ids
+            .get(topic_id)
+            .and_then(|n| self.topics.get_mut(n))
+        else {
+            return MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string()));
+        };
+        // The proposer computed placement from the count it saw; a
+        // concurrent change makes that placement stale.
+        if topic.partitions.len() != expected_count {
+            return MetadataResponse::Rejected(MetadataError::InvalidPartitions(format!(
+                "topic {} now has {} partitions, not {}",
+                topic.name,
+                topic.partitions.len(),
+                expected_count
+            )));
+        }
+        topic
+            .partitions
+            .extend(new_assignments.iter().map(|r| new_partition(r)));
+        MetadataResponse::Ok
+    }
+
+    /// `by` is the (coordinator, coordinator epoch) that validated the
+    /// commit; a coordinator of -1 is not checked.
+    fn commit_offsets(
+        &mut self,
+        index: u64,
+        group: &str,
+        generation: i32,
+        offsets: &[OffsetCommit],
+        (coordinator, coordinator_epoch): (i32, i64),
+        commit_time_ms: i64,
+    ) -> MetadataResponse {
+        if coordinator >= 0 {
+            if let Err(e) = self.check_coordinator(group, coordinator, coordinator_epoch) {
+                return MetadataResponse::Rejected(e);
+            }
+        }
+        let g = self.groups.entry(group.to_string()).or_default();
+        g.generation = generation;
+        for OffsetCommit {
+            topic,
+            partition,
+            offset,
+            leader_epoch,
+            metadata,
+        } in offsets
+        {
+            g.offsets.entry(topic.clone()).or_default().insert(
+                *partition,
+                CommittedOffset {
+                    offset: *offset,
+                    leader_epoch: *leader_epoch,
+                    metadata: metadata.clone(),
+                    committed_at: index,
+                    commit_time_ms,
+                },
+            );
+        }
+        MetadataResponse::Ok
+    }
+
+    fn delete_group(&mut self, group: &str) -> MetadataResponse {
+        match self.groups.remove(group) {
+            Some(_) => MetadataResponse::Ok,
+            None => MetadataResponse::Rejected(MetadataError::UnknownGroup(group.to_string())),
+        }
+    }
+
+    fn delete_offsets(&mut self, group: &str, partitions: &[(String, i32)]) -> MetadataResponse {
+        let Some(g) = self.groups.get_mut(group) else {
+            return MetadataResponse::Rejected(MetadataError::UnknownGroup(group.to_string()));
+        };
+        for (topic, partition) in partitions {
+            if let Some(parts) = g.offsets.get_mut(topic) {
+                parts.remove(partition);
+                if parts.is_empty() {
+                    g.offsets.remove(topic);
+                }
+            }
+        }
+        MetadataResponse::Ok
+    }
+
+    fn store_group(
+        &mut self,
+        group: &str,
+        coordinator: i32,
+        coordinator_epoch: i64,
+        record: &StoredGroup,
+    ) -> MetadataResponse {
+        if let Err(e) = self.check_coordinator(group, coordinator, coordinator_epoch) {
+            return MetadataResponse::Rejected(e);
+        }
+        let g = self.groups.entry(group.to_string()).or_default();
+        if let Some(old) = &g.stored {
+            if old.generation > record.generation {
+                return MetadataResponse::Rejected(MetadataError::NotCoordinator(format!(
+                    "group {group} is at generation {}, not {}",
+                    old.generation, record.generation
+                )));
+            }
+        }
+        g.stored = Some(record.clone());
+        MetadataResponse::Ok
+    }
+
+    fn expire_offsets(
+        &mut self,
+        groups: &[String],
+        coordinator: i32,
+        coordinator_epoch: i64,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> MetadataResponse {
+        for group in groups {
+            if self
+                .check_coordinator(group, coordinator, coordinator_epoch)
+                .is_err()
+            {
+                // Moved since the proposer looked: its new
+                // coordinator checks it.
+                continue;
+            }
+            let Some(g) = self.groups.get_mut(group) else {
+                continue;
+            };
+            for (topic, partition) in g.expired_offsets(now_ms, retention_ms) {
+                if let Some(parts) = g.offsets.get_mut(&topic) {
+                    parts.remove(&partition);
+                    if parts.is_empty() {
+                        g.offsets.remove(&topic);
+                    }
+                }
+            }
+            if g.is_gone() {
+                self.groups.remove(group);
+            }
+        }
+        MetadataResponse::Ok
     }
 
     /// Refuses a group write from a broker that does not coordinate the
