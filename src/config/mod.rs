@@ -167,62 +167,101 @@ pub const ACCEPTED_NO_EFFECT: &[&str] = &[
     "leader.imbalance.per.broker.percentage",
 ];
 
-/// Keys that Runnel reads, with their defaults. Absent from here and from
-/// `ACCEPTED_NO_EFFECT` means unknown.
-const KNOWN: &[(&str, &str)] = &[
-    ("node.id", "1"),
-    ("process.roles", "broker,controller"),
-    ("listeners", "PLAINTEXT://127.0.0.1:9092"),
-    ("advertised.listeners", ""),
-    ("controller.listener.names", "CONTROLLER"),
+/// How `Config::from_map` reads a key: most keys are a number (no lower
+/// than the bound given), a boolean or a text into one field.
+enum Read {
+    I16(i16, fn(&mut Config) -> &mut i16),
+    I32(i32, fn(&mut Config) -> &mut i32),
+    I64(i64, fn(&mut Config) -> &mut i64),
+    U64(u64, fn(&mut Config) -> &mut u64),
+    Usize(usize, fn(&mut Config) -> &mut usize),
+    /// Empty means `None`.
+    OptU64(u64, fn(&mut Config) -> &mut Option<u64>),
+    Bool(fn(&mut Config) -> &mut bool),
+    /// Trimmed; empty means `None`.
+    Text(fn(&mut Config) -> &mut Option<String>),
+    /// Any other value of one key: `(config, key, value)`.
+    Field(fn(&mut Config, &str, &str) -> Result<()>),
+    /// Reads this key and the `InStep` keys after it together, and checks
+    /// them against each other and against the fields read before.
+    Step(fn(&mut Config, &Props) -> Result<()>),
+    /// Read by the nearest `Step` above.
+    InStep,
+    /// Known, but nothing reads it (yet).
+    Unread,
+}
+
+use Read::{Bool, Field, InStep, OptU64, Step, Text, Unread, Usize, I16, I32, I64, U64};
+
+/// Every key Runnel reads, with its default, in the order `from_map` reads
+/// them (so that of several bad values, the first here is the one reported).
+/// Absent from here and from `ACCEPTED_NO_EFFECT` means unknown.
+#[rustfmt::skip]
+const KEYS: &[(&str, &str, Read)] = &[
+    ("node.id", "1", I32(0, |c| &mut c.node_id)),
+    ("process.roles", "broker,controller", Field(|c, k, v| parse_roles(k, v).map(|r| c.roles = r))),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092", Step(listeners)),
+    ("controller.listener.names", "CONTROLLER", InStep),
     (
         "listener.security.protocol.map",
         "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        InStep,
     ),
-    ("controller.quorum.voters", ""),
-    ("log.dirs", ""),
-    ("log.dir", "./data"),
-    ("metadata.log.dir", ""),
-    ("num.partitions", "1"),
-    ("default.replication.factor", "1"),
-    ("min.insync.replicas", "1"),
-    ("auto.create.topics.enable", "true"),
-    ("delete.topic.enable", "true"),
-    ("message.max.bytes", "1048588"),
-    ("socket.request.max.bytes", "104857600"),
-    ("max.connections", "10000"),
-    ("log.segment.bytes", "1073741824"),
-    ("log.roll.ms", ""),
-    ("log.roll.hours", "168"),
-    ("log.index.interval.bytes", "4096"),
-    ("log.retention.ms", ""),
-    ("log.retention.minutes", ""),
-    ("log.retention.hours", "168"),
-    ("log.retention.bytes", "-1"),
-    ("log.flush.interval.messages", ""),
-    ("broker.rack", ""),
-    ("metrics.listener", ""),
-    ("cluster.id", ""),
-    ("broker.heartbeat.interval.ms", "2000"),
-    ("broker.session.timeout.ms", "9000"),
-    ("group.initial.rebalance.delay.ms", "3000"),
+    ("advertised.listeners", "", Step(advertised_listeners)),
+    ("controller.quorum.voters", "", Step(quorum_voters)),
+    ("log.dirs", "", Step(log_dirs)),
+    ("log.dir", "./data", InStep),
+    ("metadata.log.dir", "", InStep),
+    ("log.roll.ms", "", Step(log_roll)),
+    ("log.roll.hours", "168", InStep),
+    ("log.retention.ms", "", Step(log_retention)),
+    ("log.retention.minutes", "", InStep),
+    ("log.retention.hours", "168", InStep),
+    ("message.max.bytes", "1048588", Usize(0, |c| &mut c.message_max_bytes)),
+    ("log.segment.bytes", "1073741824", U64(14, |c| &mut c.log.segment_bytes)),
+    ("metrics.listener", "", Field(|c, k, v| metrics_addr(k, v).map(|a| c.metrics_listener = a))),
+    ("num.partitions", "1", I32(1, |c| &mut c.num_partitions)),
+    ("default.replication.factor", "1", I16(1, |c| &mut c.default_replication_factor)),
+    ("min.insync.replicas", "1", I32(1, |c| &mut c.min_insync_replicas)),
+    ("auto.create.topics.enable", "true", Bool(|c| &mut c.auto_create_topics_enable)),
+    ("delete.topic.enable", "true", Bool(|c| &mut c.delete_topic_enable)),
+    ("socket.request.max.bytes", "104857600", Usize(1, |c| &mut c.socket_request_max_bytes)),
+    ("max.connections", "10000", Usize(1, |c| &mut c.max_connections)),
+    ("log.index.interval.bytes", "4096", Usize(0, |c| &mut c.log.index_interval_bytes)),
+    ("log.retention.bytes", "-1", I64(-1, |c| &mut c.log.retention_bytes)),
+    ("log.flush.interval.messages", "", OptU64(1, |c| &mut c.log.flush_interval_messages)),
+    ("broker.rack", "", Text(|c| &mut c.rack)),
+    ("cluster.id", "", Text(|c| &mut c.cluster_id)),
+    ("broker.heartbeat.interval.ms", "2000", U64(10, |c| &mut c.broker_heartbeat_interval_ms)),
+    ("broker.session.timeout.ms", "9000", U64(100, |c| &mut c.broker_session_timeout_ms)),
+    ("group.initial.rebalance.delay.ms", "3000",
+        U64(0, |c| &mut c.group_initial_rebalance_delay_ms)),
     // Kafka's defaults: seven days, checked every ten minutes.
-    ("offsets.retention.minutes", "10080"),
-    ("offsets.retention.check.interval.ms", "600000"),
-    ("replica.lag.time.max.ms", "30000"),
-    ("replica.fetch.wait.max.ms", "500"),
+    ("offsets.retention.minutes", "10080", Field(|c, k, v| {
+        c.offsets_retention_ms = num::<i64>(k, v, 1)?.saturating_mul(60_000);
+        Ok(())
+    })),
+    ("offsets.retention.check.interval.ms", "600000",
+        U64(1, |c| &mut c.offsets_retention_check_interval_ms)),
+    ("replica.lag.time.max.ms", "30000", U64(1, |c| &mut c.replica_lag_time_max_ms)),
+    ("replica.fetch.wait.max.ms", "500", U64(0, |c| &mut c.replica_fetch_wait_max_ms)),
     // 8 MiB, not Kafka's 1 MiB: a follower fsyncs before each fetch, so
     // fewer, larger fetches keep acks=-1 throughput up.
-    ("replica.fetch.max.bytes", "8388608"),
-    ("replica.fetch.response.max.bytes", "33554432"),
-    ("unclean.leader.election.enable", "false"),
-    ("auto.leader.rebalance.enable", "true"),
-    ("producer.id.expiration.ms", "86400000"),
-    ("metadata.snapshot.interval.records", "10000"),
-    ("metadata.log.retained.records", "1000"),
-    ("leader.imbalance.check.interval.seconds", "300"),
+    ("replica.fetch.max.bytes", "8388608", Usize(1, |c| &mut c.replica_fetch_max_bytes)),
+    ("replica.fetch.response.max.bytes", "33554432",
+        Usize(1, |c| &mut c.replica_fetch_response_max_bytes)),
+    ("unclean.leader.election.enable", "false", Bool(|c| &mut c.unclean_leader_election_enable)),
+    ("auto.leader.rebalance.enable", "true", Bool(|c| &mut c.auto_leader_rebalance_enable)),
+    ("producer.id.expiration.ms", "86400000", U64(1, |c| &mut c.producer_id_expiration_ms)),
+    ("metadata.snapshot.interval.records", "10000",
+        U64(1, |c| &mut c.metadata_snapshot_interval_records)),
+    ("metadata.log.retained.records", "1000", U64(0, |c| &mut c.metadata_log_retained_records)),
+    ("leader.imbalance.check.interval.seconds", "300", Field(|c, k, v| {
+        c.leader_imbalance_check_interval_ms = num::<u64>(k, v, 1)?.saturating_mul(1000);
+        Ok(())
+    })),
     // One fetcher per source broker carries all its partitions.
-    ("num.replica.fetchers", "1"),
+    ("num.replica.fetchers", "1", Unread),
 ];
 
 /// Parses Java `.properties` text: `key=value`, `key: value` or `key value`,
@@ -308,6 +347,7 @@ fn parse_voters(value: &str) -> Result<Vec<Voter>> {
     Ok(out)
 }
 
+/// Every known key's value: as given, else its default.
 struct Props(BTreeMap<String, String>);
 
 impl Props {
@@ -319,36 +359,55 @@ impl Props {
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display,
     {
-        let v = self.get(key);
-        let n: T = v
-            .trim()
-            .parse()
-            .map_err(|_| invalid(key, v, "not a number in range"))?;
-        if n < min {
-            return Err(invalid(key, v, format!("must be at least {min}")));
-        }
-        Ok(n)
+        num(key, self.get(key), min)
     }
 
     fn opt_num<T>(&self, key: &str, min: T) -> Result<Option<T>>
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display,
     {
-        if self.get(key).trim().is_empty() {
-            Ok(None)
-        } else {
-            self.num(key, min).map(Some)
-        }
+        opt_num(key, self.get(key), min)
     }
+}
 
-    fn boolean(&self, key: &str) -> Result<bool> {
-        let v = self.get(key);
-        match v.trim().to_ascii_lowercase().as_str() {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err(invalid(key, v, "expected true or false")),
-        }
+fn num<T>(key: &str, v: &str, min: T) -> Result<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let n: T = v
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "not a number in range"))?;
+    if n < min {
+        return Err(invalid(key, v, format!("must be at least {min}")));
     }
+    Ok(n)
+}
+
+/// Empty means `None`.
+fn opt_num<T>(key: &str, v: &str, min: T) -> Result<Option<T>>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    if v.trim().is_empty() {
+        Ok(None)
+    } else {
+        num(key, v, min).map(Some)
+    }
+}
+
+fn boolean(key: &str, v: &str) -> Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, v, "expected true or false")),
+    }
+}
+
+/// Empty means `None`.
+fn nonempty(v: &str) -> Option<String> {
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_string())
 }
 
 impl Config {
@@ -375,7 +434,7 @@ impl Config {
 
     pub fn from_map(given: BTreeMap<String, String>) -> Result<Config> {
         for key in given.keys() {
-            if KNOWN.iter().any(|(k, _)| k == key) {
+            if KEYS.iter().any(|(k, _, _)| k == key) {
                 continue;
             }
             if ACCEPTED_NO_EFFECT.contains(&key.as_str()) {
@@ -384,250 +443,85 @@ impl Config {
             }
             return Err(ConfigError::UnknownKey(key.clone()));
         }
-        let mut all: BTreeMap<String, String> = KNOWN
+        let mut all: BTreeMap<String, String> = KEYS
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v, _)| (k.to_string(), v.to_string()))
             .collect();
         all.extend(given.clone());
         let p = Props(all);
 
-        let node_id: i32 = p.num("node.id", 0)?;
-        let roles_v = p.get("process.roles");
-        let mut roles = Roles {
-            broker: false,
-            controller: false,
-        };
-        for r in roles_v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match r {
-                "broker" => roles.broker = true,
-                "controller" => roles.controller = true,
-                other => {
-                    return Err(invalid(
-                        "process.roles",
-                        roles_v,
-                        format!("unknown role {other:?}; use broker, controller or both"),
-                    ))
-                }
+        let mut c = Config::unread(given);
+        for (key, _, read) in KEYS {
+            let v = p.get(key);
+            match read {
+                I16(min, f) => *f(&mut c) = num(key, v, *min)?,
+                I32(min, f) => *f(&mut c) = num(key, v, *min)?,
+                I64(min, f) => *f(&mut c) = num(key, v, *min)?,
+                U64(min, f) => *f(&mut c) = num(key, v, *min)?,
+                Usize(min, f) => *f(&mut c) = num(key, v, *min)?,
+                OptU64(min, f) => *f(&mut c) = opt_num(key, v, *min)?,
+                Bool(f) => *f(&mut c) = boolean(key, v)?,
+                Text(f) => *f(&mut c) = nonempty(v),
+                Field(set) => set(&mut c, key, v)?,
+                Step(step) => step(&mut c, &p)?,
+                InStep | Unread => {}
             }
         }
-        if !roles.broker && !roles.controller {
-            return Err(invalid("process.roles", roles_v, "names no role"));
-        }
+        Ok(c)
+    }
 
-        let listeners = parse_listeners("listeners", p.get("listeners"))?;
-        let controller_listener_names: Vec<String> = p
-            .get("controller.listener.names")
-            .split(',')
-            .map(|s| s.trim().to_ascii_uppercase())
-            .filter(|s| !s.is_empty())
-            .collect();
-        let mut security_protocol_map = BTreeMap::new();
-        let map_v = p.get("listener.security.protocol.map");
-        for item in map_v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (l, proto) = item.split_once(':').ok_or_else(|| {
-                invalid(
-                    "listener.security.protocol.map",
-                    map_v,
-                    format!("{item:?} is not NAME:PROTOCOL"),
-                )
-            })?;
-            security_protocol_map.insert(
-                l.trim().to_ascii_uppercase(),
-                proto.trim().to_ascii_uppercase(),
-            );
-        }
-        for l in &listeners {
-            match security_protocol_map.get(&l.name).map(String::as_str) {
-                Some("PLAINTEXT") => {}
-                Some(other) => {
-                    return Err(invalid(
-                        "listeners",
-                        p.get("listeners"),
-                        format!(
-                            "listener {} uses {other}, which Runnel does not support yet",
-                            l.name
-                        ),
-                    ))
-                }
-                None => {
-                    return Err(invalid(
-                        "listener.security.protocol.map",
-                        map_v,
-                        format!("no security protocol for listener {}", l.name),
-                    ))
-                }
-            }
-        }
-        let client_listeners: Vec<Listener> = listeners
-            .iter()
-            .filter(|l| !controller_listener_names.contains(&l.name))
-            .cloned()
-            .collect();
-        if roles.broker && client_listeners.is_empty() {
-            return Err(invalid(
-                "listeners",
-                p.get("listeners"),
-                "a broker needs at least one listener that is not a controller listener",
-            ));
-        }
-        let advertised_listeners = if p.get("advertised.listeners").trim().is_empty() {
-            client_listeners.clone()
-        } else {
-            let adv = parse_listeners("advertised.listeners", p.get("advertised.listeners"))?;
-            for a in &adv {
-                if !listeners.iter().any(|l| l.name == a.name) {
-                    return Err(invalid(
-                        "advertised.listeners",
-                        p.get("advertised.listeners"),
-                        format!("listener {} is not in listeners", a.name),
-                    ));
-                }
-            }
-            adv
-        };
-
-        let quorum_voters = parse_voters(p.get("controller.quorum.voters"))?;
-        if roles.controller
-            && !quorum_voters.is_empty()
-            && !quorum_voters.iter().any(|v| v.id == node_id)
-        {
-            return Err(invalid(
-                "controller.quorum.voters",
-                p.get("controller.quorum.voters"),
-                format!("this node (node.id={node_id}) has the controller role but is not a voter"),
-            ));
-        }
-        if !roles.controller {
-            // A broker-only node follows the quorum; it needs to know where
-            // the voters are, and is not one of them.
-            if quorum_voters.is_empty() {
-                return Err(invalid(
-                    "controller.quorum.voters",
-                    p.get("controller.quorum.voters"),
-                    "a broker-only node (process.roles=broker) needs the controller voters, \
-                     e.g. 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093",
-                ));
-            }
-            if quorum_voters.iter().any(|v| v.id == node_id) {
-                return Err(invalid(
-                    "controller.quorum.voters",
-                    p.get("controller.quorum.voters"),
-                    format!(
-                        "this node (node.id={node_id}) is listed as a voter, but process.roles \
-                         has no controller role; a broker-only node is not a voter"
-                    ),
-                ));
-            }
-        }
-
-        let dirs_v = if p.get("log.dirs").trim().is_empty() {
-            p.get("log.dir").to_string()
-        } else {
-            p.get("log.dirs").to_string()
-        };
-        let log_dirs: Vec<PathBuf> = dirs_v
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
-        if log_dirs.is_empty() {
-            return Err(invalid("log.dirs", &dirs_v, "names no directory"));
-        }
-        let metadata_log_dir = if p.get("metadata.log.dir").trim().is_empty() {
-            log_dirs[0].clone()
-        } else {
-            PathBuf::from(p.get("metadata.log.dir").trim())
-        };
-
-        let roll_ms = match p.opt_num::<i64>("log.roll.ms", 1)? {
-            Some(ms) => ms,
-            None => p.num::<i64>("log.roll.hours", 1)? * 3_600_000,
-        };
-        let retention_ms = if let Some(ms) = p.opt_num::<i64>("log.retention.ms", -1)? {
-            ms
-        } else if let Some(m) = p.opt_num::<i64>("log.retention.minutes", -1)? {
-            if m < 0 {
-                -1
-            } else {
-                m * 60_000
-            }
-        } else {
-            let h = p.num::<i64>("log.retention.hours", -1)?;
-            if h < 0 {
-                -1
-            } else {
-                h * 3_600_000
-            }
-        };
-        let message_max_bytes: usize = p.num("message.max.bytes", 0)?;
-        let segment_bytes: u64 = p.num("log.segment.bytes", 14)?;
-
-        let metrics_listener = match p.get("metrics.listener").trim() {
-            "" => None,
-            v => Some(v.trim_start_matches("http://").parse().map_err(|_| {
-                invalid(
-                    "metrics.listener",
-                    v,
-                    "expected host:port, e.g. 127.0.0.1:9308",
-                )
-            })?),
-        };
-        let nonempty = |k: &str| {
-            let v = p.get(k).trim();
-            (!v.is_empty()).then(|| v.to_string())
-        };
-
-        Ok(Config {
-            node_id,
-            roles,
-            listeners,
-            advertised_listeners,
-            controller_listener_names,
-            security_protocol_map,
-            quorum_voters,
-            log_dirs,
-            metadata_log_dir,
-            num_partitions: p.num("num.partitions", 1)?,
-            default_replication_factor: p.num("default.replication.factor", 1)?,
-            min_insync_replicas: p.num("min.insync.replicas", 1)?,
-            auto_create_topics_enable: p.boolean("auto.create.topics.enable")?,
-            delete_topic_enable: p.boolean("delete.topic.enable")?,
-            message_max_bytes,
-            socket_request_max_bytes: p.num("socket.request.max.bytes", 1)?,
-            max_connections: p.num("max.connections", 1)?,
-            log: LogDefaults {
-                segment_bytes,
-                roll_ms,
-                index_interval_bytes: p.num("log.index.interval.bytes", 0)?,
-                retention_ms,
-                retention_bytes: p.num("log.retention.bytes", -1)?,
-                flush_interval_messages: p.opt_num("log.flush.interval.messages", 1)?,
+    /// Every field zero or empty, before `from_map` reads the keys into it;
+    /// `raw` is the one field it does not read from `KEYS`.
+    fn unread(raw: BTreeMap<String, String>) -> Config {
+        Config {
+            node_id: 0,
+            roles: Roles {
+                broker: false,
+                controller: false,
             },
-            rack: nonempty("broker.rack"),
-            metrics_listener,
-            cluster_id: nonempty("cluster.id"),
-            broker_heartbeat_interval_ms: p.num("broker.heartbeat.interval.ms", 10)?,
-            broker_session_timeout_ms: p.num("broker.session.timeout.ms", 100)?,
-            group_initial_rebalance_delay_ms: p.num("group.initial.rebalance.delay.ms", 0)?,
-            offsets_retention_ms: p
-                .num::<i64>("offsets.retention.minutes", 1)?
-                .saturating_mul(60_000),
-            offsets_retention_check_interval_ms: p.num("offsets.retention.check.interval.ms", 1)?,
-            replica_lag_time_max_ms: p.num("replica.lag.time.max.ms", 1)?,
-            replica_fetch_wait_max_ms: p.num("replica.fetch.wait.max.ms", 0)?,
-            replica_fetch_max_bytes: p.num("replica.fetch.max.bytes", 1)?,
-            replica_fetch_response_max_bytes: p.num("replica.fetch.response.max.bytes", 1)?,
-            unclean_leader_election_enable: p.boolean("unclean.leader.election.enable")?,
-            auto_leader_rebalance_enable: p.boolean("auto.leader.rebalance.enable")?,
-            producer_id_expiration_ms: p.num("producer.id.expiration.ms", 1)?,
-            metadata_snapshot_interval_records: p.num("metadata.snapshot.interval.records", 1)?,
-            metadata_log_retained_records: p.num("metadata.log.retained.records", 0)?,
-            leader_imbalance_check_interval_ms: p
-                .num::<u64>("leader.imbalance.check.interval.seconds", 1)?
-                .saturating_mul(1000),
-            raw: given,
-        })
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            controller_listener_names: Vec::new(),
+            security_protocol_map: BTreeMap::new(),
+            quorum_voters: Vec::new(),
+            log_dirs: Vec::new(),
+            metadata_log_dir: PathBuf::new(),
+            num_partitions: 0,
+            default_replication_factor: 0,
+            min_insync_replicas: 0,
+            auto_create_topics_enable: false,
+            delete_topic_enable: false,
+            message_max_bytes: 0,
+            socket_request_max_bytes: 0,
+            max_connections: 0,
+            log: LogDefaults {
+                segment_bytes: 0,
+                roll_ms: 0,
+                index_interval_bytes: 0,
+                retention_ms: 0,
+                retention_bytes: 0,
+                flush_interval_messages: None,
+            },
+            rack: None,
+            metrics_listener: None,
+            cluster_id: None,
+            broker_heartbeat_interval_ms: 0,
+            broker_session_timeout_ms: 0,
+            group_initial_rebalance_delay_ms: 0,
+            offsets_retention_ms: 0,
+            offsets_retention_check_interval_ms: 0,
+            replica_lag_time_max_ms: 0,
+            replica_fetch_wait_max_ms: 0,
+            replica_fetch_max_bytes: 0,
+            replica_fetch_response_max_bytes: 0,
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: false,
+            metadata_snapshot_interval_records: 0,
+            metadata_log_retained_records: 0,
+            producer_id_expiration_ms: 0,
+            leader_imbalance_check_interval_ms: 0,
+            raw,
+        }
     }
 
     /// The listeners clients connect to (every listener but the controller's).
@@ -641,6 +535,220 @@ impl Config {
     pub fn is_single_node(&self) -> bool {
         self.quorum_voters.is_empty()
     }
+}
+
+// The keys read together (`Read::Step`), and the parsers of single values
+// that `KEYS` uses.
+
+fn parse_roles(key: &str, value: &str) -> Result<Roles> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for r in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match r {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("unknown role {other:?}; use broker, controller or both"),
+                ))
+            }
+        }
+    }
+    if !roles.broker && !roles.controller {
+        return Err(invalid(key, value, "names no role"));
+    }
+    Ok(roles)
+}
+
+fn metrics_addr(key: &str, value: &str) -> Result<Option<SocketAddr>> {
+    match value.trim() {
+        "" => Ok(None),
+        v => Ok(Some(v.trim_start_matches("http://").parse().map_err(
+            |_| invalid(key, v, "expected host:port, e.g. 127.0.0.1:9308"),
+        )?)),
+    }
+}
+
+/// `listener.security.protocol.map`: `NAME:PROTOCOL,…`, names upper-cased.
+fn parse_protocol_map(key: &str, value: &str) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (l, proto) = item
+            .split_once(':')
+            .ok_or_else(|| invalid(key, value, format!("{item:?} is not NAME:PROTOCOL")))?;
+        map.insert(
+            l.trim().to_ascii_uppercase(),
+            proto.trim().to_ascii_uppercase(),
+        );
+    }
+    Ok(map)
+}
+
+/// `listeners`, `controller.listener.names` and
+/// `listener.security.protocol.map`: every listener speaks PLAINTEXT, and
+/// a broker (`roles`, read before) has a listener for clients.
+fn listeners(c: &mut Config, p: &Props) -> Result<()> {
+    c.listeners = parse_listeners("listeners", p.get("listeners"))?;
+    c.controller_listener_names = p
+        .get("controller.listener.names")
+        .split(',')
+        .map(|s| s.trim().to_ascii_uppercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let map_key = "listener.security.protocol.map";
+    c.security_protocol_map = parse_protocol_map(map_key, p.get(map_key))?;
+    for l in &c.listeners {
+        match c.security_protocol_map.get(&l.name).map(String::as_str) {
+            Some("PLAINTEXT") => {}
+            Some(other) => {
+                return Err(invalid(
+                    "listeners",
+                    p.get("listeners"),
+                    format!(
+                        "listener {} uses {other}, which Runnel does not support yet",
+                        l.name
+                    ),
+                ))
+            }
+            None => {
+                return Err(invalid(
+                    map_key,
+                    p.get(map_key),
+                    format!("no security protocol for listener {}", l.name),
+                ))
+            }
+        }
+    }
+    if c.roles.broker && c.client_listeners().next().is_none() {
+        return Err(invalid(
+            "listeners",
+            p.get("listeners"),
+            "a broker needs at least one listener that is not a controller listener",
+        ));
+    }
+    Ok(())
+}
+
+/// `advertised.listeners`: the client listeners when empty, else each
+/// named in `listeners`.
+fn advertised_listeners(c: &mut Config, p: &Props) -> Result<()> {
+    let key = "advertised.listeners";
+    c.advertised_listeners = if p.get(key).trim().is_empty() {
+        c.client_listeners().cloned().collect()
+    } else {
+        let adv = parse_listeners(key, p.get(key))?;
+        for a in &adv {
+            if !c.listeners.iter().any(|l| l.name == a.name) {
+                return Err(invalid(
+                    key,
+                    p.get(key),
+                    format!("listener {} is not in listeners", a.name),
+                ));
+            }
+        }
+        adv
+    };
+    Ok(())
+}
+
+/// `controller.quorum.voters`, against `node.id` and `process.roles`: a
+/// controller of a quorum is one of its voters, a broker-only node is not
+/// and needs them.
+fn quorum_voters(c: &mut Config, p: &Props) -> Result<()> {
+    let key = "controller.quorum.voters";
+    let voters = parse_voters(p.get(key))?;
+    let node_id = c.node_id;
+    if c.roles.controller && !voters.is_empty() && !voters.iter().any(|v| v.id == node_id) {
+        return Err(invalid(
+            key,
+            p.get(key),
+            format!("this node (node.id={node_id}) has the controller role but is not a voter"),
+        ));
+    }
+    if !c.roles.controller {
+        // A broker-only node follows the quorum; it needs to know where
+        // the voters are, and is not one of them.
+        if voters.is_empty() {
+            return Err(invalid(
+                key,
+                p.get(key),
+                "a broker-only node (process.roles=broker) needs the controller voters, \
+                 e.g. 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093",
+            ));
+        }
+        if voters.iter().any(|v| v.id == node_id) {
+            return Err(invalid(
+                key,
+                p.get(key),
+                format!(
+                    "this node (node.id={node_id}) is listed as a voter, but process.roles \
+                     has no controller role; a broker-only node is not a voter"
+                ),
+            ));
+        }
+    }
+    c.quorum_voters = voters;
+    Ok(())
+}
+
+/// `log.dirs` (else `log.dir`), and `metadata.log.dir` (else the first
+/// log dir).
+fn log_dirs(c: &mut Config, p: &Props) -> Result<()> {
+    let dirs_v = if p.get("log.dirs").trim().is_empty() {
+        p.get("log.dir").to_string()
+    } else {
+        p.get("log.dirs").to_string()
+    };
+    c.log_dirs = dirs_v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    if c.log_dirs.is_empty() {
+        return Err(invalid("log.dirs", &dirs_v, "names no directory"));
+    }
+    c.metadata_log_dir = if p.get("metadata.log.dir").trim().is_empty() {
+        c.log_dirs[0].clone()
+    } else {
+        PathBuf::from(p.get("metadata.log.dir").trim())
+    };
+    Ok(())
+}
+
+/// `log.roll.ms`, else `log.roll.hours` (not read when the first is set).
+fn log_roll(c: &mut Config, p: &Props) -> Result<()> {
+    c.log.roll_ms = match p.opt_num::<i64>("log.roll.ms", 1)? {
+        Some(ms) => ms,
+        None => p.num::<i64>("log.roll.hours", 1)? * 3_600_000,
+    };
+    Ok(())
+}
+
+/// `log.retention.ms`, else `.minutes`, else `.hours`, each read only if
+/// those before are empty; any negative value means forever (-1).
+fn log_retention(c: &mut Config, p: &Props) -> Result<()> {
+    c.log.retention_ms = if let Some(ms) = p.opt_num::<i64>("log.retention.ms", -1)? {
+        ms
+    } else if let Some(m) = p.opt_num::<i64>("log.retention.minutes", -1)? {
+        if m < 0 {
+            -1
+        } else {
+            m * 60_000
+        }
+    } else {
+        let h = p.num::<i64>("log.retention.hours", -1)?;
+        if h < 0 {
+            -1
+        } else {
+            h * 3_600_000
+        }
+    };
+    Ok(())
 }
 
 #[cfg(test)]
