@@ -5,6 +5,7 @@
 //! each with a `partition.metadata` naming the topic id, so that a topic
 //! deleted and re-created under the same name never inherits old data.
 
+pub mod lifecycle;
 pub mod meta;
 pub mod replica;
 
