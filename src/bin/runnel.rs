@@ -185,8 +185,19 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down");
-    // Controlled shutdown: tell the controller first, so that this broker
-    // is fenced (and its partitions can move) before it goes.
+    // In this order:
+    // 1. Controlled shutdown: fenced first, this broker's leaderships and
+    //    ISR places move while it still answers, so clients are told
+    //    NOT_LEADER_OR_FOLLOWER and go to the new leaders, and acks=-1
+    //    produces waiting on partitions it led end with that answer
+    //    instead of waiting out their timeout.
+    // 2. The Kafka listeners stop reading, answer every request already
+    //    read, and close (bounded by server::SHUTDOWN_GRACE). After 1 no
+    //    request has a leadership of this broker's to wait for.
+    // 3. The partitions close, now that no client request is appending to
+    //    them (or, unless the grace ran out, reading from them).
+    // 4. The controller, then the gRPC server: peers reach this node's Raft
+    //    voter (and its replication service) until the controller is down.
     registration.fence_for_shutdown().await;
     listeners.drain().await;
     broker.shutdown().await;
@@ -413,7 +424,8 @@ impl Listeners {
         Ok(Listeners { stop, tasks })
     }
 
-    /// Stops the listeners and their connections.
+    /// Stops accepting and reading; returns once every connection has
+    /// answered what it read and closed (see `server::serve`).
     async fn drain(self) {
         let _ = self.stop.send(());
         for t in self.tasks {

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
+
 use super::Broker;
 use crate::config::Config;
 use crate::controller::image::Endpoint;
@@ -71,13 +73,14 @@ where
 }
 
 /// This broker's registration with the controller, kept alive by a
-/// heartbeat task.
+/// heartbeat task until `fence_for_shutdown`.
 pub struct Registration {
     config: Arc<Config>,
     controller: Controller,
     /// The current broker epoch: a new one when the heartbeat task had to
     /// register again.
     epoch: Arc<AtomicI64>,
+    heartbeats: JoinHandle<()>,
 }
 
 impl Registration {
@@ -92,7 +95,7 @@ impl Registration {
         let epoch = Arc::new(AtomicI64::new(
             register(&config, &controller, deadline).await?,
         ));
-        tokio::spawn(heartbeats(
+        let heartbeats = tokio::spawn(heartbeats(
             config.clone(),
             controller.clone(),
             broker,
@@ -102,15 +105,24 @@ impl Registration {
             config,
             controller,
             epoch,
+            heartbeats,
         })
     }
 
-    /// Controlled shutdown, the first step: has the controller fence this
-    /// broker, which moves its leaderships and ISR places to the other
-    /// replicas (waiting at most `FENCE_TIMEOUT`). The broker keeps serving
-    /// meanwhile and after, until the caller stops it: its clients are told
-    /// NOT_LEADER_OR_FOLLOWER and go to the new leaders.
+    /// Controlled shutdown, the first step: stops heartbeating and has the
+    /// controller fence this broker, which moves its leaderships and ISR
+    /// places to the other replicas (waiting at most `FENCE_TIMEOUT`).
+    /// The broker keeps serving meanwhile and after, until the caller
+    /// stops it: its clients are told NOT_LEADER_OR_FOLLOWER and go to the
+    /// new leaders.
     pub async fn fence_for_shutdown(self) {
+        // Heartbeats stop first. The active controller unfences a broker
+        // that heartbeats having applied the metadata up to its fencing
+        // (see `controller::liveness`), which would hand leaderships back to
+        // it while it drains. The last heartbeat sent reports an index
+        // below the fence record, so it cannot.
+        self.heartbeats.abort();
+        let _ = self.heartbeats.await;
         let fence = MetadataCommand::FenceBroker {
             id: self.config.node_id,
             epoch: self.epoch.load(Ordering::Acquire),
@@ -196,9 +208,8 @@ pub async fn register(
 }
 
 /// Heartbeats to the active controller every `broker.heartbeat.interval.ms`
-/// for as long as the node runs; registers again if the controller no
-/// longer knows this incarnation, and publishes the new epoch in
-/// `shared_epoch`.
+/// until aborted; registers again if the controller no longer knows this
+/// incarnation, and publishes the new epoch in `shared_epoch`.
 async fn heartbeats(
     config: Arc<Config>,
     controller: Controller,
