@@ -186,8 +186,9 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     // In this order:
-    // 1. Controlled shutdown: fenced first, this broker's leaderships and
-    //    ISR places move while it still answers, so clients are told
+    // 1. Controlled shutdown: fenced first (having stopped heartbeating
+    //    and following, see fence_for_shutdown), this broker's leaderships
+    //    and ISR places move while it still answers, so clients are told
     //    NOT_LEADER_OR_FOLLOWER and go to the new leaders, and acks=-1
     //    produces waiting on partitions it led end with that answer
     //    instead of waiting out their timeout.

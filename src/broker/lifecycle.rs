@@ -27,6 +27,9 @@ pub const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long registering again (the controller forgot this incarnation) may
 /// take before the next heartbeat tries again.
 const REREGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Beyond `replica.fetch.wait.max.ms`, how long a follower fetch already
+/// sent may take to come back.
+const PARKED_FETCH_MARGIN: Duration = Duration::from_millis(100);
 /// The pause between attempts while the quorum is unavailable.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -80,6 +83,7 @@ pub struct Registration {
     /// The current broker epoch: a new one when the heartbeat task had to
     /// register again.
     epoch: Arc<AtomicI64>,
+    broker: Arc<Broker>,
     heartbeats: JoinHandle<()>,
 }
 
@@ -98,23 +102,24 @@ impl Registration {
         let heartbeats = tokio::spawn(heartbeats(
             config.clone(),
             controller.clone(),
-            broker,
+            broker.clone(),
             epoch.clone(),
         ));
         Ok(Registration {
             config,
             controller,
             epoch,
+            broker,
             heartbeats,
         })
     }
 
-    /// Controlled shutdown, the first step: stops heartbeating and has the
-    /// controller fence this broker, which moves its leaderships and ISR
-    /// places to the other replicas (waiting at most `FENCE_TIMEOUT`).
-    /// The broker keeps serving meanwhile and after, until the caller
-    /// stops it: its clients are told NOT_LEADER_OR_FOLLOWER and go to the
-    /// new leaders.
+    /// Controlled shutdown, the first step: stops heartbeating and
+    /// replicating as a follower, then has the controller fence this
+    /// broker, which moves its leaderships and ISR places to the other
+    /// replicas (waiting at most `FENCE_TIMEOUT`). The broker keeps serving
+    /// its clients meanwhile and after, until the caller stops it: they are
+    /// told NOT_LEADER_OR_FOLLOWER and go to the new leaders.
     pub async fn fence_for_shutdown(self) {
         // Heartbeats stop first. The active controller unfences a broker
         // that heartbeats having applied the metadata up to its fencing
@@ -123,6 +128,17 @@ impl Registration {
         // below the fence record, so it cannot.
         self.heartbeats.abort();
         let _ = self.heartbeats.await;
+        // Then replication as a follower, and the fence only once no fetch
+        // of this broker's can still be parked at a leader (a leader holds
+        // one for `replica.fetch.wait.max.ms` at most). A leader that sees
+        // a follower caught up after the fence took it out of the ISR
+        // proposes it back, and until that proposal is settled its high
+        // watermark waits for a follower that is gone.
+        self.broker.stop_following().await;
+        tokio::time::sleep(
+            Duration::from_millis(self.config.replica_fetch_wait_max_ms) + PARKED_FETCH_MARGIN,
+        )
+        .await;
         let fence = MetadataCommand::FenceBroker {
             id: self.config.node_id,
             epoch: self.epoch.load(Ordering::Acquire),

@@ -43,6 +43,8 @@ pub struct Broker {
     /// The partitions this broker follows, by leader: what the replica
     /// fetchers fetch. Republished when roles change.
     followed: watch::Sender<Arc<Followed>>,
+    /// Set by `stop_following`: `followed` stays empty from then on.
+    stopped_following: std::sync::atomic::AtomicBool,
     /// ISR changes leaders want committed (see `replica::maintain_isr`).
     isr_proposals: tokio::sync::mpsc::UnboundedSender<IsrProposal>,
     isr_receiver: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<IsrProposal>>>,
@@ -65,6 +67,7 @@ impl Broker {
             progress: Arc::new(watch::channel(0).0),
             appended: Arc::new(watch::channel(0).0),
             followed: watch::channel(Arc::new(Followed::default())).0,
+            stopped_following: std::sync::atomic::AtomicBool::new(false),
             producer_ids: std::sync::Mutex::new((0, 0)),
         })
     }
@@ -236,6 +239,16 @@ impl Broker {
         });
     }
 
+    /// Stops replicating as a follower, for good (a controlled shutdown):
+    /// the replica fetchers go idle once the fetch they are in returns. A
+    /// broker on its way out must not be seen catching up by a leader,
+    /// which would propose it back into the ISR.
+    pub async fn stop_following(&self) {
+        self.stopped_following
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.publish_followed().await;
+    }
+
     async fn publish_followed(&self) {
         let mut by_leader: Followed = HashMap::new();
         for p in self.partitions.read().await.values() {
@@ -247,6 +260,14 @@ impl Broker {
             ps.sort_by_key(|p| (p.topic_id, p.index));
         }
         self.followed.send_if_modified(|old| {
+            // Read under the channel's lock, so that no image applied at the
+            // same time republishes what `stop_following` emptied.
+            if self
+                .stopped_following
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                by_leader.clear();
+            }
             let same = old.len() == by_leader.len()
                 && by_leader.iter().all(|(l, ps)| {
                     old.get(l).is_some_and(|o| {
