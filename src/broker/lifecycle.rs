@@ -130,15 +130,18 @@ impl Registration {
         let _ = self.heartbeats.await;
         // Then replication as a follower, and the fence only once no fetch
         // of this broker's can still be parked at a leader (a leader holds
-        // one for `replica.fetch.wait.max.ms` at most). A leader that sees
-        // a follower caught up after the fence took it out of the ISR
-        // proposes it back, and until that proposal is settled its high
-        // watermark waits for a follower that is gone.
+        // one for `replica.fetch.wait.max.ms` at most; a single node has no
+        // leader to fetch from). A leader that sees a follower caught up
+        // after the fence took it out of the ISR proposes it back, and the
+        // refused addition stays pending, its high watermark waiting for a
+        // follower that is gone.
         self.broker.stop_following().await;
-        tokio::time::sleep(
-            Duration::from_millis(self.config.replica_fetch_wait_max_ms) + PARKED_FETCH_MARGIN,
-        )
-        .await;
+        if !self.config.is_single_node() {
+            tokio::time::sleep(
+                Duration::from_millis(self.config.replica_fetch_wait_max_ms) + PARKED_FETCH_MARGIN,
+            )
+            .await;
+        }
         let fence = MetadataCommand::FenceBroker {
             id: self.config.node_id,
             epoch: self.epoch.load(Ordering::Acquire),
