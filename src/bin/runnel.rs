@@ -4,17 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use runnel::broker::lifecycle::{self, Registration};
 use runnel::broker::{meta, Broker};
 use runnel::config::Config;
-use runnel::controller::liveness::{Heartbeat, HeartbeatReply};
-use runnel::controller::records::Endpoint;
-use runnel::controller::records::{MetadataCommand, MetadataResponse};
 use runnel::controller::{Controller, ControllerConfig};
 use runnel::server::{self, Ctx};
 
@@ -162,151 +159,23 @@ async fn format(config: &Config, cluster_id: &str, ignore_formatted: bool) -> an
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let started = Instant::now();
     runnel::metrics::install(config.metrics_listener)?;
-    let single = config.is_single_node();
-    let fresh_id = config
-        .cluster_id
-        .clone()
-        .unwrap_or_else(meta::random_cluster_id);
-    let cluster_id = meta::ensure(
-        &all_dirs(&config),
-        config.node_id,
-        single.then_some(fresh_id.as_str()),
-    )?;
-
-    // In a quorum the peers must reach this node's Raft from its first
-    // vote on, so the CONTROLLER listener is bound before Raft starts. A
-    // broker-only node binds it too: followers of its partitions fetch
-    // from it there.
-    let rpc_socket = if single {
-        None
-    } else {
-        Some(bind_controller_listener(&config).await?)
-    };
-    let controller = if config.roles.controller {
-        Controller::start(controller_config(&config))
-            .await
-            .context("starting the controller")?
-    } else {
-        // A broker that is not a voter: no Raft, no metadata log; it
-        // follows the committed metadata streamed by the voters.
-        Controller::observe(config.node_id as u64, controller_config(&config).voters)
-            .context("following the controller quorum")?
-    };
-    let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let broker_slot: runnel::broker::grpc::BrokerSlot = Arc::default();
-    let rpc_server = rpc_socket.map(|socket| {
-        tokio::spawn(runnel::broker::grpc::serve(
-            controller.clone(),
-            broker_slot.clone(),
-            socket,
-            async move {
-                let _ = rpc_stopped.await;
-            },
-        ))
-    });
-    if single {
-        // Idempotent; also completes a bootstrap a crash interrupted
-        // between initialising Raft and recording the cluster id.
-        controller
-            .bootstrap(&cluster_id)
-            .await
-            .context("bootstrapping the one-node quorum")?;
-    } else {
-        // `runnel format` initialised Raft; this only repeats it if a crash
-        // came between writing meta.properties and that (the same voter
-        // set on every node, which openraft allows).
-        if controller.is_voter() {
-            controller
-                .initialize()
-                .await
-                .context("initialising the controller quorum")?;
-        }
-        until_quorum("check the cluster id", || {
-            controller.ensure_cluster_id(&cluster_id)
-        })
-        .await?;
-    }
-    let image_cluster = controller.image().cluster_id.clone();
-    if !image_cluster.is_empty() && image_cluster != cluster_id {
-        bail!("the metadata log belongs to cluster {image_cluster}, but meta.properties says {cluster_id}");
-    }
-
+    let cluster_id = ensure_cluster_id(&config)?;
+    let quorum = Quorum::start(&config, &cluster_id).await?;
     if !config.roles.broker {
-        // A controller-only node: a voter (and, when elected, the active
-        // controller that fences brokers and balances leaders), with no
-        // Kafka listener and no partitions.
-        controller.start_fencing(Duration::from_millis(config.broker_session_timeout_ms));
-        if config.auto_leader_rebalance_enable {
-            controller.start_leader_rebalance(Duration::from_millis(
-                config.leader_imbalance_check_interval_ms,
-            ));
-        }
-        tracing::info!(
-            node_id = config.node_id,
-            %cluster_id,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "Runnel controller started"
-        );
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        controller.shutdown().await?;
-        if let Some(server) = rpc_server {
-            let _ = rpc_stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
-        }
-        tracing::info!("shut down cleanly");
-        return Ok(());
+        return serve_controller_only(&config, quorum, &cluster_id, started).await;
     }
 
-    // Open the partitions this node already holds before serving anything.
-    let broker = Broker::new(config.clone());
-    broker.apply_image(&controller.image()).await;
-    let _ = broker_slot.set(broker.clone());
-    tokio::spawn(broker.clone().follow(controller.subscribe()));
-    tokio::spawn(broker.clone().maintain_isr(controller.clone()));
-    broker.start_replica_fetchers(
-        peer_resolver(&config, controller.clone()),
-        runnel::rpc::Channels::default(),
-    );
-    // A node of a quorum waits for the quorum as long as it takes, like a
-    // Kafka broker waiting for its controllers.
-    let register_deadline = single.then(|| Instant::now() + Duration::from_secs(30));
-    let broker_epoch = Arc::new(AtomicI64::new(
-        register(&config, &controller, register_deadline).await?,
-    ));
-    controller.start_fencing(Duration::from_millis(config.broker_session_timeout_ms));
-    if config.auto_leader_rebalance_enable {
-        controller.start_leader_rebalance(Duration::from_millis(
-            config.leader_imbalance_check_interval_ms,
-        ));
-    }
-    tokio::spawn(heartbeats(
-        config.clone(),
-        controller.clone(),
-        broker.clone(),
-        broker_epoch.clone(),
-    ));
-
-    let ctx = Arc::new(Ctx {
-        config: config.clone(),
-        broker: broker.clone(),
-        controller: controller.clone(),
-        groups: runnel::group::Coordinator::start(config.group_initial_rebalance_delay_ms),
-    });
-    let (stop, _) = tokio::sync::broadcast::channel(1);
-    let mut listeners = Vec::new();
-    for l in config.client_listeners() {
-        let addr = l.bind_addr();
-        let socket = server::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (listener {})", l.name))?;
-        tracing::info!(listener = %l.name, %addr, "listening for Kafka clients");
-        listeners.push(tokio::spawn(server::serve(
-            ctx.clone(),
-            socket,
-            stop.subscribe(),
-        )));
-    }
+    let (broker, registration) = start_broker(&config, &quorum).await?;
+    let listeners = Listeners::start(
+        &config,
+        Arc::new(Ctx {
+            config: config.clone(),
+            broker: broker.clone(),
+            controller: quorum.controller.clone(),
+            groups: runnel::group::Coordinator::start(config.group_initial_rebalance_delay_ms),
+        }),
+    )
+    .await?;
     tracing::info!(
         node_id = config.node_id,
         %cluster_id,
@@ -316,36 +185,254 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down");
-    // Controlled shutdown: tell the controller first, so that this broker
-    // is fenced (and its partitions can move) before it goes.
-    let fence = MetadataCommand::FenceBroker {
-        id: config.node_id,
-        epoch: broker_epoch.load(Ordering::Acquire),
-    };
-    match tokio::time::timeout(Duration::from_secs(5), controller.propose(fence)).await {
-        Ok(Ok(_)) => tracing::info!("fenced by the controller for shutdown"),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "controlled shutdown: could not reach the controller")
-        }
-        Err(_) => tracing::warn!("controlled shutdown: the controller did not answer within 5 s"),
-    }
-    let _ = stop.send(());
-    for l in listeners {
-        let _ = l.await;
-    }
+    // In this order:
+    // 1. Controlled shutdown: fenced first (having stopped heartbeating
+    //    and following, see fence_for_shutdown), this broker's leaderships
+    //    and ISR places move while it still answers, so clients are told
+    //    NOT_LEADER_OR_FOLLOWER and go to the new leaders, and acks=-1
+    //    produces waiting on partitions it led end with that answer
+    //    instead of waiting out their timeout.
+    // 2. The Kafka listeners stop reading, answer every request already
+    //    read, and close (bounded by server::SHUTDOWN_GRACE). After 1 no
+    //    request has a leadership of this broker's to wait for.
+    // 3. The partitions close, now that no client request is appending to
+    //    them (or, unless the grace ran out, reading from them).
+    // 4. The controller, then the gRPC server: peers reach this node's Raft
+    //    voter (and its replication service) until the controller is down.
+    registration.fence_for_shutdown().await;
+    listeners.drain().await;
     broker.shutdown().await;
-    controller.shutdown().await?;
-    if let Some(server) = rpc_server {
-        let _ = rpc_stop.send(());
-        match tokio::time::timeout(Duration::from_secs(3), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "controller gRPC server failed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "controller gRPC server task failed"),
-            Err(_) => tracing::warn!("controller gRPC server did not stop within 3s"),
+    quorum.shutdown().await
+}
+
+/// The cluster id in meta.properties of every data directory; a single
+/// node formats its directories with one (`cluster.id`, else a new one)
+/// on its first start.
+fn ensure_cluster_id(config: &Config) -> anyhow::Result<String> {
+    let fresh_id = config
+        .cluster_id
+        .clone()
+        .unwrap_or_else(meta::random_cluster_id);
+    Ok(meta::ensure(
+        &all_dirs(config),
+        config.node_id,
+        config.is_single_node().then_some(fresh_id.as_str()),
+    )?)
+}
+
+/// A controller-only node: a voter (and, when elected, the active
+/// controller that fences brokers and balances leaders), with no Kafka
+/// listener and no partitions.
+async fn serve_controller_only(
+    config: &Config,
+    quorum: Quorum,
+    cluster_id: &str,
+    started: Instant,
+) -> anyhow::Result<()> {
+    start_controller_duties(config, &quorum.controller);
+    tracing::info!(
+        node_id = config.node_id,
+        %cluster_id,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Runnel controller started"
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    quorum.shutdown().await
+}
+
+/// The node's side of the controller quorum: the controller (a voter, or
+/// an observer on a broker-only node) and the gRPC server on the
+/// CONTROLLER listener that carries Raft, broker RPCs and replication.
+struct Quorum {
+    controller: Controller,
+    /// Where the gRPC server finds the broker, once there is one.
+    broker_slot: runnel::broker::grpc::BrokerSlot,
+    /// None on a single node, which has no peers.
+    rpc: Option<RpcServer>,
+}
+
+struct RpcServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Quorum {
+    /// Starts the controller and the gRPC server, and joins the quorum:
+    /// bootstraps a single node, or checks the cluster id with the quorum.
+    async fn start(config: &Config, cluster_id: &str) -> anyhow::Result<Quorum> {
+        let single = config.is_single_node();
+        // In a quorum the peers must reach this node's Raft from its first
+        // vote on, so the CONTROLLER listener is bound before Raft starts.
+        // A broker-only node binds it too: followers of its partitions
+        // fetch from it there.
+        let rpc_socket = if single {
+            None
+        } else {
+            Some(bind_controller_listener(config).await?)
+        };
+        let controller = if config.roles.controller {
+            Controller::start(controller_config(config))
+                .await
+                .context("starting the controller")?
+        } else {
+            // A broker that is not a voter: no Raft, no metadata log; it
+            // follows the committed metadata streamed by the voters.
+            Controller::observe(config.node_id as u64, controller_config(config).voters)
+                .context("following the controller quorum")?
+        };
+        let broker_slot = runnel::broker::grpc::BrokerSlot::default();
+        let rpc = rpc_socket.map(|socket| {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(runnel::broker::grpc::serve(
+                controller.clone(),
+                broker_slot.clone(),
+                socket,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            RpcServer { stop, task }
+        });
+        let quorum = Quorum {
+            controller,
+            broker_slot,
+            rpc,
+        };
+        quorum.join(single, cluster_id).await?;
+        Ok(quorum)
+    }
+
+    async fn join(&self, single: bool, cluster_id: &str) -> anyhow::Result<()> {
+        let controller = &self.controller;
+        if single {
+            // Idempotent; also completes a bootstrap a crash interrupted
+            // between initialising Raft and recording the cluster id.
+            controller
+                .bootstrap(cluster_id)
+                .await
+                .context("bootstrapping the one-node quorum")?;
+        } else {
+            // `runnel format` initialised Raft; this only repeats it if a
+            // crash came between writing meta.properties and that (the same
+            // voter set on every node, which openraft allows).
+            if controller.is_voter() {
+                controller
+                    .initialize()
+                    .await
+                    .context("initialising the controller quorum")?;
+            }
+            lifecycle::until_quorum("check the cluster id", || {
+                controller.ensure_cluster_id(cluster_id)
+            })
+            .await?;
+        }
+        let image_cluster = controller.image().cluster_id.clone();
+        if !image_cluster.is_empty() && image_cluster != cluster_id {
+            bail!("the metadata log belongs to cluster {image_cluster}, but meta.properties says {cluster_id}");
+        }
+        Ok(())
+    }
+
+    /// Stops the controller, then the gRPC server (waiting 3 s at most),
+    /// and logs the clean end.
+    async fn shutdown(self) -> anyhow::Result<()> {
+        self.controller.shutdown().await?;
+        if let Some(rpc) = self.rpc {
+            let _ = rpc.stop.send(());
+            match tokio::time::timeout(Duration::from_secs(3), rpc.task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "controller gRPC server failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "controller gRPC server task failed"),
+                Err(_) => tracing::warn!("controller gRPC server did not stop within 3s"),
+            }
+        }
+        tracing::info!("shut down cleanly");
+        Ok(())
+    }
+}
+
+/// What the active controller does besides Raft: fence silent brokers and,
+/// if enabled, move leaderships back to preferred replicas. Every voter
+/// runs them; they act only while it leads.
+fn start_controller_duties(config: &Config, controller: &Controller) {
+    controller.start_fencing(Duration::from_millis(config.broker_session_timeout_ms));
+    if config.auto_leader_rebalance_enable {
+        controller.start_leader_rebalance(Duration::from_millis(
+            config.leader_imbalance_check_interval_ms,
+        ));
+    }
+}
+
+/// Opens the partitions this node already holds, follows the metadata, and
+/// registers with the controller (heartbeating from then on); starts the
+/// controller's duties once registered.
+async fn start_broker(
+    config: &Arc<Config>,
+    quorum: &Quorum,
+) -> anyhow::Result<(Arc<Broker>, Registration)> {
+    let controller = &quorum.controller;
+    // Open the partitions this node already holds before serving anything.
+    let broker = Broker::new(config.clone());
+    broker.apply_image(&controller.image()).await;
+    let _ = quorum.broker_slot.set(broker.clone());
+    tokio::spawn(broker.clone().follow(controller.subscribe()));
+    tokio::spawn(broker.clone().maintain_isr(controller.clone()));
+    broker.start_replica_fetchers(
+        peer_resolver(config, controller.clone()),
+        runnel::rpc::Channels::default(),
+    );
+    // A node of a quorum waits for the quorum as long as it takes, like a
+    // Kafka broker waiting for its controllers.
+    let register_deadline = config
+        .is_single_node()
+        .then(|| Instant::now() + Duration::from_secs(30));
+    let registration = Registration::start(
+        config.clone(),
+        controller.clone(),
+        broker.clone(),
+        register_deadline,
+    )
+    .await?;
+    start_controller_duties(config, controller);
+    Ok((broker, registration))
+}
+
+/// The Kafka listeners (`listeners` minus the controller's), and the
+/// signal that stops them.
+struct Listeners {
+    stop: tokio::sync::broadcast::Sender<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Listeners {
+    /// Binds every client listener (a port clash fails startup) and serves it.
+    async fn start(config: &Config, ctx: Arc<Ctx>) -> anyhow::Result<Listeners> {
+        let (stop, _) = tokio::sync::broadcast::channel(1);
+        let mut tasks = Vec::new();
+        for l in config.client_listeners() {
+            let addr = l.bind_addr();
+            let socket = server::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (listener {})", l.name))?;
+            tracing::info!(listener = %l.name, %addr, "listening for Kafka clients");
+            tasks.push(tokio::spawn(server::serve(
+                ctx.clone(),
+                socket,
+                stop.subscribe(),
+            )));
+        }
+        Ok(Listeners { stop, tasks })
+    }
+
+    /// Stops accepting and reading; returns once every connection has
+    /// answered what it read and closed (see `server::serve`).
+    async fn drain(self) {
+        let _ = self.stop.send(());
+        for t in self.tasks {
+            let _ = t.await;
         }
     }
-    tracing::info!("shut down cleanly");
-    Ok(())
 }
 
 /// How this node finds a peer's node-to-node address: its
@@ -397,135 +484,6 @@ async fn bind_controller_listener(config: &Config) -> anyhow::Result<tokio::net:
         .with_context(|| format!("cannot listen on {addr} (listener {})", l.name))?;
     tracing::info!(listener = %l.name, %addr, "listening for controller RPCs");
     Ok(socket)
-}
-
-/// Retries `op` for as long as the controller quorum is unavailable (no
-/// leader, no majority), logging each wait; any other error ends it.
-async fn until_quorum<F, Fut, T>(what: &str, mut op: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = runnel::controller::Result<T>>,
-{
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e @ runnel::controller::Error::Unavailable(_)) => {
-                tracing::info!(error = %e, "waiting for the controller quorum to {what}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot {what}")),
-        }
-    }
-}
-
-/// Registers this broker with the controller: (id, incarnation, endpoints).
-/// Retries until `deadline`, or for as long as it takes without one.
-async fn register(
-    config: &Config,
-    controller: &Controller,
-    deadline: Option<Instant>,
-) -> anyhow::Result<i64> {
-    // Peers reach this node's replication service on its controller
-    // listener: register it too unless it is advertised already. Kafka
-    // clients never see it (Metadata picks the client's own listener).
-    let controller_listener = config.listeners.iter().find(|l| {
-        config.controller_listener_names.contains(&l.name)
-            && !config.advertised_listeners.iter().any(|a| a.name == l.name)
-    });
-    let endpoints: Vec<Endpoint> = config
-        .advertised_listeners
-        .iter()
-        .chain(controller_listener)
-        .map(|l| Endpoint {
-            listener: l.name.clone(),
-            host: if l.host.is_empty() {
-                "localhost".into()
-            } else {
-                l.host.clone()
-            },
-            port: l.port,
-            security_protocol: config
-                .security_protocol_map
-                .get(&l.name)
-                .cloned()
-                .unwrap_or_else(|| "PLAINTEXT".into()),
-        })
-        .collect();
-    let cmd = MetadataCommand::RegisterBroker {
-        id: config.node_id,
-        incarnation_id: uuid::Uuid::new_v4(),
-        endpoints,
-        rack: config.rack.clone(),
-    };
-    loop {
-        match controller.propose(cmd.clone()).await {
-            Ok(MetadataResponse::BrokerRegistered { broker_epoch }) => {
-                tracing::info!(broker_epoch, "registered with the controller");
-                return Ok(broker_epoch);
-            }
-            Ok(other) => bail!("broker registration refused: {other:?}"),
-            Err(e) if deadline.is_none_or(|d| Instant::now() < d) => {
-                tracing::info!(error = %e, "waiting for the controller quorum to register");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e).context("registering with the controller"),
-        }
-    }
-}
-
-/// Heartbeats to the active controller every `broker.heartbeat.interval.ms`
-/// for as long as the node runs; registers again if the controller no
-/// longer knows this incarnation.
-async fn heartbeats(
-    config: Arc<Config>,
-    controller: Controller,
-    broker: Arc<Broker>,
-    shared_epoch: Arc<AtomicI64>,
-) {
-    let mut epoch = shared_epoch.load(Ordering::Acquire);
-    let mut tick =
-        tokio::time::interval(Duration::from_millis(config.broker_heartbeat_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut fenced = false;
-    loop {
-        tick.tick().await;
-        let hb = Heartbeat {
-            broker_id: config.node_id,
-            broker_epoch: epoch,
-            applied: broker.applied_index(),
-        };
-        match controller.heartbeat(hb).await {
-            Ok(HeartbeatReply::Ok { fenced: now_fenced }) => {
-                if now_fenced != fenced {
-                    tracing::info!(fenced = now_fenced, "broker fencing changed");
-                    fenced = now_fenced;
-                }
-            }
-            Ok(HeartbeatReply::StaleEpoch) => {
-                tracing::warn!(
-                    epoch,
-                    "the controller no longer knows this registration; registering again"
-                );
-                match register(
-                    &config,
-                    &controller,
-                    Some(Instant::now() + Duration::from_secs(10)),
-                )
-                .await
-                {
-                    Ok(e) => {
-                        epoch = e;
-                        shared_epoch.store(e, Ordering::Release);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "registering again failed"),
-                }
-            }
-            Ok(HeartbeatReply::NotLeader { .. }) => {
-                tracing::debug!("no controller leader for the heartbeat")
-            }
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
-        }
-    }
 }
 
 async fn wait_for_signal() {

@@ -7,6 +7,7 @@
 
 pub mod grpc;
 pub mod isr;
+pub mod lifecycle;
 pub mod meta;
 
 use std::collections::HashMap;
@@ -221,6 +222,14 @@ impl Broker {
             *a = (*a).max(image.last_applied);
             moved
         });
+    }
+
+    /// Stops replicating as a follower, for good (a controlled shutdown):
+    /// the replica fetchers go idle once the fetch they are in returns. A
+    /// broker on its way out must not be seen catching up by a leader,
+    /// which would propose it back into the ISR.
+    pub async fn stop_following(&self) {
+        self.replicas.stop_following().await;
     }
 
     /// Parses the configs of topics that are new or changed in `image`,

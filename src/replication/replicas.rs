@@ -6,6 +6,7 @@
 //! is where replication finds them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch, RwLock};
@@ -27,6 +28,8 @@ pub struct Replicas {
     appended: Arc<watch::Sender<u64>>,
     /// Republished when roles change.
     followed: watch::Sender<Arc<Followed>>,
+    /// Set by `stop_following`: `followed` stays empty from then on.
+    stopped_following: AtomicBool,
     isr_proposals: mpsc::UnboundedSender<IsrProposal>,
     isr_receiver: Mutex<Option<mpsc::UnboundedReceiver<IsrProposal>>>,
 }
@@ -39,6 +42,7 @@ impl Default for Replicas {
             progress: Arc::new(watch::channel(0).0),
             appended: Arc::new(watch::channel(0).0),
             followed: watch::channel(Arc::new(Followed::default())).0,
+            stopped_following: AtomicBool::new(false),
             isr_proposals,
             isr_receiver: Mutex::new(Some(isr_receiver)),
         }
@@ -120,6 +124,13 @@ impl Replicas {
         self.followed.subscribe()
     }
 
+    /// Stops following for good (a controlled shutdown): `followed` is
+    /// empty from now on, so the fetchers go idle.
+    pub async fn stop_following(&self) {
+        self.stopped_following.store(true, Ordering::Release);
+        self.publish_followed().await;
+    }
+
     /// Publishes the followed partitions again if roles changed.
     pub async fn publish_followed(&self) {
         let mut by_leader: Followed = HashMap::new();
@@ -132,6 +143,11 @@ impl Replicas {
             ps.sort_by_key(|p| (p.topic_id, p.index));
         }
         self.followed.send_if_modified(|old| {
+            // Read under the channel's lock, so that no image applied at the
+            // same time republishes what `stop_following` emptied.
+            if self.stopped_following.load(Ordering::Acquire) {
+                by_leader.clear();
+            }
             let same = old.len() == by_leader.len()
                 && by_leader.iter().all(|(l, ps)| {
                     old.get(l).is_some_and(|o| {

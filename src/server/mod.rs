@@ -7,6 +7,12 @@
 //! watermark, a long-poll fetch) runs in the background; responses are
 //! written strictly in request order. A malformed frame closes its
 //! connection with a log line and nothing else.
+//!
+//! Shutdown drains: once the shutdown signal fires, the listener accepts no
+//! more connections, and each connection stops reading, answers every
+//! request it has read (in order, as always), closes, and ends. `serve`
+//! returns when every connection has ended, or after `SHUTDOWN_GRACE`,
+//! when what is left is dropped with a warning.
 
 pub mod dispatch;
 pub mod error_code;
@@ -21,8 +27,10 @@ use bytes::{Buf, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::ResponseKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -53,12 +61,35 @@ pub enum Reply {
 /// How many requests of one connection may be waiting at once.
 const PIPELINE_DEPTH: usize = 64;
 
+/// How long a stopping listener waits for its connections to answer what
+/// they read. The broker itself makes no request wait longer than 10 s (a
+/// controller proposal, applying the image a request needs, storing a
+/// group's generation). The other waits are the client's own (an acks=-1
+/// produce's `timeout_ms`, a fetch's `max_wait_ms`, a JoinGroup's rebalance
+/// timeout), and a controlled shutdown cuts the long ones short: a fenced
+/// broker leads nothing, so every acks=-1 wait ends with
+/// NOT_LEADER_OR_FOLLOWER, and a fetch returns after its `max_wait_ms`
+/// (500 ms by default in librdkafka and the Java client). So the broker's
+/// own 10 s and room to write the answers; what still waits after that
+/// waits on a client (a rebalance, a socket nobody reads).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(12);
+
+/// After the last answer of a connection closed by shutdown, how long it
+/// keeps reading (and discarding) what the client still sends. Closing a
+/// socket with unread input sends a reset, which can destroy answers the
+/// client has received but not read yet (the "lingering close" of RFC 9112
+/// section 9.6); reading on until the client closes, for a bounded time,
+/// makes the close a plain end of stream after the answers.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Binds the listener now (so a port clash fails startup) and returns the
 /// accept loop to run.
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Accepts and serves connections until `shutdown` fires, then drains them
+/// (see the module comment): returns once none is left.
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, mut shutdown: broadcast::Receiver<()>) {
     // The first listener to start runs the group coordinator's writer.
     if let Some(records) = ctx.groups.take_records() {
@@ -71,24 +102,36 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, mut shutdown: broadcast
         tokio::spawn(writer.run(records));
     }
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let mut connections = JoinSet::new();
+    // Set when the grace has run out: connections drop their unanswered requests.
+    let (abandon, abandoned) = watch::channel(false);
     let mut backoff = Duration::from_millis(10);
     loop {
+        // Reap the connections that ended.
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.recv() => return,
+            biased;
+            _ = shutdown.recv() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let accepted = tokio::select! {
+            biased;
+            _ = shutdown.recv() => break,
             a = listener.accept() => a,
-            _ = shutdown.recv() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
-                let ctx = ctx.clone();
+                // A new receiver sees only what is sent from now on: if the
+                // shutdown came just before, this loop's receiver holds it.
                 let stop = shutdown.resubscribe();
-                tokio::spawn(async move {
+                if !shutdown.is_empty() {
+                    break;
+                }
+                let (ctx, abandoned) = (ctx.clone(), abandoned.clone());
+                connections.spawn(async move {
                     metrics::gauge!("runnel_connections").increment(1.0);
-                    if let Err(e) = connection(ctx, stream, peer, stop).await {
+                    if let Err(e) = connection(ctx, stream, peer, stop, abandoned).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
                     }
                     metrics::gauge!("runnel_connections").decrement(1.0);
@@ -103,6 +146,44 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, mut shutdown: broadcast
             }
         }
     }
+    // New connections are refused from here on.
+    drop(listener);
+    drain(connections, abandon).await;
+}
+
+/// Waits for every connection to end, for `SHUTDOWN_GRACE`. Then the ones
+/// left drop the answers they still owe (their clients see the connection
+/// close, as if the broker had gone) and end as soon as the request they are
+/// starting, if any, is started: an append or a controller proposal is
+/// never cut in the middle, so that no partition is closed under it. Only if
+/// even that takes another grace are they aborted.
+///
+/// The connections are a `JoinSet` rather than mini-redis's
+/// drop-to-complete channel: it waits for them the same way, and can also
+/// abort what is left, which a channel cannot.
+async fn drain(mut connections: JoinSet<()>, abandon: watch::Sender<bool>) {
+    if connections.is_empty() {
+        return;
+    }
+    tracing::info!(
+        connections = connections.len(),
+        "answering the requests already read before closing"
+    );
+    if all_ended(&mut connections).await.is_ok() {
+        return;
+    }
+    tracing::warn!(
+        connections = connections.len(),
+        "connections still answering after the {SHUTDOWN_GRACE:?} shutdown grace; dropping their unanswered requests"
+    );
+    abandon.send_replace(true);
+    if all_ended(&mut connections).await.is_err() {
+        tracing::error!(
+            connections = connections.len(),
+            "connections still starting a request {SHUTDOWN_GRACE:?} after being dropped; aborting them"
+        );
+        connections.shutdown().await;
+    }
 }
 
 enum Outgoing {
@@ -115,17 +196,48 @@ enum Outgoing {
     },
 }
 
+/// Why a connection stopped reading requests.
+enum Stopped {
+    /// The client closed its side.
+    ClientClosed,
+    /// The listener is shutting down.
+    Shutdown,
+    /// A malformed or refused request (closed with a log line), or the
+    /// writer is gone (the client stopped reading, or the shutdown grace
+    /// ran out).
+    BrokerClosed,
+}
+
 async fn connection(
     ctx: Arc<Ctx>,
     stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: broadcast::Receiver<()>,
+    abandoned: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH);
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH);
+    let writer = tokio::spawn(write_answers(rx, wr, peer, abandoned));
+    let stopped = read_requests(&ctx, &mut rd, peer, &mut shutdown, tx).await;
+    // Let the answers already under way go out before the socket closes.
+    let _ = writer.await;
+    if let Ok(Stopped::Shutdown) = stopped {
+        linger(&mut rd).await;
+    }
+    stopped.map(|_| ())
+}
 
-    let writer = tokio::spawn(async move {
+/// Writes the answers in request order, each once it is ready, until the
+/// reader has stopped and every answer it queued is out; then ends the
+/// stream. Drops the rest at once if `abandoned` becomes true.
+async fn write_answers(
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut wr: OwnedWriteHalf,
+    peer: SocketAddr,
+    mut abandoned: watch::Receiver<bool>,
+) {
+    let write_all = async move {
         while let Some(out) = rx.recv().await {
             let bytes = match out {
                 Outgoing::Ready(b) => b,
@@ -156,8 +268,24 @@ async fn connection(
             }
         }
         let _ = wr.shutdown().await;
-    });
+    };
+    tokio::select! {
+        _ = write_all => {}
+        _ = abandoned.wait_for(|a| *a) => {}
+    }
+}
 
+/// Reads requests and starts each in turn, queueing its answer for the
+/// writer, until the client closes, the shutdown signal fires (checked
+/// whenever more bytes are needed, so every whole request already read is
+/// still started), or a request is refused.
+async fn read_requests(
+    ctx: &Arc<Ctx>,
+    rd: &mut OwnedReadHalf,
+    peer: SocketAddr,
+    shutdown: &mut broadcast::Receiver<()>,
+    tx: mpsc::Sender<Outgoing>,
+) -> std::io::Result<Stopped> {
     let max = ctx.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -168,18 +296,19 @@ async fn connection(
                     buf.reserve(need);
                 }
                 let n = tokio::select! {
+                    biased;
+                    _ = shutdown.recv() => return Ok(Stopped::Shutdown),
                     n = rd.read_buf(&mut buf) => n?,
-                    _ = shutdown.recv() => 0,
                 };
                 if n == 0 {
-                    break;
+                    return Ok(Stopped::ClientClosed);
                 }
                 metrics::counter!("runnel_network_bytes_in_total").increment(n as u64);
                 continue;
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection");
-                break;
+                return Ok(Stopped::BrokerClosed);
             }
         };
         buf.advance(4);
@@ -195,13 +324,13 @@ async fn connection(
                     kafka_protocol::error::ResponseError::UnsupportedVersion.code(),
                 );
                 if tx.send(Outgoing::Ready(b)).await.is_err() {
-                    break;
+                    return Ok(Stopped::BrokerClosed);
                 }
                 continue;
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection");
-                break;
+                return Ok(Stopped::BrokerClosed);
             }
         };
         let (api, version, correlation_id) = (req.api_key, req.version, req.header.correlation_id);
@@ -212,7 +341,7 @@ async fn connection(
                     Ok(b) => Outgoing::Ready(b),
                     Err(e) => {
                         tracing::error!(%peer, error = %e, "closing connection");
-                        break;
+                        return Ok(Stopped::BrokerClosed);
                     }
                 }
             }
@@ -225,17 +354,38 @@ async fn connection(
             Reply::Nothing => continue,
             Reply::Close(why) => {
                 tracing::warn!(%peer, ?api, version, "closing connection: {why}");
-                break;
+                return Ok(Stopped::BrokerClosed);
             }
         };
         if tx.send(out).await.is_err() {
-            break;
+            // The writer is gone: the client went away, or the shutdown
+            // grace ran out.
+            return Ok(Stopped::BrokerClosed);
         }
     }
-    drop(tx);
-    // Let responses already under way go out before the socket closes.
-    let _ = writer.await;
-    Ok(())
+}
+
+/// Reads and discards what the client still sends, until it closes or
+/// `LINGER` has passed.
+async fn linger(rd: &mut OwnedReadHalf) {
+    let mut scratch = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = rd.read(&mut scratch).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits (for at most `SHUTDOWN_GRACE`) until every connection in `set` has
+/// ended.
+async fn all_ended(set: &mut JoinSet<()>) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while set.join_next().await.is_some() {}
+    })
+    .await
 }
 
 /// Once a frame's size is known, reserve room for all of it at once.

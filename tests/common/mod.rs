@@ -193,6 +193,51 @@ impl Node {
         }
     }
 
+    /// SIGTERM without waiting: the test goes on talking to the broker
+    /// while it shuts down. `wait_exit` collects it.
+    pub fn sigterm(&mut self) {
+        let pid = self.pid().expect("runnel is not running");
+        step!("SIGTERM runnel (pid {pid}), not waiting");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits up to `within` for the process to exit and returns its status
+    /// and how long the wait took; kills it and panics if it does not exit.
+    pub fn wait_exit(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut c = self.child.take().expect("runnel is not running");
+        let started = Instant::now();
+        loop {
+            match c.try_wait() {
+                Ok(Some(st)) => {
+                    step!("runnel exited: {st} after {:?}", started.elapsed());
+                    return (st, started.elapsed());
+                }
+                Ok(None) if started.elapsed() < within => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    self.tail_shown = true;
+                    panic!(
+                        "runnel did not exit within {within:?}\n{}",
+                        self.log_tail(40)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Everything the broker wrote to stderr (all its runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// Starts the process again on the same data dir and port (after
     /// `kill9` or `stop`; kills a still-running process first).
     pub fn restart(&mut self) {
