@@ -81,8 +81,16 @@ pub fn uuid_to_kafka_string(id: uuid::Uuid) -> String {
     out
 }
 
+/// A random id in Kafka's base64 form. Like Kafka's `Uuid.randomUuid`, it
+/// never starts with `-`, so that it can follow a flag on a command line
+/// (`runnel format --cluster-id -n…` would read it as a flag).
 pub fn random_cluster_id() -> String {
-    uuid_to_kafka_string(uuid::Uuid::new_v4())
+    loop {
+        let id = uuid_to_kafka_string(uuid::Uuid::new_v4());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 pub fn read(dir: &Path) -> Result<Option<MetaProperties>> {
@@ -234,6 +242,8 @@ mod tests {
         let s = uuid_to_kafka_string(uuid::Uuid::nil());
         assert_eq!(s, "AAAAAAAAAAAAAAAAAAAAAA");
         assert_eq!(random_cluster_id().len(), 22);
+        // One id in 64 would start with '-' if nothing stopped it.
+        assert!((0..2000).all(|_| !random_cluster_id().starts_with('-')));
     }
 
     #[test]

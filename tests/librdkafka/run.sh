@@ -253,7 +253,7 @@ else
     for i in $(seq 1 "$cluster_size"); do
         mkdir -p "$work/node$i"
         # shellcheck disable=SC2046 # one word per line by construction
-        "$runnel" format --cluster-id "$cluster_id" $(node_args "$i") >"$work/node$i.format.log" 2>&1 \
+        "$runnel" format --cluster-id="$cluster_id" $(node_args "$i") >"$work/node$i.format.log" 2>&1 \
             || { cat "$work/node$i.format.log" >&2; die "runnel format of node $i failed"; }
     done
     for i in $(seq 1 "$cluster_size"); do
