@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use super::Broker;
 use crate::controller::Controller;
@@ -27,6 +26,6 @@ pub async fn serve(
     crate::rpc::server()
         .add_service(crate::controller::service::service(controller))
         .add_service(crate::replication::service::service(replicas))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::rpc::incoming(listener), shutdown)
         .await
 }
