@@ -20,6 +20,7 @@ use super::conn::{BrokerVersions, Connection};
 use super::consumer::{self, ConsumeOptions, Formatter, StartAt};
 use super::get_offsets;
 use super::groups_cli::{self, ConsumerGroupsArgs};
+use super::perf::{self, ConsumerPerfArgs, ProducerPerfArgs};
 use super::producer::{self, LineReader, ProduceOptions};
 use super::topics::{self, TopicsError};
 
@@ -40,6 +41,10 @@ pub enum AdminCommand {
     MetadataQuorum(MetadataQuorumArgs),
     /// List, describe, reset or delete consumer groups (as kafka-consumer-groups.sh).
     ConsumerGroups(ConsumerGroupsArgs),
+    /// Measure produce throughput and latency (as kafka-producer-perf-test.sh).
+    ProducerPerfTest(ProducerPerfArgs),
+    /// Measure consume throughput (as kafka-consumer-perf-test.sh).
+    ConsumerPerfTest(ConsumerPerfArgs),
 }
 
 /// `kafka-metadata-quorum.sh` options: `--bootstrap-server X describe --status|--replication`.
@@ -238,6 +243,17 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::BrokerApiVersions(args) => run_api_versions(args).await,
         AdminCommand::MetadataQuorum(args) => run_metadata_quorum(args).await,
         AdminCommand::ConsumerGroups(args) => groups_cli::run(args).await,
+        // librdkafka's calls block: keep them off the async workers.
+        AdminCommand::ProducerPerfTest(args) => {
+            tokio::task::spawn_blocking(move || perf::run_producer(args))
+                .await
+                .unwrap_or(1)
+        }
+        AdminCommand::ConsumerPerfTest(args) => {
+            tokio::task::spawn_blocking(move || perf::run_consumer(args))
+                .await
+                .unwrap_or(1)
+        }
     };
     let _ = std::io::stdout().flush();
     if code != 0 {
