@@ -9,7 +9,6 @@
 //! `cargo bench --bench load` (env: RECORDS, default 200000;
 //! CLUSTER_OVERRIDES, space-separated `key=value`s for the cluster's nodes).
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +19,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
+
+mod support;
+use support::free_port;
 
 #[derive(Default)]
 struct Counts {
@@ -39,13 +41,6 @@ impl ProducerContext for Counter {
             Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
         };
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 // The child is returned to the caller, which kills and waits for it.
@@ -119,92 +114,21 @@ fn produce(bootstrap: &str, topic: &str, acks: &str, records: u64) -> (f64, u64)
     (ok as f64 / secs, ok)
 }
 
-/// Formats and starts a three-node cluster (every node broker and
-/// controller voter) in `root`; returns the children and a bootstrap list.
-fn start_cluster(root: &std::path::Path) -> (Vec<Child>, String) {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let voters = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let args = |i: usize| -> Vec<String> {
-        let (k, c) = ports[i];
-        [
-            format!("node.id={}", i + 1),
-            "process.roles=broker,controller".to_string(),
-            format!("listeners=PLAINTEXT://127.0.0.1:{k},CONTROLLER://127.0.0.1:{c}"),
-            format!("controller.quorum.voters={voters}"),
-            format!("log.dirs={}", root.join(format!("n{}", i + 1)).display()),
-        ]
-        .into_iter()
-        .chain(
-            std::env::var("CLUSTER_OVERRIDES")
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>(),
-        )
-        .flat_map(|kv| ["--override".to_string(), kv])
-        .collect()
-    };
-    for i in 0..3 {
-        let st = Command::new(env!("CARGO_BIN_EXE_runnel"))
-            .args(["format", "--cluster-id", "load-bench"])
-            .args(args(i))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("runnel format");
-        assert!(st.success(), "format failed");
-    }
-    let children = (0..3)
-        .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_runnel"))
-                .arg("serve")
-                .args(args(i))
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn runnel")
-        })
-        .collect();
-    let bootstrap = ports
-        .iter()
-        .map(|(k, _)| format!("127.0.0.1:{k}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    (children, bootstrap)
-}
-
 fn cluster_throughput(records: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut children, bootstrap) = start_cluster(dir.path());
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin");
-    let topic =
-        || NewTopic::new("load-rf3", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let res = rt.block_on(admin.create_topics(&[topic()], &AdminOptions::new()));
-        match res {
-            Ok(r) if r.iter().all(|r| r.is_ok()) => break,
-            other if Instant::now() > deadline => panic!("cannot create load-rf3: {other:?}"),
-            _ => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-    let (rate, n) = produce(&bootstrap, "load-rf3", "all", records);
+    let cluster = support::start_cluster(dir.path(), 3, &[]);
+    support::create_topic(
+        &cluster.bootstrap,
+        "load-rf3",
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    let (rate, n) = produce(&cluster.bootstrap, "load-rf3", "all", records);
     println!(
         "3-node cluster, RF=3, min.insync.replicas=2, single producer, 1 KiB records, acks=all: {rate:.0} records/s, {:.1} MiB/s ({n} records)",
         rate * 1024.0 / (1024.0 * 1024.0)
     );
-    for c in &mut children {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
 }
 
 fn main() {

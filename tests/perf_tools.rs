@@ -182,7 +182,10 @@ fn producer_perf_test_flags() {
     let mb: f64 = fields[2].parse().unwrap();
     let bytes = mb * 1024.0 * 1024.0;
     assert!((11_950.0..=15_050.0).contains(&bytes), "{bytes} bytes");
-    assert!((12_100.0..=14_900.0).contains(&bytes), "payloads not mixed: {bytes} bytes");
+    assert!(
+        (12_100.0..=14_900.0).contains(&bytes),
+        "payloads not mixed: {bytes} bytes"
+    );
 
     // --print-metrics: the metrics table follows the summary.
     let out = run(&[
