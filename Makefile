@@ -38,3 +38,4 @@ lint:
 bench: build
 	$(CARGO) bench --bench log_append
 	$(CARGO) bench --bench load
+	$(CARGO) bench --bench failover

@@ -31,7 +31,7 @@
 //! repeated offset always fails.
 //!
 //! Run with the step log: `cargo test --release --test replication -- --nocapture`;
-//! failover timings: `cargo test --release --test replication -- --ignored --nocapture`.
+//! failover timings: `cargo bench --bench failover`.
 
 mod common;
 
@@ -995,58 +995,4 @@ fn lagging_follower_catches_up_after_100mb() {
     );
     let consumed = consume_all(&c.bootstrap_all(), topic, 0, hw);
     check_log(&consumed, hw, &reports.acked, &["big"]);
-}
-
-#[test]
-#[ignore = "a measurement: run with --ignored --nocapture"]
-fn measure_failover() {
-    let _serial = common::serial();
-    const RUNS: usize = 5;
-    let topic = "failover";
-    let mut c = Cluster::start_with(3, REPLICATION);
-    create_replicated(&c, topic, 1);
-    let producer = BgProducer::start(&c.bootstrap_all(), continuous(topic, "v"));
-    let mut times = Vec::new();
-    for run in 1..=RUNS {
-        producer.wait_acks_since(
-            Instant::now(),
-            100,
-            TIMEOUT,
-            &format!("run {run}: before the kill"),
-        );
-        let st = wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
-        let acked_before = producer.max_acked_offset();
-        c.kill9(st.leader);
-        let killed = Instant::now();
-        let deadline = killed + Duration::from_secs(60);
-        let ack = loop {
-            if let Some(a) = producer.first_ack_after(killed, acked_before) {
-                break a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {run}: no acknowledgement within 60 s of the kill"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let took = ack.at - killed;
-        step!(
-            "run {run}: kill -9 of leader {} -> first acknowledged write past offset {acked_before} \
-             ({} at {}): {:.0} ms",
-            st.leader,
-            ack.key,
-            ack.offset,
-            took.as_secs_f64() * 1000.0
-        );
-        times.push(took);
-        c.restart(st.leader);
-    }
-    let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
-    ms.sort_by(f64::total_cmp);
-    eprintln!(
-        "kill -9 of the partition leader -> first acks=all write acknowledged past what was \
-         acknowledged before, {RUNS} runs: {ms:.0?} ms; median {:.0} ms",
-        ms[ms.len() / 2]
-    );
-    finish_and_verify(&c, topic, producer, None, &[], &["v"]);
 }
