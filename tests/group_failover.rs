@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::topics::create_topic;
-use common::RawConn;
+use common::{eventually, RawConn};
 use futures::executor::block_on;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -150,7 +150,19 @@ fn commits_survive_killing_the_coordinator_and_never_go_backwards() {
     );
     step!("all {RECORDS} committed ({failures} commits refused during the failover); coordinator now {new_coordinator:?}");
     c.restart(coordinator);
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the watcher has read the offset through the restarted node too.
+    let mark = seen.lock().unwrap().len();
+    eventually(
+        Duration::from_secs(30),
+        "the committed offset through the restarted coordinator",
+        || {
+            let seen = seen.lock().unwrap();
+            seen[mark..]
+                .iter()
+                .any(|(id, _)| *id == coordinator)
+                .then_some(())
+        },
+    );
     stop.store(true, Ordering::Release);
     watcher.join().expect("watcher");
 
