@@ -38,3 +38,5 @@ lint:
 bench: build
 	$(CARGO) bench --bench log_append
 	$(CARGO) bench --bench load
+	$(CARGO) bench --bench latency
+	$(CARGO) bench --bench failover

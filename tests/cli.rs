@@ -6,133 +6,41 @@
 //! Run with `flock /var/tmp/runnel-bin.lock cargo test --release --test cli`
 //! so that no other build replaces the binary mid-run.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{free_port, Node};
 use runnel::admin::murmur2::partition_for_key;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runnel");
 /// Upper bound for any single CLI invocation.
 const CLI_TIMEOUT_SECS: u32 = 60;
 
-/// A `runnel serve` child, killed (and its log shown on failure) on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let log = dir.path().join("server.log");
-        let log_file = File::create(&log).expect("log file");
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).expect("data dir");
-        step(&format!("starting runnel serve on 127.0.0.1:{port}"));
-        let child = Command::new(BIN)
-            .arg("serve")
-            .args([
-                "--override",
-                &format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
-            ])
-            .args(["--override", &format!("log.dirs={}", data.display())])
-            .args(["--override", "node.id=1"])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log clone"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn runnel serve");
-        let mut server = Server {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Waits until the port accepts, then until the cluster answers a
-    /// topic listing (the controller may need a moment to elect itself).
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "runnel serve exited early with {status}:\n{}",
-                    self.log_text()
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "port {} never accepted:\n{}",
-                self.port,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+/// A single `runnel serve` node (killed, and its log shown on failure, on
+/// drop), once it answers a topic listing: the controller may need a
+/// moment to elect itself after the listener answers.
+fn start_server() -> Node {
+    let node = Node::start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cli(
+            &["topics", "--bootstrap-server", &node.bootstrap(), "--list"],
+            None,
+        );
+        if out.status.success() {
+            step("server is ready");
+            return node;
         }
-        loop {
-            let out = cli(
-                &["topics", "--bootstrap-server", &self.bootstrap(), "--list"],
-                None,
-            );
-            if out.status.success() {
-                step("server is ready");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server never answered --list: {}\n{}",
-                describe_output(&out),
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        assert!(
+            Instant::now() < deadline,
+            "server never answered --list: {}",
+            describe_output(&out)
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
-
-    fn log_text(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        // The tail is what explains a failure.
-        let start = s.len().saturating_sub(8000);
-        let start = (start..s.len())
-            .find(|i| s.is_char_boundary(*i))
-            .unwrap_or(0);
-        s[start..].to_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- runnel serve log (tail) ----\n{}", self.log_text());
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn step(what: &str) {
@@ -270,15 +178,8 @@ fn offsets(bs: &str, topic: &str, time: &str) -> Vec<(String, i32, Option<i64>)>
 }
 
 /// Polls `f` until it returns Some, for at most 15 seconds.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::eventually(Duration::from_secs(15), what, f)
 }
 
 fn now_ms() -> i64 {
@@ -290,7 +191,7 @@ fn now_ms() -> i64 {
 
 #[test]
 fn topics_create_list_describe_alter_delete() {
-    let server = Server::start();
+    let server = start_server();
     let bs = server.bootstrap();
     let bs = bs.as_str();
 
@@ -474,7 +375,7 @@ fn topics_create_list_describe_alter_delete() {
 
 #[test]
 fn keyed_records_round_trip_and_land_where_java_would_put_them() {
-    let server = Server::start();
+    let server = start_server();
     let bs = server.bootstrap();
     let bs = bs.as_str();
     create_topic(bs, "keyed", 3);
@@ -594,7 +495,7 @@ fn keyed_records_round_trip_and_land_where_java_would_put_them() {
 
 #[test]
 fn offsets_by_time_latest_start_and_round_robin() {
-    let server = Server::start();
+    let server = start_server();
     let bs = server.bootstrap();
     let bs = bs.as_str();
     create_topic(bs, "timed", 1);
@@ -773,7 +674,7 @@ fn offsets_by_time_latest_start_and_round_robin() {
 
 #[test]
 fn broker_api_versions_lists_produce_and_fetch() {
-    let server = Server::start();
+    let server = start_server();
     let bs = server.bootstrap();
     let out = ok(&["broker-api-versions", "--bootstrap-server", &bs], None);
     let text = stdout(&out);
@@ -795,7 +696,7 @@ fn broker_api_versions_lists_produce_and_fetch() {
 
 #[test]
 fn metadata_quorum_describes_the_one_voter_quorum() {
-    let server = Server::start();
+    let server = start_server();
     let bs = server.bootstrap();
     let status = stdout(&ok(
         &[
@@ -916,7 +817,7 @@ fn describe_current_offset(bs: &str, group: &str) -> Option<String> {
 #[test]
 fn consumer_groups_reset_offsets_change_what_the_next_consumer_reads() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let server = Server::start();
+    let server = start_server();
     let bs = server.bootstrap();
     let topic = "resettable";
     create_topic(&bs, topic, 1);

@@ -14,15 +14,14 @@
 //! Topics have replication factor 1: partition replication comes later.
 //! Run one with its step log: `cargo test --release --test cluster -- --nocapture`.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cluster::{raw_create_topic, topics_on, Cluster, ClusterView, CLUSTER_ID};
+use common::cluster::{topics_on, Cluster, ClusterView, CLUSTER_ID};
 use common::eventually;
+use common::topics::raw_create_topic;
 use futures::executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -63,36 +62,15 @@ fn wait_topics_on(c: &Cluster, id: i32, want: &BTreeMap<String, usize>) {
     });
 }
 
-fn admin(bootstrap: &str, timeout: Duration) -> (AdminClient<DefaultClientContext>, AdminOptions) {
-    let client = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("create admin client");
-    let opts = AdminOptions::new()
-        .request_timeout(Some(timeout))
-        .operation_timeout(Some(timeout));
-    (client, opts)
-}
-
 /// CreateTopics through rdkafka's AdminClient (which sends it to the
-/// controller its Metadata names).
+/// controller its Metadata names), replication factor 1.
 fn create_topic(
     bootstrap: &str,
     name: &str,
     partitions: i32,
     timeout: Duration,
 ) -> Result<(), String> {
-    let (a, opts) = admin(bootstrap, timeout);
-    let res = block_on(a.create_topics(
-        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-        &opts,
-    ))
-    .map_err(|e| e.to_string())?;
-    match res.into_iter().next() {
-        Some(Ok(_)) => Ok(()),
-        Some(Err((t, e))) => Err(format!("{t}: {e:?}")),
-        None => Err("no result".into()),
-    }
+    common::topics::create_topic(bootstrap, name, partitions, 1, &[], timeout)
 }
 
 #[test]

@@ -15,19 +15,14 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiVersionsRequest, BrokerId, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, ProduceResponse, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-use common::{Node, RawConn};
+use common::topics::raw_create_and_wait;
+use common::{assert_serving, Node, RawConn};
 use runnel::protocol::build;
 
 const TOPIC: &str = "bombs";
@@ -64,54 +59,6 @@ fn mib(kib: u64) -> String {
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
-}
-
-/// The broker still runs and answers ApiVersions and Metadata on a new
-/// connection.
-fn assert_serving(node: &mut Node, after: &str) {
-    node.assert_alive(after);
-    let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
-    let av = conn
-        .roundtrip(
-            3,
-            1001,
-            &ApiVersionsRequest::default()
-                .with_client_software_name(StrBytes::from_static_str("runnel-tests"))
-                .with_client_software_version(StrBytes::from_static_str("1")),
-        )
-        .unwrap_or_else(|e| panic!("ApiVersions {after}: {e}"));
-    assert_eq!(av.error_code, 0, "ApiVersions error {after}");
-    let md = conn
-        .roundtrip(12, 1002, &MetadataRequest::default().with_topics(None))
-        .unwrap_or_else(|e| panic!("Metadata {after}: {e}"));
-    assert_eq!(md.brokers.len(), 1, "Metadata brokers {after}");
-    step!("broker alive and serving {after}");
-}
-
-fn create_topic(node: &Node) {
-    let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
-    let req = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(name(TOPIC))
-            .with_num_partitions(1)
-            .with_replication_factor(1)]);
-    let resp = conn.roundtrip(5, 1, &req).expect("CreateTopics");
-    assert_eq!(resp.topics[0].error_code, 0, "CreateTopics");
-    common::eventually(Duration::from_secs(30), "a leader for the topic", || {
-        let md = conn
-            .roundtrip(
-                12,
-                2,
-                &MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default(
-                )
-                .with_name(Some(name(TOPIC)))])),
-            )
-            .ok()?;
-        let t = md.topics.first()?;
-        (t.error_code == 0 && t.partitions.len() == 1 && t.partitions[0].leader_id.0 == 1)
-            .then_some(())
-    });
 }
 
 /// A normal batch of `values`, timestamps `ts0`, `ts0 + 1`, …
@@ -186,18 +133,7 @@ fn bomb_batch(codec: Compression, records: &[u8], timestamp: i64) -> Bytes {
 /// offset). acks=-1 rather than 1 so that the high watermark has passed the
 /// batch when this returns: ListOffsets hides offsets at or above it.
 fn produce(node: &Node, records: Bytes) -> (i16, i64) {
-    let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(TOPIC))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let resp: ProduceResponse = conn.roundtrip(9, 7, &req).expect("Produce response");
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    common::raw_produce(&node.bootstrap(), 9, TOPIC, 0, records, 30_000).expect("Produce response")
 }
 
 /// ListOffsets v8 for `timestamp` (or a sentinel): (error code, timestamp,
@@ -269,7 +205,7 @@ fn gzip_and_zstd_bombs_are_refused_within_bounded_memory() {
     let started = Instant::now();
     let mut node = Node::start(&[("message.max.bytes", MESSAGE_MAX_BYTES)]);
     let pid = node.pid().expect("broker pid");
-    create_topic(&node);
+    raw_create_and_wait(&node, TOPIC);
     let (hwm0, rss0) = rss_kib(pid);
     step!(
         "broker pid {pid}: VmHWM {} VmRSS {} at start",

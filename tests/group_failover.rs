@@ -3,21 +3,18 @@
 //! coordinating broker is killed with kill -9; no committed offset ever goes
 //! backwards, and the group resumes from the last commit.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster::Cluster;
-use common::RawConn;
+use common::cluster::Cluster;
+use common::topics::create_topic;
+use common::{eventually, RawConn};
 use futures::executor::block_on;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -38,34 +35,16 @@ fn coordinator_of(addr: &str, group: &str) -> Option<i32> {
 /// The group's committed offset of partition 0, asked through `bootstrap`
 /// by a client that never joins the group; None when not answered.
 fn committed(bootstrap: &str) -> Option<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", GROUP)
-        .create()
-        .ok()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(TOPIC, 0);
-    let got = c.committed_offsets(tpl, Duration::from_secs(3)).ok()?;
-    match got.find_partition(TOPIC, 0)?.offset() {
-        Offset::Offset(o) => Some(o),
-        _ => Some(-1),
-    }
+    let got = common::topics::committed(bootstrap, GROUP, TOPIC, &[0], Duration::from_secs(3));
+    Some(got.ok()?.get(&0).copied()?.unwrap_or(-1))
 }
 
 #[test]
 fn commits_survive_killing_the_coordinator_and_never_go_backwards() {
     let mut c = Cluster::start(3);
     let boot = c.bootstrap_all();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &boot)
-        .create()
-        .expect("admin");
-    let res = block_on(admin.create_topics(
-        &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3))],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-    ))
-    .expect("CreateTopics");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let res = create_topic(&boot, TOPIC, 1, 3, &[], Duration::from_secs(30));
+    assert!(res.is_ok(), "{res:?}");
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &boot)
         .set("acks", "all")
@@ -171,7 +150,19 @@ fn commits_survive_killing_the_coordinator_and_never_go_backwards() {
     );
     step!("all {RECORDS} committed ({failures} commits refused during the failover); coordinator now {new_coordinator:?}");
     c.restart(coordinator);
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the watcher has read the offset through the restarted node too.
+    let mark = seen.lock().unwrap().len();
+    eventually(
+        Duration::from_secs(30),
+        "the committed offset through the restarted coordinator",
+        || {
+            let seen = seen.lock().unwrap();
+            seen[mark..]
+                .iter()
+                .any(|(id, _)| *id == coordinator)
+                .then_some(())
+        },
+    );
     stop.store(true, Ordering::Release);
     watcher.join().expect("watcher");
 

@@ -6,8 +6,6 @@
 //! commits carry on. When the old coordinator comes back and gets the group
 //! back, it resumes the same generation too.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cluster::Cluster;
+use common::cluster::Cluster;
+use common::topics::create_topic;
 use common::{eventually, RawConn};
 use futures::executor::block_on;
 use kafka_protocol::messages::{
@@ -23,8 +22,6 @@ use kafka_protocol::messages::{
     GroupId, HeartbeatRequest, HeartbeatResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
@@ -96,21 +93,12 @@ fn generation_of(addr: &str, member: &str) -> Option<i32> {
 /// The group's committed offsets per partition, read through `addr` by a
 /// client that never joins the group.
 fn committed(addr: &str) -> Option<Vec<i64>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", GROUP)
-        .create()
-        .ok()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(TOPIC, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(3)).ok()?;
-    (0..PARTITIONS)
-        .map(|p| match got.find_partition(TOPIC, p)?.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => Some(-1),
-        })
+    let partitions: Vec<i32> = (0..PARTITIONS).collect();
+    let got = common::topics::committed(addr, GROUP, TOPIC, &partitions, Duration::from_secs(3));
+    let got = got.ok()?;
+    partitions
+        .iter()
+        .map(|p| Some(got.get(p).copied()?.unwrap_or(-1)))
         .collect()
 }
 
@@ -118,16 +106,8 @@ fn committed(addr: &str) -> Option<Vec<i64>> {
 fn a_stable_group_keeps_its_generation_through_a_coordinator_kill() {
     let mut c = Cluster::start(3);
     let boot = c.bootstrap_all();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &boot)
-        .create()
-        .expect("admin");
-    let res = block_on(admin.create_topics(
-        &[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-    ))
-    .expect("CreateTopics");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let res = create_topic(&boot, TOPIC, PARTITIONS, 3, &[], Duration::from_secs(30));
+    assert!(res.is_ok(), "{res:?}");
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &boot)
         .set("acks", "all")

@@ -10,11 +10,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::topics::create_topic;
 use common::{Node, RawConn};
-use futures::executor::block_on;
 use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -43,16 +41,15 @@ fn commit(c: &BaseConsumer, offset: i64) {
 /// The group's committed offset of partition 0 (-1: none), asked by a
 /// client that never joins the group.
 fn committed(node: &Node, group: &str) -> i64 {
-    let c = consumer(node, group);
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(TOPIC, 0);
-    let got = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("OffsetFetch");
-    match got.find_partition(TOPIC, 0).expect("partition").offset() {
-        Offset::Offset(o) => o,
-        _ => -1,
-    }
+    let got = common::topics::committed(
+        &node.bootstrap(),
+        group,
+        TOPIC,
+        &[0],
+        Duration::from_secs(10),
+    )
+    .expect("OffsetFetch");
+    got.get(&0).copied().expect("partition").unwrap_or(-1)
 }
 
 /// ListGroups v4: group id → state.
@@ -75,16 +72,8 @@ fn offsets_of_empty_and_simple_groups_expire_after_the_retention() {
         ("offsets.retention.check.interval.ms", "1000"),
         ("group.initial.rebalance.delay.ms", "0"),
     ]);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", node.bootstrap())
-        .create()
-        .expect("admin");
-    let res = block_on(admin.create_topics(
-        &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1))],
-        &AdminOptions::new(),
-    ))
-    .expect("CreateTopics");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let res = create_topic(&node.bootstrap(), TOPIC, 1, 1, &[], Duration::from_secs(30));
+    assert!(res.is_ok(), "{res:?}");
 
     // A simple commit: assign(), never a member.
     let simple = consumer(&node, "g-simple");

@@ -8,10 +8,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::topics::create_topic;
 use common::Node;
 use futures::executor::block_on;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -20,13 +19,6 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const TOPIC: &str = "orders";
-
-fn admin(node: &Node) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", node.bootstrap())
-        .create()
-        .expect("create admin client")
-}
 
 fn producer(node: &Node) -> FutureProducer {
     ClientConfig::new()
@@ -120,21 +112,10 @@ fn commit(c: &BaseConsumer, partition: i32, offset: i64) {
 
 /// OffsetFetch through a fresh group member that never joins.
 fn committed(node: &Node, group: &str) -> BTreeMap<i32, i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", node.bootstrap())
-        .set("group.id", group)
-        .create()
-        .expect("create consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(TOPIC, 0);
-    tpl.add_partition(TOPIC, 1);
-    let got = c.committed_offsets(tpl, TIMEOUT).expect("OffsetFetch");
-    got.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
+    common::topics::committed(&node.bootstrap(), group, TOPIC, &[0, 1], TIMEOUT)
+        .expect("OffsetFetch")
+        .into_iter()
+        .filter_map(|(p, o)| Some((p, o?)))
         .collect()
 }
 
@@ -145,12 +126,8 @@ fn group_shares_partitions_takes_over_and_offsets_survive_kill9() {
         ("group.initial.rebalance.delay.ms", "500"),
     ]);
     step!("create topic {TOPIC} with 2 partitions");
-    let res = block_on(admin(&node).create_topics(
-        &[NewTopic::new(TOPIC, 2, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-    ))
-    .expect("CreateTopics");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let res = create_topic(&node.bootstrap(), TOPIC, 2, 1, &[], TIMEOUT);
+    assert!(res.is_ok(), "{res:?}");
     let p = producer(&node);
 
     step!("two consumers join group g1: each must own one partition");
@@ -287,12 +264,8 @@ fn every_group_api_at_its_lowest_and_highest_version() {
         ("num.partitions", "2"),
         ("group.initial.rebalance.delay.ms", "0"),
     ]);
-    let res = block_on(admin(&node).create_topics(
-        &[NewTopic::new(TOPIC, 2, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-    ))
-    .expect("CreateTopics");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let res = create_topic(&node.bootstrap(), TOPIC, 2, 1, &[], TIMEOUT);
+    assert!(res.is_ok(), "{res:?}");
     let mut c = RawConn::connect(&node.bootstrap()).expect("connect");
     let mut cid = 0;
     let mut next = || {
@@ -533,12 +506,8 @@ fn offset_commit_refuses_unknown_members_and_fenced_static_ones() {
 
     let s = |x: &str| StrBytes::from_string(x.to_string());
     let node = Node::start(&[("group.initial.rebalance.delay.ms", "0")]);
-    let res = block_on(admin(&node).create_topics(
-        &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-    ))
-    .expect("CreateTopics");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let res = create_topic(&node.bootstrap(), TOPIC, 1, 1, &[], TIMEOUT);
+    assert!(res.is_ok(), "{res:?}");
     let mut c = RawConn::connect(&node.bootstrap()).expect("connect");
     let mut cid = 0;
     let mut next = || {

@@ -28,39 +28,29 @@
 //!
 //! Run with the step log: `cargo test --release --test idempotence -- --nocapture`.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
-#[path = "common/partition.rs"]
-mod partition;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use cluster::Cluster;
+use common::cluster::Cluster;
+use common::partition::{consume_all, high_watermark, ids, list_latest, wait_full_isr, wait_state};
+use common::producer::{key_of_index, wait_more_acks, BgProducer, Report, Spec};
+use common::topics::create_replicated;
 use common::{eventually, Node, RawConn};
-use futures::executor::block_on;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    InitProducerIdResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
-use partition::{high_watermark, ids, list_latest, read_below_hw, wait_full_isr, wait_state};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use runnel::protocol::build;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,38 +64,6 @@ const INVALID_PRODUCER_EPOCH: i16 = 47;
 /// `RUNNEL_TEST_IDEMPOTENCE=false` (a check that the test can fail).
 fn idempotence() -> bool {
     std::env::var("RUNNEL_TEST_IDEMPOTENCE").map_or(true, |v| v != "false" && v != "0")
-}
-
-/// One cluster test at a time: each runs 3 s sessions and ISR lag limits,
-/// and two at once on a small machine make the timings unreliable.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// ------------------------------------------------------------ metadata --
-
-fn admin_create(bootstrap: &str, name: &str, partitions: i32) {
-    step!("create topic {name}: {partitions} partitions, RF 3, min.insync.replicas 2");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let res = block_on(
-        admin.create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(3))
-                .set("min.insync.replicas", "2")],
-            &AdminOptions::new()
-                .request_timeout(Some(TIMEOUT))
-                .operation_timeout(Some(TIMEOUT)),
-        ),
-    )
-    .expect("CreateTopics request");
-    for r in res {
-        if let Err((t, e)) = r {
-            panic!("CreateTopics {t}: {e:?}");
-        }
-    }
 }
 
 // --------------------------------------------------------------- proxy --
@@ -234,182 +192,33 @@ fn proxy_conn(client: TcpStream, target: &Mutex<Option<String>>, shared: Arc<Pro
 
 // ------------------------------------------------------------ producer --
 
-#[derive(Default)]
-struct Reports {
-    /// value -> (partition, offset)
-    acked: HashMap<String, (i32, i64)>,
-    failed: Vec<(String, String)>,
+/// An acks=all producer (idempotent unless `RUNNEL_TEST_IDEMPOTENCE=false`)
+/// on its own thread, sending keys = values "<name>-0000000", ...
+/// alternately to partitions 0 and 1 (value i goes to partition i % 2).
+fn producer(bootstrap: &str, topic: &str, name: &str) -> BgProducer {
+    BgProducer::start(
+        bootstrap,
+        Spec {
+            partitions: vec![0, 1],
+            idempotence: idempotence(),
+            message_timeout_ms: 240_000,
+            settings: vec![
+                ("max.in.flight.requests.per.connection", "5"),
+                ("retry.backoff.ms", "50"),
+                ("reconnect.backoff.ms", "20"),
+                ("reconnect.backoff.max.ms", "500"),
+            ],
+            ..Spec::continuous(topic, name)
+        },
+    )
 }
 
-struct Recorder {
-    reports: Arc<Mutex<Reports>>,
-}
-
-impl ClientContext for Recorder {}
-
-impl ProducerContext for Recorder {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let mut r = self.reports.lock().expect("lock");
-        match result {
-            Ok(m) => {
-                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                r.acked.insert(v, (m.partition(), m.offset()));
-            }
-            Err((e, m)) => {
-                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                r.failed.push((v, e.to_string()));
-            }
-        }
-    }
-}
-
-/// An idempotent acks=all producer on its own thread, sending values
-/// "<name>-0000001", ... alternately to partitions 0 and 1 (value i goes to
-/// partition i % 2).
-struct BgProducer {
-    name: String,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    reports: Arc<Mutex<Reports>>,
-    handle: Option<JoinHandle<Option<(String, String)>>>,
-}
-
-fn value_of(name: &str, i: u64) -> String {
-    format!("{name}-{i:07}")
-}
-
-impl BgProducer {
-    fn start(bootstrap: &str, topic: &str, name: &str) -> BgProducer {
-        let reports = Arc::new(Mutex::new(Reports::default()));
-        let producer: ThreadedProducer<Recorder> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("enable.idempotence", idempotence().to_string())
-            .set("acks", "all")
-            // Without idempotence, keep librdkafka's retries (and ordering).
-            .set("retries", "2147483647")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("message.timeout.ms", "240000")
-            .set("request.timeout.ms", "5000")
-            .set("socket.timeout.ms", "5000")
-            .set("retry.backoff.ms", "50")
-            .set("retry.backoff.max.ms", "500")
-            .set("reconnect.backoff.ms", "20")
-            .set("reconnect.backoff.max.ms", "500")
-            .set("topic.metadata.refresh.interval.ms", "2000")
-            .set("linger.ms", "5")
-            .create_with_context(Recorder {
-                reports: Arc::clone(&reports),
-            })
-            .expect("create producer");
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let (stop2, sent2) = (Arc::clone(&stop), Arc::clone(&sent));
-        let (topic, name2) = (topic.to_string(), name.to_string());
-        let handle = std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop2.load(Ordering::SeqCst) {
-                let v = value_of(&name2, i);
-                let rec = BaseRecord::<str, str>::to(&topic)
-                    .partition((i % 2) as i32)
-                    .key(&v)
-                    .payload(&v);
-                match producer.send(rec) {
-                    Ok(()) => {
-                        i += 1;
-                        sent2.store(i, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-            if let Err(e) = producer.flush(Duration::from_secs(270)) {
-                eprintln!("producer {name2} flush: {e}");
-            }
-            producer
-                .client()
-                .fatal_error()
-                .map(|(code, s)| (format!("{code:?}"), s))
-        });
-        step!(
-            "producer {name}: enable.idempotence={}, acks=all, to {bootstrap}",
-            idempotence()
-        );
-        BgProducer {
-            name: name.to_string(),
-            stop,
-            sent,
-            reports,
-            handle: Some(handle),
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.reports.lock().expect("lock").acked.len()
-    }
-
-    /// Stops sending, waits for every delivery report: (reports, sent,
-    /// librdkafka's fatal error if any).
-    fn finish(mut self) -> (Reports, u64, Option<(String, String)>) {
-        self.stop.store(true, Ordering::SeqCst);
-        let fatal = self
-            .handle
-            .take()
-            .map(|h| h.join().expect("producer thread"))
-            .unwrap_or_default();
-        let sent = self.sent.load(Ordering::SeqCst);
-        let r = std::mem::take(&mut *self.reports.lock().expect("lock"));
-        step!(
-            "producer {} finished: sent {sent}, acknowledged {}, failed {}, fatal error {fatal:?}",
-            self.name,
-            r.acked.len(),
-            r.failed.len()
-        );
-        (r, sent, fatal)
-    }
-}
-
-impl Drop for BgProducer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// A finished producer: (name, delivery reports, number sent, librdkafka's
-/// fatal error).
-type Finished = (String, Reports, u64, Option<(String, String)>);
+/// How long the producers may take for the acknowledgements a step waits
+/// for.
+const ACKS_WITHIN: Duration = Duration::from_secs(60);
 
 fn wait_acks(producers: &[BgProducer], more: usize, what: &str) {
-    let start: usize = producers.iter().map(BgProducer::acked).sum();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let now: usize = producers.iter().map(BgProducer::acked).sum();
-        if now >= start + more {
-            step!("{what}: {} acknowledgements so far", now);
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: only {} of {more} more acknowledgements within 60 s",
-            now - start
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Reads `topic`/`p` from offset 0 up to `hw`: (offset, value).
-fn consume_all(bootstrap: &str, topic: &str, p: i32, hw: i64) -> Vec<(i64, String)> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "runnel-idempotence-tests")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "error")
-        .set("enable.partition.eof", "false");
-    read_below_hw(&config, topic, p, hw, Duration::from_secs(120), |m| {
-        String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()
-    })
+    wait_more_acks(producers, more, ACKS_WITHIN, what);
 }
 
 /// Kills the leader of `topic`/`p` with `kill -9`, waits for another
@@ -442,34 +251,27 @@ fn kill_leader_and_rejoin(c: &mut Cluster, topic: &str, p: i32, producers: &[BgP
 
 #[test]
 fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
-    let _serial = serial();
+    let _serial = common::serial();
     let topic = "idem-failover";
     let (mut c, shared, bootstrap, _proxies) = proxied_cluster(&["replica.lag.time.max.ms=3000"]);
-    admin_create(&bootstrap, topic, 2);
-    for p in 0..2 {
-        wait_full_isr(&c, topic, p, TIMEOUT);
-    }
+    create_replicated(&c, topic, 2);
 
     // Swallow every 10th Produce response (over both producers and all
     // connections): the broker wrote the batch, the client never heard.
     shared.drop_every.store(10, Ordering::SeqCst);
     step!("proxies swallow every 10th Produce response and close the connection");
     let producers = vec![
-        BgProducer::start(&bootstrap, topic, "pa"),
-        BgProducer::start(&bootstrap, topic, "pb"),
+        producer(&bootstrap, topic, "pa"),
+        producer(&bootstrap, topic, "pb"),
     ];
     wait_acks(&producers, 3000, "before any kill");
     kill_leader_and_rejoin(&mut c, topic, 0, &producers);
     kill_leader_and_rejoin(&mut c, topic, 0, &producers);
     wait_acks(&producers, 3000, "after the second rejoin");
 
-    let finished: Vec<Finished> = producers
+    let finished: Vec<(String, Report)> = producers
         .into_iter()
-        .map(|p| {
-            let name = p.name.clone();
-            let (r, sent, fatal) = p.finish();
-            (name, r, sent, fatal)
-        })
+        .map(|p| (p.name.clone(), p.finish()))
         .collect();
     shared.drop_every.store(0, Ordering::SeqCst);
     let dropped = shared.dropped.load(Ordering::SeqCst);
@@ -483,14 +285,15 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
     );
 
     let mut problems = Vec::new();
-    for (name, r, sent, fatal) in &finished {
-        if let Some(f) = fatal {
+    for (name, r) in &finished {
+        if let Some(f) = &r.fatal {
             problems.push(format!("producer {name}: librdkafka fatal error {f:?}"));
         }
         if !r.failed.is_empty() {
             problems.push(format!(
-                "producer {name}: {} of {sent} sends failed, first {:?}",
+                "producer {name}: {} of {} sends failed, first {:?}",
                 r.failed.len(),
+                r.sent,
                 &r.failed[..r.failed.len().min(3)]
             ));
         }
@@ -519,12 +322,12 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
                 problems.push(format!("{topic}/{p}: value {v:?} at {o} was never sent"));
                 continue;
             };
-            let Some((_, _, sent, _)) = finished.iter().find(|f| f.0 == name) else {
+            let Some((_, r)) = finished.iter().find(|f| f.0 == name) else {
                 problems.push(format!("{topic}/{p}: value {v:?} at {o} was never sent"));
                 continue;
             };
             let idx: u64 = idx.parse().unwrap_or(u64::MAX);
-            if idx >= *sent || idx % 2 != p as u64 {
+            if idx >= r.sent || idx % 2 != p as u64 {
                 problems.push(format!(
                     "{topic}/{p}: value {v:?} at {o} was never sent here"
                 ));
@@ -534,7 +337,7 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
                 if idx <= prev && disorder.len() < 10 {
                     disorder.push(format!(
                         "{} at {prev_o} then {v} at {o}",
-                        value_of(name, prev)
+                        key_of_index(name, prev)
                     ));
                 }
             }
@@ -561,10 +364,15 @@ fn idempotent_producer_through_dropped_responses_and_two_leader_kills() {
         ));
     }
     let mut acked_total = 0;
-    for (name, r, _, _) in &finished {
-        acked_total += r.acked.len();
-        let mut wrong: Vec<String> = r
+    for (name, r) in &finished {
+        // value -> (partition, offset)
+        let acked: HashMap<String, (i32, i64)> = r
             .acked
+            .iter()
+            .map(|a| (a.key.clone(), (a.partition, a.offset)))
+            .collect();
+        acked_total += acked.len();
+        let mut wrong: Vec<String> = acked
             .iter()
             .filter(|(v, at)| where_found.get(*v).map(Vec::as_slice) != Some(&[**at]))
             .map(|(v, at)| {
@@ -614,20 +422,7 @@ fn idempotent_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Bytes {
 
 /// Produce v8, acks=-1, one batch to `topic`/`p` at `addr`: (error, base offset).
 fn raw_produce(addr: &str, topic: &str, p: i32, batch: &Bytes) -> io::Result<(i16, i64)> {
-    let mut conn = RawConn::connect(addr)?;
-    conn.stream
-        .set_read_timeout(Some(Duration::from_secs(45)))?;
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(p)
-                .with_records(Some(batch.clone()))])]);
-    let resp: ProduceResponse = conn.roundtrip(8, 5, &req)?;
-    let part = &resp.responses[0].partition_responses[0];
-    Ok((part.error_code, part.base_offset))
+    common::raw_produce(addr, 8, topic, p, batch.clone(), 30_000)
 }
 
 /// Sends `batch` to the current leader, retrying only while the answer says
@@ -727,11 +522,10 @@ fn describe_producers(addr: &str, topic: &str, p: i32) -> io::Result<(i16, Vec<P
 
 #[test]
 fn a_retry_after_every_broker_restarted_gets_its_original_offset() {
-    let _serial = serial();
+    let _serial = common::serial();
     let topic = "idem-raw";
     let mut c = Cluster::start_with(3, &["replica.lag.time.max.ms=3000"]);
-    admin_create(&c.bootstrap_all(), topic, 1);
-    wait_full_isr(&c, topic, 0, TIMEOUT);
+    create_replicated(&c, topic, 1);
 
     let (pid, epoch) = init_producer_id(&c.node(1).bootstrap());
     step!("InitProducerId: producer id {pid}, epoch {epoch}");
@@ -925,14 +719,11 @@ fn proxied_cluster(extra: &[&str]) -> (Cluster, Arc<ProxyShared>, String, Vec<Pr
 /// leader of partition 0 is killed: every record exactly once, in order.
 #[test]
 fn kafka_python_idempotent_producer_through_dropped_responses_and_a_leader_kill() {
-    let _serial = serial();
+    let _serial = common::serial();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/idempotent.py");
     let topic = "kpy-idem-failover";
     let (mut c, shared, bootstrap, _proxies) = proxied_cluster(&["replica.lag.time.max.ms=3000"]);
-    admin_create(&bootstrap, topic, 2);
-    for p in 0..2 {
-        wait_full_isr(&c, topic, p, TIMEOUT);
-    }
+    create_replicated(&c, topic, 2);
     shared.drop_every.store(3, Ordering::SeqCst);
     let per_partition = 3000;
     step!("python3 {script} {bootstrap} {topic} {per_partition} 2 20");
@@ -1005,21 +796,7 @@ fn raw_produce_timeout(
     batch: &Bytes,
     timeout_ms: i32,
 ) -> io::Result<(i16, i64)> {
-    let mut conn = RawConn::connect(addr)?;
-    conn.stream.set_read_timeout(Some(
-        Duration::from_millis(timeout_ms as u64) + Duration::from_secs(10),
-    ))?;
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(timeout_ms)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(p)
-                .with_records(Some(batch.clone()))])]);
-    let resp: ProduceResponse = conn.roundtrip(8, 5, &req)?;
-    let part = &resp.responses[0].partition_responses[0];
-    Ok((part.error_code, part.base_offset))
+    common::raw_produce(addr, 8, topic, p, batch.clone(), timeout_ms)
 }
 
 /// A retry of a batch that is in the leader's log but not yet on the other
@@ -1028,12 +805,12 @@ fn raw_produce_timeout(
 /// original does.
 #[test]
 fn a_duplicate_is_acknowledged_only_once_the_original_is_committed() {
-    let _serial = serial();
+    let _serial = common::serial();
     let topic = "idem-commit";
     // A long lag limit: the paused followers stay in the ISR during the
     // (short) pause, so acks=all waits for them instead of failing.
     let mut c = Cluster::start_with(3, &["replica.lag.time.max.ms=20000"]);
-    admin_create(&c.bootstrap_all(), topic, 1);
+    create_replicated(&c, topic, 1);
     let st = wait_full_isr(&c, topic, 0, TIMEOUT);
     let leader = st.leader;
     let addr = c.node(leader).bootstrap();
@@ -1093,7 +870,7 @@ fn an_older_epoch_is_fenced_and_a_new_epoch_starts_at_sequence_zero() {
     let mut node = Node::start(&[]);
     let addr = node.bootstrap();
     let topic = "idem-epochs";
-    let (code, msg, _) = cluster::raw_create_topic(&addr, topic, 1).expect("CreateTopics");
+    let (code, msg, _) = common::topics::raw_create_topic(&addr, topic, 1).expect("CreateTopics");
     assert_eq!(code, 0, "CreateTopics {topic}: {msg:?}");
     let (pid, e0) = init_producer_id(&addr);
     let e1 = e0 + 1;
@@ -1256,7 +1033,7 @@ fn producer_state_survives_segment_rolls_clean_restart_and_kill9() {
     let mut node = Node::start(&[("log.segment.bytes", "16384")]);
     let addr = node.bootstrap();
     let topic = "idem-rolls";
-    let (code, msg, _) = cluster::raw_create_topic(&addr, topic, 1).expect("CreateTopics");
+    let (code, msg, _) = common::topics::raw_create_topic(&addr, topic, 1).expect("CreateTopics");
     assert_eq!(code, 0, "CreateTopics {topic}: {msg:?}");
     let (pa, ea) = init_producer_id(&addr);
     let (pb, eb) = init_producer_id(&addr);
@@ -1319,10 +1096,10 @@ fn producer_state_survives_segment_rolls_clean_restart_and_kill9() {
 /// L and the retries are resent there.
 #[test]
 fn a_truncated_follower_forgets_the_cut_batches_of_a_producer() {
-    let _serial = serial();
+    let _serial = common::serial();
     let topic = "idem-truncate";
     let mut c = Cluster::start_with(3, &["replica.lag.time.max.ms=20000"]);
-    admin_create(&c.bootstrap_all(), topic, 1);
+    create_replicated(&c, topic, 1);
     let st = wait_full_isr(&c, topic, 0, TIMEOUT);
     let old_leader = st.leader;
     let old_addr = c.node(old_leader).bootstrap();
@@ -1466,7 +1243,7 @@ fn a_truncated_follower_forgets_the_cut_batches_of_a_producer() {
 /// killed and restarted.
 #[test]
 fn producer_ids_are_unique_across_brokers_and_restarts() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut c = Cluster::start_with(3, &[]);
     let mut seen: BTreeMap<i64, String> = BTreeMap::new();
     for round in ["before", "after kill -9 of every broker"] {
@@ -1506,7 +1283,7 @@ fn two_batches_in_one_partition_are_invalid_record() {
     let node = Node::start(&[]);
     let addr = node.bootstrap();
     let topic = "idem-two";
-    let (code, msg, _) = cluster::raw_create_topic(&addr, topic, 1).expect("CreateTopics");
+    let (code, msg, _) = common::topics::raw_create_topic(&addr, topic, 1).expect("CreateTopics");
     assert_eq!(code, 0, "CreateTopics {topic}: {msg:?}");
     let (pid, epoch) = init_producer_id(&addr);
     let mut both = BytesMut::new();

@@ -9,43 +9,20 @@ mod common;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, MetadataRequest,
-    ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest,
+    ProduceResponse, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+use kafka_protocol::records::{Compression, Record};
+use runnel::protocol::build;
+
+use common::topics::raw_create_and_wait as create_topic;
+use common::{
+    assert_serving, encode_request, frame, produce_request, produce_result, Node, RawConn,
 };
 
-use common::{encode_request, frame, Node, RawConn};
-
 const CLOSE_WITHIN: Duration = Duration::from_secs(10);
-
-/// The broker still runs and answers ApiVersions and Metadata on a new connection.
-fn assert_serving(node: &mut Node, after: &str) {
-    node.assert_alive(after);
-    let mut conn =
-        RawConn::connect(&node.bootstrap()).unwrap_or_else(|e| panic!("connect {after}: {e}"));
-    let av = conn
-        .roundtrip(
-            3,
-            1001,
-            &ApiVersionsRequest::default()
-                .with_client_software_name(StrBytes::from_static_str("runnel-tests"))
-                .with_client_software_version(StrBytes::from_static_str("1")),
-        )
-        .unwrap_or_else(|e| panic!("ApiVersions {after}: {e}"));
-    assert_eq!(av.error_code, 0, "ApiVersions error {after}");
-    let md = conn
-        .roundtrip(12, 1002, &MetadataRequest::default().with_topics(None))
-        .unwrap_or_else(|e| panic!("Metadata {after}: {e}"));
-    assert_eq!(md.brokers.len(), 1, "Metadata brokers {after}");
-    step!("broker alive and serving {after}");
-}
 
 /// Sends bytes the broker may stop reading part-way: a failed write is fine,
 /// the broker is allowed to hang up on us.
@@ -62,79 +39,29 @@ fn expect_closed(conn: &mut RawConn, what: &str) {
     step!("{what}: connection closed");
 }
 
-fn create_topic(node: &Node, name: &'static str) {
-    let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
-    let req = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(name)))
-            .with_num_partitions(1)
-            .with_replication_factor(1)]);
-    let resp = conn.roundtrip(5, 1, &req).expect("CreateTopics");
-    assert_eq!(resp.topics[0].error_code, 0, "CreateTopics {name}");
-    // Wait until the partition has its leader, as a client would.
-    common::eventually(Duration::from_secs(30), "topic metadata", || {
-        let md = conn
-            .roundtrip(
-                12,
-                2,
-                &MetadataRequest::default().with_topics(Some(vec![
-                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_static_str(name)))),
-                ])),
-            )
-            .ok()?;
-        let t = md.topics.first()?;
-        (t.error_code == 0 && t.partitions.len() == 1 && t.partitions[0].leader_id.0 == 1)
-            .then_some(())
-    });
-}
-
+/// One v2 batch per value (plain records of their own: see
+/// `build::lone_record`), keys "k0", "k1", ...
 fn record_batch(values: &[Vec<u8>]) -> BytesMut {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(v.clone())),
-            headers: IndexMap::new(),
+        .map(|(i, v)| {
+            build::lone_record(
+                i as i64,
+                1_700_000_000_000,
+                Some(Bytes::from(format!("k{i}"))),
+                Some(Bytes::from(v.clone())),
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buf
+    BytesMut::from(&build::encode(&records, Compression::None).expect("encode batch")[..])
 }
 
+/// Produce v9 (acks=-1) of `batch` on `conn`: (error code, base offset).
 fn produce(conn: &mut RawConn, topic: &'static str, batch: Bytes, cid: i32) -> (i16, i64) {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str(topic)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch))])]);
+    let req = produce_request(topic, 0, batch, 30_000);
     let resp: ProduceResponse = conn.roundtrip(9, cid, &req).expect("Produce response");
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    produce_result(&resp)
 }
 
 // ------------------------------------------------------------------ cases --
@@ -323,11 +250,12 @@ fn api_versions_from_the_future_gets_v0_answer_with_supported_range() {
 fn produce_with_corrupt_crc_is_corrupt_message() {
     let mut node = Node::start(&[]);
     create_topic(&node, "crc");
+    // Two batches: "hello" whole, "world" corrupt.
     let mut batch = record_batch(&[b"hello".to_vec(), b"world".to_vec()]);
     let last = batch.len() - 1;
     // The last byte is the last record's header count; the two before it are
-    // the end of its value "world". Flip one: the CRC no longer matches, but
-    // every length field still does.
+    // the end of its value "world". Flip one: the second batch's CRC no
+    // longer matches, but every length field still does.
     batch[last - 2] ^= 0x55;
     let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
     step!("Produce v9 with a batch whose CRC does not match");
@@ -414,14 +342,7 @@ fn pipelined_requests_are_answered_in_order() {
             )),
             _ => {
                 let batch = record_batch(&[format!("pipelined-{i}").into_bytes()]).freeze();
-                let req = ProduceRequest::default()
-                    .with_acks(-1)
-                    .with_timeout_ms(30_000)
-                    .with_topic_data(vec![TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_static_str("pipe")))
-                        .with_partition_data(vec![PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(batch))])]);
+                let req = produce_request("pipe", 0, batch, 30_000);
                 bytes.extend(encode_request(9, cid, &req));
             }
         }

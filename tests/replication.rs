@@ -31,47 +31,36 @@
 //! repeated offset always fails.
 //!
 //! Run with the step log: `cargo test --release --test replication -- --nocapture`;
-//! failover timings: `cargo test --release --test replication -- --ignored --nocapture`.
+//! failover timings: `cargo bench --bench failover`.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
-#[path = "common/partition.rs"]
-mod partition;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use cluster::Cluster;
-use common::RawConn;
-use futures::executor::block_on;
-use indexmap::IndexMap;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-use partition::{
-    high_watermark, ids, list_latest, others, read_below_hw, sorted, states, wait_full_isr,
+use bytes::Bytes;
+use common::cluster::Cluster;
+use common::partition::{
+    consume_all, high_watermark, ids, list_latest, others, reader_config, states, wait_full_isr,
     wait_state,
 };
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
+use common::producer::{key_of, Ack, BgProducer, Spec};
+use common::topics::create_replicated;
+use common::RawConn;
+use kafka_protocol::messages::ProduceRequest;
+use kafka_protocol::records::{Compression, Record};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use runnel::protocol::build;
 
 /// Overrides every node of a replication test runs with (on top of the
 /// harness's 300 ms heartbeats and 3 s broker sessions).
@@ -89,52 +78,8 @@ const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 
-/// One test at a time: each runs a cluster with 3 s sessions and ISR lag
-/// limits, and two at once on a small machine make the timings (not the
-/// assertions) unreliable. Held for the whole test.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn idempotent() -> bool {
     std::env::var("RUNNEL_TEST_IDEMPOTENT").is_ok_and(|v| v == "1" || v == "true")
-}
-
-// ------------------------------------------------------------ metadata --
-
-fn admin_create(c: &Cluster, name: &str, partitions: i32) {
-    step!(
-        "create topic {name}: {partitions} partitions, replication factor 3, min.insync.replicas 2"
-    );
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap_all())
-        .create()
-        .expect("admin client");
-    let res = block_on(
-        admin.create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(3))
-                .set("min.insync.replicas", "2")],
-            &AdminOptions::new()
-                .request_timeout(Some(TIMEOUT))
-                .operation_timeout(Some(TIMEOUT)),
-        ),
-    )
-    .expect("CreateTopics request");
-    for r in res {
-        if let Err((t, e)) = r {
-            panic!("CreateTopics {t}: {e:?}");
-        }
-    }
-    for p in 0..partitions {
-        let st = wait_full_isr(c, name, p, TIMEOUT);
-        let replicas = sorted(&st.replicas);
-        assert!(
-            replicas.windows(2).all(|w| w[0] != w[1])
-                && replicas.iter().all(|r| ids(c).contains(r)),
-            "{name}/{p} replicas: {st:?}"
-        );
-    }
 }
 
 // ------------------------------------------------------- raw requests --
@@ -144,52 +89,18 @@ fn record_batch(values: &[String]) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: Some(Bytes::from(v.clone())),
-            value: Some(Bytes::from(v.clone())),
-            headers: IndexMap::new(),
+        .map(|(i, v)| {
+            let v = Some(Bytes::from(v.clone()));
+            build::record(i as i64, 1_700_000_000_000, v.clone(), v)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buf.freeze()
+    build::encode(&records, Compression::None).expect("encode batch")
 }
 
 /// Produce v8, acks=-1, one batch of `values` to `topic`/`p`; the broker
 /// answers within `timeout_ms`.
 fn produce_request(topic: &str, p: i32, values: &[String], timeout_ms: i32) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(timeout_ms)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(p)
-                .with_records(Some(record_batch(values)))])])
-}
-
-/// (error code, base offset) of a Produce v8 answer.
-fn produce_result(resp: &ProduceResponse) -> (i16, i64) {
-    let part = &resp.responses[0].partition_responses[0];
-    (part.error_code, part.base_offset)
+    common::produce_request(topic, p, record_batch(values), timeout_ms)
 }
 
 /// A raw acks=-1 Produce of `values` to the node at `addr`, with the
@@ -201,12 +112,7 @@ fn raw_produce(
     values: &[String],
     timeout_ms: i32,
 ) -> io::Result<(i16, i64)> {
-    let mut conn = RawConn::connect(addr)?;
-    conn.stream.set_read_timeout(Some(
-        Duration::from_millis(timeout_ms as u64) + Duration::from_secs(15),
-    ))?;
-    let resp = conn.roundtrip(8, 5, &produce_request(topic, p, values, timeout_ms))?;
-    Ok(produce_result(&resp))
+    common::raw_produce(addr, 8, topic, p, record_batch(values), timeout_ms)
 }
 
 /// A raw acks=-1 Produce of one record to the partition's current leader
@@ -231,6 +137,7 @@ fn raw_produce_acked(c: &Cluster, ask: &[i32], topic: &str, p: i32, value: &str)
             Ok((0, offset)) => {
                 return Ack {
                     key: value.to_string(),
+                    partition: p,
                     offset,
                     at: Instant::now(),
                 }
@@ -391,270 +298,20 @@ fn assert_replicas_identical(c: &Cluster, topic: &str, p: i32, within: Duration)
 
 // ------------------------------------------------------------ producer --
 
-#[derive(Clone, Debug)]
-struct Ack {
-    key: String,
-    offset: i64,
-    at: Instant,
-}
-
-#[derive(Default)]
-struct Reports {
-    acked: Vec<Ack>,
-    /// (key, error) of writes that were not acknowledged.
-    failed: Vec<(String, String)>,
-}
-
-fn key_of<M: Message>(m: &M) -> String {
-    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned()
-}
-
-struct Recorder {
-    reports: Arc<Mutex<Reports>>,
-}
-
-impl ClientContext for Recorder {}
-
-impl ProducerContext for Recorder {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let at = Instant::now();
-        let mut r = self.reports.lock().expect("reports lock");
-        match result {
-            Ok(m) => {
-                let key = key_of(m);
-                r.acked.push(Ack {
-                    key,
-                    offset: m.offset(),
-                    at,
-                })
-            }
-            Err((e, m)) => {
-                let key = key_of(m);
-                r.failed.push((key, e.to_string()))
-            }
-        }
-    }
-}
-
-/// An acks=all producer on its own thread, sending keys "<prefix>-000001",
-/// ... (payload: the key, padded to `payload_len`) to one partition, and
-/// recording every delivery report with the time it arrived.
-struct BgProducer {
-    stop: Arc<AtomicBool>,
-    /// Sends a fixed number: `finish` waits for all of them.
-    limited: bool,
-    sent: Arc<AtomicU64>,
-    reports: Arc<Mutex<Reports>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-struct ProducerSpec {
-    topic: String,
-    partition: i32,
-    prefix: String,
-    payload_len: usize,
-    /// Pause between sends.
-    pause: Duration,
-    /// Stop after this many.
-    limit: Option<u64>,
-    message_timeout_ms: u32,
-}
-
-fn payload(key: &str, len: usize) -> Vec<u8> {
-    let mut v = key.as_bytes().to_vec();
-    let mut i = 0u8;
-    while v.len() < len {
-        v.push(b'a' + i % 26);
-        i = i.wrapping_add(1);
-    }
-    v
-}
-
-impl BgProducer {
-    fn start(bootstrap: String, spec: ProducerSpec) -> BgProducer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let reports = Arc::new(Mutex::new(Reports::default()));
-        let ctx = Recorder {
-            reports: Arc::clone(&reports),
-        };
-        step!(
-            "producer {}: acks=all, enable.idempotence={}, to {}/{}",
-            spec.prefix,
-            idempotent(),
-            spec.topic,
-            spec.partition
-        );
-        let producer: ThreadedProducer<Recorder> = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("acks", "all")
-            .set("enable.idempotence", idempotent().to_string())
-            .set("retries", "2147483647")
-            .set("retry.backoff.ms", "100")
-            .set("retry.backoff.max.ms", "500")
-            .set("message.timeout.ms", spec.message_timeout_ms.to_string())
-            .set("request.timeout.ms", "5000")
-            .set("socket.timeout.ms", "5000")
-            .set("topic.metadata.refresh.interval.ms", "2000")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "20000")
-            .create_with_context(ctx)
-            .expect("create producer");
-        let (stop2, sent2) = (Arc::clone(&stop), Arc::clone(&sent));
-        let limited = spec.limit.is_some();
-        let handle = std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop2.load(Ordering::SeqCst) && spec.limit.is_none_or(|l| i < l) {
-                let key = format!("{}-{:06}", spec.prefix, i + 1);
-                let value = payload(&key, spec.payload_len);
-                let rec = BaseRecord::to(&spec.topic)
-                    .partition(spec.partition)
-                    .key(&key)
-                    .payload(&value);
-                match producer.send(rec) {
-                    Ok(()) => {
-                        i += 1;
-                        sent2.store(i, Ordering::SeqCst);
-                        if !spec.pause.is_zero() {
-                            std::thread::sleep(spec.pause);
-                        }
-                    }
-                    // Queue full: let deliveries drain.
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-            // Everything sent resolves within message.timeout.ms.
-            let flush = Duration::from_millis(u64::from(spec.message_timeout_ms) + 30_000);
-            if let Err(e) = producer.flush(flush) {
-                eprintln!("producer flush: {e}");
-            }
-        });
-        BgProducer {
-            stop,
-            limited,
-            sent,
-            reports,
-            handle: Some(handle),
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.reports.lock().expect("lock").acked.len()
-    }
-
-    fn failed(&self) -> usize {
-        self.reports.lock().expect("lock").failed.len()
-    }
-
-    fn acks_since(&self, t: Instant) -> usize {
-        let r = self.reports.lock().expect("lock");
-        r.acked.iter().rev().take_while(|a| a.at > t).count()
-    }
-
-    fn max_acked_offset(&self) -> i64 {
-        let r = self.reports.lock().expect("lock");
-        r.acked.iter().map(|a| a.offset).max().unwrap_or(-1)
-    }
-
-    /// The first acknowledgement after `t` of an offset above `above`.
-    fn first_ack_after(&self, t: Instant, above: i64) -> Option<Ack> {
-        let r = self.reports.lock().expect("lock");
-        r.acked
-            .iter()
-            .filter(|a| a.at > t && a.offset > above)
-            .min_by_key(|a| a.at)
-            .cloned()
-    }
-
-    /// Waits for `n` acknowledgements after `t`.
-    fn wait_acks_since(&self, t: Instant, n: usize, within: Duration, what: &str) {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self.acks_since(t);
-            if got >= n {
-                step!(
-                    "{what}: {got} acks (total {}, {} failed)",
-                    self.acked(),
-                    self.failed()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: only {got} of {n} acknowledgements within {within:?} \
-                 (sent {}, acked {}, failed {}; last failures {:?})",
-                self.sent.load(Ordering::SeqCst),
-                self.acked(),
-                self.failed(),
-                self.last_failures(3)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn last_failures(&self, n: usize) -> Vec<(String, String)> {
-        let r = self.reports.lock().expect("lock");
-        r.failed.iter().rev().take(n).cloned().collect()
-    }
-
-    /// Stops sending (a limited producer: once all are sent), waits for
-    /// every delivery report, returns them and the number sent.
-    fn finish(mut self) -> (Reports, u64) {
-        if !self.limited {
-            self.stop.store(true, Ordering::SeqCst);
-        }
-        if let Some(h) = self.handle.take() {
-            h.join().expect("producer thread");
-        }
-        let sent = self.sent.load(Ordering::SeqCst);
-        let r = std::mem::take(&mut *self.reports.lock().expect("lock"));
-        step!(
-            "producer finished: sent {sent}, acknowledged {}, failed {}",
-            r.acked.len(),
-            r.failed.len()
-        );
-        if let Some((k, e)) = r.failed.first() {
-            step!("first failure: {k}: {e}");
-        }
-        (r, sent)
-    }
-}
-
-impl Drop for BgProducer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn continuous(topic: &str, prefix: &str) -> ProducerSpec {
-    ProducerSpec {
-        topic: topic.to_string(),
-        partition: 0,
-        prefix: prefix.to_string(),
-        payload_len: 0,
-        pause: Duration::from_millis(2),
-        limit: None,
-        message_timeout_ms: 30_000,
+/// An acks=all producer sending keys "<prefix>-0000000", ... to `topic`/0,
+/// 2 ms apart, until stopped; idempotent if `RUNNEL_TEST_IDEMPOTENT=1`.
+fn continuous(topic: &str, prefix: &str) -> Spec {
+    Spec {
+        idempotence: idempotent(),
+        settings: vec![
+            ("retry.backoff.ms", "100"),
+            ("queue.buffering.max.messages", "20000"),
+        ],
+        ..Spec::continuous(topic, prefix)
     }
 }
 
 // ------------------------------------------------------------ consumer --
-
-fn consumer_config(c: &Cluster) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", c.bootstrap_all())
-        // librdkafka refuses assign() without a group.id; nothing is committed.
-        .set("group.id", "runnel-replication-tests")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // A position the log does not have (any more) is an error, not a
-        // silent jump.
-        .set("auto.offset.reset", "error")
-        .set("enable.partition.eof", "false");
-    cfg
-}
 
 /// A consumer error: librdkafka's code, if any, and the message.
 type ConsumerError = (Option<RDKafkaErrorCode>, String);
@@ -672,7 +329,9 @@ struct BgConsumer {
 
 impl BgConsumer {
     fn start(c: &Cluster, topic: &str, p: i32) -> BgConsumer {
-        let consumer: BaseConsumer = consumer_config(c).create().expect("create consumer");
+        let consumer: BaseConsumer = reader_config(&c.bootstrap_all())
+            .create()
+            .expect("create consumer");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .expect("partition offset");
@@ -810,13 +469,6 @@ impl Drop for BgConsumer {
     }
 }
 
-/// Reads the partition from offset 0 up to the high watermark `hw` (through
-/// any node): (offset, key) in the order received.
-fn consume_all(c: &Cluster, topic: &str, p: i32, hw: i64) -> Vec<(i64, String)> {
-    let within = Duration::from_secs(90);
-    read_below_hw(&consumer_config(c), topic, p, hw, within, |m| key_of(m))
-}
-
 /// What users rely on after failovers: offsets 0..HW each exactly once; every
 /// acknowledged key at its acknowledged offset; no copy of an acknowledged
 /// key above that offset (and, with idempotence, none anywhere else).
@@ -939,10 +591,10 @@ fn finish_and_verify(
     extra_acks: &[Ack],
     prefixes: &[&str],
 ) -> i64 {
-    let (reports, _sent) = producer.finish();
+    let reports = producer.finish();
     wait_full_isr(c, topic, 0, REJOIN_TIMEOUT);
     let hw = assert_replicas_identical(c, topic, 0, TIMEOUT);
-    let consumed = consume_all(c, topic, 0, hw);
+    let consumed = consume_all(&c.bootstrap_all(), topic, 0, hw);
     let mut acked = reports.acked;
     acked.extend_from_slice(extra_acks);
     check_log(&consumed, hw, &acked, prefixes);
@@ -956,11 +608,11 @@ fn finish_and_verify(
 
 #[test]
 fn acks_all_survives_five_leader_kills() {
-    let _serial = serial();
+    let _serial = common::serial();
     let topic = "five-kills";
     let mut c = Cluster::start_with(3, REPLICATION);
-    admin_create(&c, topic, 1);
-    let producer = BgProducer::start(c.bootstrap_all(), continuous(topic, "v"));
+    create_replicated(&c, topic, 1);
+    let producer = BgProducer::start(&c.bootstrap_all(), continuous(topic, "v"));
     let reader = BgConsumer::start(&c, topic, 0);
     let t0 = Instant::now();
     producer.wait_acks_since(t0, 200, TIMEOUT, "before the first kill");
@@ -1010,11 +662,11 @@ fn acks_all_survives_five_leader_kills() {
 
 #[test]
 fn paused_leader_is_fenced_and_acknowledges_nothing_after() {
-    let _serial = serial();
+    let _serial = common::serial();
     let topic = "paused";
     let mut c = Cluster::start_with(3, REPLICATION);
-    admin_create(&c, topic, 1);
-    let producer = BgProducer::start(c.bootstrap_all(), continuous(topic, "v"));
+    create_replicated(&c, topic, 1);
+    let producer = BgProducer::start(&c.bootstrap_all(), continuous(topic, "v"));
     let reader = BgConsumer::start(&c, topic, 0);
     producer.wait_acks_since(Instant::now(), 200, TIMEOUT, "before the pause");
     let before = wait_full_isr(&c, topic, 0, TIMEOUT);
@@ -1067,7 +719,7 @@ fn paused_leader_is_fenced_and_acknowledges_nothing_after() {
     let resumed = Instant::now();
     let probe_answer = conn
         .recv::<ProduceRequest>(8)
-        .map(|(_, r)| produce_result(&r));
+        .map(|(_, r)| common::produce_result(&r));
     step!(
         "old leader {old} answered the produce waiting for it after {:?}: {probe_answer:?} \
          (error code, base offset)",
@@ -1078,6 +730,7 @@ fn paused_leader_is_fenced_and_acknowledges_nothing_after() {
         // Checked against the log below as well, to say whether it was lost.
         extra.push(Ack {
             key: probe.clone(),
+            partition: 0,
             offset,
             at: Instant::now(),
         });
@@ -1117,13 +770,13 @@ fn paused_leader_is_fenced_and_acknowledges_nothing_after() {
 
 #[test]
 fn min_insync_refuses_when_two_replicas_are_down() {
-    let _serial = serial();
+    let _serial = common::serial();
     let topic = "min-isr";
     // Five nodes: with two of three down the controller quorum would be
     // gone too, and nothing (no ISR change) could be decided. Here the
     // topic's three replicas are on three of the five.
     let mut c = Cluster::start_with(5, REPLICATION);
-    admin_create(&c, topic, 1);
+    create_replicated(&c, topic, 1);
     let mut acked = Vec::new();
     for i in 1..=10 {
         let v = format!("raw-{i:06}");
@@ -1188,13 +841,13 @@ fn min_insync_refuses_when_two_replicas_are_down() {
     acked.push(raw_produce_acked(&c, &ids(&c), topic, 0, "raw-000011"));
     // And through rdkafka, as an application would.
     let producer = BgProducer::start(
-        c.bootstrap_all(),
-        ProducerSpec {
+        &c.bootstrap_all(),
+        Spec {
             limit: Some(5),
             ..continuous(topic, "v")
         },
     );
-    let (reports, _) = producer.finish();
+    let reports = producer.finish();
     assert!(
         reports.acked.len() == 5 && reports.failed.is_empty(),
         "rdkafka acks=all after recovery: acked {:?}, failed {:?}",
@@ -1204,19 +857,19 @@ fn min_insync_refuses_when_two_replicas_are_down() {
     acked.extend(reports.acked);
     let hw = assert_replicas_identical(&c, topic, 0, TIMEOUT);
     assert!(hw >= 16, "HW {hw} after 16 acknowledged writes");
-    let consumed = consume_all(&c, topic, 0, hw);
+    let consumed = consume_all(&c.bootstrap_all(), topic, 0, hw);
     check_log(&consumed, hw, &acked, &["raw", "refused", "v"]);
 }
 
 #[test]
 fn two_leader_changes_within_a_second() {
-    let _serial = serial();
+    let _serial = common::serial();
     let topic = "double-kill";
     // Five nodes, so that the controller quorum survives two kills and the
     // third replica can be elected while the other two are down.
     let mut c = Cluster::start_with(5, REPLICATION);
-    admin_create(&c, topic, 1);
-    let producer = BgProducer::start(c.bootstrap_all(), continuous(topic, "v"));
+    create_replicated(&c, topic, 1);
+    let producer = BgProducer::start(&c.bootstrap_all(), continuous(topic, "v"));
     let reader = BgConsumer::start(&c, topic, 0);
     producer.wait_acks_since(Instant::now(), 200, TIMEOUT, "before the kills");
     let st = wait_full_isr(&c, topic, 0, TIMEOUT);
@@ -1281,11 +934,11 @@ fn two_leader_changes_within_a_second() {
 
 #[test]
 fn lagging_follower_catches_up_after_100mb() {
-    let _serial = serial();
+    let _serial = common::serial();
     const RECORDS: u64 = 100_000;
     let topic = "catch-up";
     let mut c = Cluster::start_with(3, REPLICATION);
-    admin_create(&c, topic, 1);
+    create_replicated(&c, topic, 1);
     let st = wait_full_isr(&c, topic, 0, TIMEOUT);
     let leader = st.leader;
     let follower = others(&c, &[leader])[0];
@@ -1302,8 +955,8 @@ fn lagging_follower_catches_up_after_100mb() {
     );
     let started = Instant::now();
     let producer = BgProducer::start(
-        c.bootstrap_all(),
-        ProducerSpec {
+        &c.bootstrap_all(),
+        Spec {
             payload_len: 1024,
             pause: Duration::ZERO,
             limit: Some(RECORDS),
@@ -1311,9 +964,10 @@ fn lagging_follower_catches_up_after_100mb() {
             ..continuous(topic, "big")
         },
     );
-    let (reports, sent) = producer.finish();
+    let reports = producer.finish();
     step!(
-        "produced {sent} x 1 KiB with acks=all in {:?}",
+        "produced {} x 1 KiB with acks=all in {:?}",
+        reports.sent,
         started.elapsed()
     );
     assert!(
@@ -1339,60 +993,6 @@ fn lagging_follower_catches_up_after_100mb() {
         hw, RECORDS as i64,
         "HW after {RECORDS} acknowledged records"
     );
-    let consumed = consume_all(&c, topic, 0, hw);
+    let consumed = consume_all(&c.bootstrap_all(), topic, 0, hw);
     check_log(&consumed, hw, &reports.acked, &["big"]);
-}
-
-#[test]
-#[ignore = "a measurement: run with --ignored --nocapture"]
-fn measure_failover() {
-    let _serial = serial();
-    const RUNS: usize = 5;
-    let topic = "failover";
-    let mut c = Cluster::start_with(3, REPLICATION);
-    admin_create(&c, topic, 1);
-    let producer = BgProducer::start(c.bootstrap_all(), continuous(topic, "v"));
-    let mut times = Vec::new();
-    for run in 1..=RUNS {
-        producer.wait_acks_since(
-            Instant::now(),
-            100,
-            TIMEOUT,
-            &format!("run {run}: before the kill"),
-        );
-        let st = wait_full_isr(&c, topic, 0, REJOIN_TIMEOUT);
-        let acked_before = producer.max_acked_offset();
-        c.kill9(st.leader);
-        let killed = Instant::now();
-        let deadline = killed + Duration::from_secs(60);
-        let ack = loop {
-            if let Some(a) = producer.first_ack_after(killed, acked_before) {
-                break a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {run}: no acknowledgement within 60 s of the kill"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let took = ack.at - killed;
-        step!(
-            "run {run}: kill -9 of leader {} -> first acknowledged write past offset {acked_before} \
-             ({} at {}): {:.0} ms",
-            st.leader,
-            ack.key,
-            ack.offset,
-            took.as_secs_f64() * 1000.0
-        );
-        times.push(took);
-        c.restart(st.leader);
-    }
-    let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
-    ms.sort_by(f64::total_cmp);
-    eprintln!(
-        "kill -9 of the partition leader -> first acks=all write acknowledged past what was \
-         acknowledged before, {RUNS} runs: {ms:.0?} ms; median {:.0} ms",
-        ms[ms.len() / 2]
-    );
-    finish_and_verify(&c, topic, producer, None, &[], &["v"]);
 }

@@ -22,22 +22,15 @@
 //! The tests run one at a time (a lock): six processes each on a small
 //! machine. Run with the step log: `cargo test --release --test roles -- --nocapture`.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
-#[path = "common/partition.rs"]
-mod partition;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, Role, CLUSTER_ID};
+use common::cluster::{Cluster, Role, CLUSTER_ID};
+use common::partition::{self, partition_state, sorted};
+use common::topics;
 use common::{eventually, RawConn};
-use futures::executor::block_on;
 use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse};
-use partition::{partition_state, sorted};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -46,11 +39,6 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 const TIMEOUT: Duration = Duration::from_secs(30);
 const CONTROLLERS: [i32; 3] = [1, 2, 3];
 const BROKERS: [i32; 3] = [4, 5, 6];
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn start() -> Cluster {
     start_with(&|_| Vec::new())
@@ -84,20 +72,8 @@ fn create_topic(bootstrap: &str, name: &str, timeout: Duration) -> Result<(), St
 }
 
 fn create_topic_rf(bootstrap: &str, name: &str, rf: i32, timeout: Duration) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("create admin client");
-    let opts = AdminOptions::new()
-        .request_timeout(Some(timeout))
-        .operation_timeout(Some(timeout));
-    let topic = NewTopic::new(name, 1, TopicReplication::Fixed(rf)).set("min.insync.replicas", "2");
-    let res = block_on(admin.create_topics(&[topic], &opts)).map_err(|e| e.to_string())?;
-    match res.into_iter().next() {
-        Some(Ok(_)) => Ok(()),
-        Some(Err((t, e))) => Err(format!("{t}: {e:?}")),
-        None => Err("no result".into()),
-    }
+    let configs = [("min.insync.replicas", "2")];
+    topics::create_topic(bootstrap, name, 1, rf, &configs, timeout)
 }
 
 /// Retries CreateTopics (a new name per attempt: a timed-out attempt may
@@ -258,7 +234,7 @@ fn streaming_from(c: &Cluster, id: i32) -> Option<i32> {
 
 #[test]
 fn three_controllers_and_three_brokers_serve_clients_and_survive_a_controller_kill() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut c = start();
 
     for id in BROKERS {
@@ -337,7 +313,7 @@ fn three_controllers_and_three_brokers_serve_clients_and_survive_a_controller_ki
 
 #[test]
 fn a_broker_resumes_the_metadata_stream_on_another_voter() {
-    let _serial = serial();
+    let _serial = common::serial();
     let broker = 4;
     let metrics = format!("127.0.0.1:{}", common::free_port());
     let m = metrics.clone();
@@ -409,7 +385,7 @@ fn a_broker_resumes_the_metadata_stream_on_another_voter() {
 
 #[test]
 fn a_restarted_broker_registers_catches_up_and_rejoins_the_isr() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut c = start();
     create_topic(&c.bootstrap_all(), "kept", TIMEOUT).expect("CreateTopics");
     wait_full_isr(&c, "kept");
@@ -503,7 +479,7 @@ fn a_broker_only_node_is_not_a_voter_and_needs_the_voters() {
 
 #[test]
 fn a_broker_leaves_a_paused_voter_and_resumes_on_another() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut c = start();
     let broker = 6;
     create_topic(&c.bootstrap_all(), "before", TIMEOUT).expect("CreateTopics");
@@ -545,7 +521,7 @@ fn a_broker_leaves_a_paused_voter_and_resumes_on_another() {
 
 #[test]
 fn broker_only_nodes_join_a_cluster_of_combined_nodes() {
-    let _serial = serial();
+    let _serial = common::serial();
     use Role::{Broker, Combined};
     let c = Cluster::start_roles(&[Combined, Combined, Combined, Broker]);
     let all = [1, 2, 3, 4];
@@ -557,17 +533,8 @@ fn broker_only_nodes_join_a_cluster_of_combined_nodes() {
     step!("the three combined nodes and the broker-only node 4 all list brokers {all:?}");
     // Four partitions of three replicas: the broker-only node leads some
     // and follows others, fetching from and serving the combined nodes.
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap_all())
-        .create()
-        .expect("create admin client");
-    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    let res = block_on(admin.create_topics(
-        &[NewTopic::new("mixed", 4, TopicReplication::Fixed(3))],
-        &opts,
-    ))
-    .expect("CreateTopics");
-    assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+    let res = topics::create_topic(&c.bootstrap_all(), "mixed", 4, 3, &[], TIMEOUT);
+    assert!(res.is_ok(), "{res:?}");
     let mut with_4 = 0;
     for p in 0..4 {
         let st = partition::wait_full_isr(&c, "mixed", p, TIMEOUT);
@@ -596,7 +563,7 @@ fn broker_only_nodes_join_a_cluster_of_combined_nodes() {
 
 #[test]
 fn brokers_resume_after_every_controller_was_down() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut c = start();
     create_topic(&c.bootstrap_all(), "before", TIMEOUT).expect("CreateTopics");
     wait_full_isr(&c, "before");

@@ -21,37 +21,26 @@
 //!
 //! Run with the step log: `cargo test --release --test shutdown -- --nocapture`.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
-#[path = "common/partition.rs"]
-mod partition;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use cluster::Cluster;
-use common::{Node, RawConn};
-use futures::executor::block_on;
-use indexmap::IndexMap;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+use bytes::Bytes;
+use common::cluster::Cluster;
+use common::partition::{
+    self, consume_all, high_watermark, list_latest, others, wait_full_isr, wait_state,
 };
-use partition::{high_watermark, list_latest, others, read_below_hw, wait_full_isr, wait_state};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use common::producer::{index_of, BgProducer, Spec};
+use common::topics::{create_replicated, raw_create_and_wait};
+use common::{Node, RawConn};
+use kafka_protocol::messages::{FetchRequest, ProduceRequest};
+use kafka_protocol::records::Compression;
+use runnel::protocol::build;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopped leader may take to exit: the fence is one Raft
@@ -63,35 +52,6 @@ const EXIT_WITHIN: Duration = Duration::from_secs(10);
 /// stopping broker gives up its leaderships.
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn consumer_config(bootstrap: &str) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", bootstrap)
-        // librdkafka refuses assign() without a group.id; nothing is committed.
-        .set("group.id", "runnel-shutdown-tests")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "error")
-        .set("enable.partition.eof", "false");
-    cfg
-}
-
-fn key_of<M: Message>(m: &M) -> String {
-    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned()
-}
-
-/// The index `i` of a key "<prefix>-<i>".
-fn index_of(key: &str) -> u64 {
-    key.rsplit('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("a key this test never wrote: {key:?}"))
-}
-
 // ------------------------------------------------------------ one node --
 
 /// Produce v9, acks=-1: one batch of one record, key "drain-<i>", the key
@@ -100,39 +60,14 @@ fn produce_frame(topic: &str, i: usize, len: usize) -> Vec<u8> {
     let key = format!("drain-{i:06}");
     let mut value = key.clone().into_bytes();
     value.resize(len, b'.');
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: Some(Bytes::from(key)),
-        value: Some(Bytes::from(value)),
-        headers: IndexMap::new(),
-    };
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        std::iter::once(&record),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch.freeze()))])]);
+    let record = build::record(
+        0,
+        1_700_000_000_000,
+        Some(Bytes::from(key)),
+        Some(Bytes::from(value)),
+    );
+    let batch = build::encode(&[record], Compression::None).expect("encode batch");
+    let req = common::produce_request(topic, 0, batch, 30_000);
     common::encode_request(9, i as i32, &req)
 }
 
@@ -172,7 +107,7 @@ fn wait_leader(node: &Node, topic: &str) {
 
 #[test]
 fn sigterm_answers_every_request_it_read() {
-    let _serial = serial();
+    let _serial = common::serial();
     const REQUESTS: usize = 20_000;
     const VALUE_LEN: usize = 2048;
     /// After the answer before the long poll, how long the broker is given
@@ -181,10 +116,7 @@ fn sigterm_answers_every_request_it_read() {
     const SETTLE: Duration = Duration::from_millis(200);
     let topic = "drain";
     let mut node = Node::start(&[]);
-    let (code, msg, _) =
-        cluster::raw_create_topic(&node.bootstrap(), topic, 1).expect("CreateTopics");
-    assert_eq!(code, 0, "CreateTopics: {msg:?}");
-    wait_leader(&node, topic);
+    raw_create_and_wait(&node, topic);
 
     let mut conn = RawConn::connect(&node.bootstrap()).expect("connect");
     conn.stream
@@ -297,14 +229,7 @@ fn sigterm_answers_every_request_it_read() {
             _ => None,
         }
     });
-    let log = read_below_hw(
-        &consumer_config(&node.bootstrap()),
-        topic,
-        0,
-        hw,
-        TIMEOUT,
-        |m| key_of(m),
-    );
+    let log = consume_all(&node.bootstrap(), topic, 0, hw);
     let answered = answers.len() as u64;
     let mut problems = Vec::new();
     let unanswered: Vec<&(i64, String)> = log
@@ -354,181 +279,30 @@ fn sigterm_answers_every_request_it_read() {
 
 // ---------------------------------------------------------- three nodes --
 
-#[derive(Default)]
-struct Reports {
-    /// (key, offset), in the order acknowledged.
-    acked: Vec<(String, i64)>,
-    /// (key, error) of writes that were not acknowledged.
-    failed: Vec<(String, String)>,
-}
-
-struct Recorder {
-    reports: Arc<Mutex<Reports>>,
-}
-
-impl ClientContext for Recorder {}
-
-impl ProducerContext for Recorder {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let mut r = self.reports.lock().expect("reports lock");
-        match result {
-            Ok(m) => r.acked.push((key_of(m), m.offset())),
-            Err((e, m)) => r.failed.push((key_of(m), e.to_string())),
-        }
-    }
-}
-
-/// An idempotent acks=all producer on its own thread, sending keys
-/// "v-0000001", ... to partition 0, as fast as it is acknowledged (2 ms
-/// apart at most).
-struct BgProducer {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    reports: Arc<Mutex<Reports>>,
-    handle: Option<JoinHandle<Option<String>>>,
-}
-
-impl BgProducer {
-    fn start(bootstrap: &str, topic: &str) -> BgProducer {
-        let reports = Arc::new(Mutex::new(Reports::default()));
-        let producer: ThreadedProducer<Recorder> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("retries", "2147483647")
-            .set("message.timeout.ms", "120000")
-            .set("request.timeout.ms", "5000")
-            .set("socket.timeout.ms", "5000")
-            .set("retry.backoff.ms", "50")
-            .set("retry.backoff.max.ms", "500")
-            .set("reconnect.backoff.ms", "20")
-            .set("reconnect.backoff.max.ms", "500")
-            .set("topic.metadata.refresh.interval.ms", "2000")
-            .set("linger.ms", "5")
-            .create_with_context(Recorder {
-                reports: Arc::clone(&reports),
-            })
-            .expect("create producer");
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let (stop2, sent2, topic2) = (Arc::clone(&stop), Arc::clone(&sent), topic.to_string());
-        let handle = std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop2.load(Ordering::SeqCst) {
-                let key = format!("v-{:07}", i + 1);
-                match producer.send(
-                    BaseRecord::<str, str>::to(&topic2)
-                        .partition(0)
-                        .key(&key)
-                        .payload(&key),
-                ) {
-                    Ok(()) => {
-                        i += 1;
-                        sent2.store(i, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-            if let Err(e) = producer.flush(Duration::from_secs(150)) {
-                eprintln!("producer flush: {e}");
-            }
-            producer
-                .client()
-                .fatal_error()
-                .map(|(code, s)| format!("{code:?}: {s}"))
-        });
-        step!("producer: enable.idempotence=true, acks=all, to {topic}/0");
-        BgProducer {
-            stop,
-            sent,
-            reports,
-            handle: Some(handle),
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.reports.lock().expect("lock").acked.len()
-    }
-
-    fn wait_more_acks(&self, more: usize, what: &str) {
-        let start = self.acked();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let now = self.acked();
-            if now >= start + more {
-                step!("{what}: {now} acknowledgements so far");
-                return;
-            }
-            let r = self.reports.lock().expect("lock");
-            assert!(
-                Instant::now() < deadline,
-                "{what}: only {} of {more} more acknowledgements within 60 s \
-                 (sent {}, failed {}, last failures {:?})",
-                now - start,
-                self.sent.load(Ordering::SeqCst),
-                r.failed.len(),
-                &r.failed[r.failed.len().saturating_sub(3)..]
-            );
-            drop(r);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops sending and waits for every delivery report: (reports, sent,
-    /// librdkafka's fatal error if any).
-    fn finish(mut self) -> (Reports, u64, Option<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        let fatal = self
-            .handle
-            .take()
-            .map(|h| h.join().expect("producer thread"))
-            .unwrap_or_default();
-        let sent = self.sent.load(Ordering::SeqCst);
-        let r = std::mem::take(&mut *self.reports.lock().expect("lock"));
-        step!(
-            "producer finished: sent {sent}, acknowledged {}, failed {}, fatal error {fatal:?}",
-            r.acked.len(),
-            r.failed.len()
-        );
-        (r, sent, fatal)
-    }
-}
-
-impl Drop for BgProducer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn admin_create(c: &Cluster, name: &str) {
-    step!("create topic {name}: 1 partition, replication factor 3, min.insync.replicas 2");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap_all())
-        .create()
-        .expect("admin client");
-    let res = block_on(
-        admin.create_topics(
-            &[NewTopic::new(name, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
-            &AdminOptions::new()
-                .request_timeout(Some(TIMEOUT))
-                .operation_timeout(Some(TIMEOUT)),
-        ),
+/// An idempotent acks=all producer sending keys "v-0000000", ... to
+/// `topic`/0, 2 ms apart.
+fn producer(c: &Cluster, topic: &str) -> BgProducer {
+    BgProducer::start(
+        &c.bootstrap_all(),
+        Spec {
+            idempotence: true,
+            message_timeout_ms: 120_000,
+            settings: vec![
+                ("retry.backoff.ms", "50"),
+                ("reconnect.backoff.ms", "20"),
+                ("reconnect.backoff.max.ms", "500"),
+            ],
+            ..Spec::continuous(topic, "v")
+        },
     )
-    .expect("CreateTopics request");
-    for r in res {
-        if let Err((t, e)) = r {
-            panic!("CreateTopics {t}: {e:?}");
-        }
-    }
-    wait_full_isr(c, name, 0, TIMEOUT);
 }
+
+/// How long the producer may take for the acknowledgements a step waits for.
+const ACKS_WITHIN: Duration = Duration::from_secs(60);
 
 #[test]
 fn sigterm_of_the_leader_under_acks_all_loses_nothing() {
-    let _serial = serial();
+    let _serial = common::serial();
     let topic = "stop-leader";
     let mut c = Cluster::start_with(
         3,
@@ -538,9 +312,9 @@ fn sigterm_of_the_leader_under_acks_all_loses_nothing() {
             "min.insync.replicas=2",
         ],
     );
-    admin_create(&c, topic);
-    let producer = BgProducer::start(&c.bootstrap_all(), topic);
-    producer.wait_more_acks(300, "before the SIGTERM");
+    create_replicated(&c, topic, 1);
+    let producer = producer(&c, topic);
+    producer.wait_more_acks(300, ACKS_WITHIN, "before the SIGTERM");
 
     let before = wait_full_isr(&c, topic, 0, TIMEOUT);
     let leader = before.leader;
@@ -581,12 +355,15 @@ fn sigterm_of_the_leader_under_acks_all_loses_nothing() {
         after.leader_epoch,
         after.isr
     );
-    producer.wait_more_acks(300, "with the old leader down");
+    producer.wait_more_acks(300, ACKS_WITHIN, "with the old leader down");
     c.restart(leader);
     wait_full_isr(&c, topic, 0, Duration::from_secs(60));
-    producer.wait_more_acks(300, "after the restart");
-    let (reports, _sent, fatal) = producer.finish();
-    assert_eq!(fatal, None, "the idempotent producer hit a fatal error");
+    producer.wait_more_acks(300, ACKS_WITHIN, "after the restart");
+    let reports = producer.finish();
+    assert_eq!(
+        reports.fatal, None,
+        "the idempotent producer hit a fatal error"
+    );
     assert!(
         reports.failed.is_empty(),
         "{} writes failed (a graceful shutdown should cost none), e.g. {:?}",
@@ -595,14 +372,7 @@ fn sigterm_of_the_leader_under_acks_all_loses_nothing() {
     );
 
     let (_, hw) = high_watermark(&c, &partition::ids(&c), topic, 0);
-    let consumed = read_below_hw(
-        &consumer_config(&c.bootstrap_all()),
-        topic,
-        0,
-        hw,
-        Duration::from_secs(90),
-        |m| key_of(m),
-    );
+    let consumed = consume_all(&c.bootstrap_all(), topic, 0, hw);
     let mut problems = Vec::new();
     if let Some(i) = (0..consumed.len()).find(|&i| consumed[i].0 != i as i64) {
         problems.push(format!(
@@ -620,12 +390,14 @@ fn sigterm_of_the_leader_under_acks_all_loses_nothing() {
     let lost: Vec<String> = reports
         .acked
         .iter()
-        .filter(|(k, o)| by_offset.get(o) != Some(&k.as_str()))
+        .filter(|a| by_offset.get(&a.offset) != Some(&a.key.as_str()))
         .take(5)
-        .map(|(k, o)| {
+        .map(|a| {
             format!(
-                "{k} acknowledged at {o}, the log has {:?}",
-                by_offset.get(o)
+                "{} acknowledged at {}, the log has {:?}",
+                a.key,
+                a.offset,
+                by_offset.get(&a.offset)
             )
         })
         .collect();

@@ -23,7 +23,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{DescribeClusterRequest, FetchRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -114,17 +114,8 @@ fn admin_opts() -> AdminOptions {
 
 fn create_topic(node: &Node, name: &str, partitions: i32) {
     step!("create topic {name} with {partitions} partitions");
-    let a = admin(node);
-    let res = block_on(a.create_topics(
-        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-        &admin_opts(),
-    ))
-    .expect("CreateTopics request");
-    for r in res {
-        if let Err((t, e)) = r {
-            panic!("CreateTopics {t}: {e:?}");
-        }
-    }
+    let res = common::topics::create_topic(&node.bootstrap(), name, partitions, 1, &[], TIMEOUT);
+    assert_eq!(res, Ok(()), "CreateTopics {name}");
     wait_for_topic(node, name, partitions);
 }
 

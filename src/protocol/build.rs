@@ -3,7 +3,7 @@
 //! starts a new batch wherever `offset - sequence` changes, so each record
 //! here gets the sequence that keeps one batch: `index - 1` for a plain
 //! record (a base sequence of -1: no idempotence), `base + index` for an
-//! idempotent producer's.
+//! idempotent producer's; `lone_record` keeps -1 and so a batch per record.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
@@ -32,6 +32,16 @@ pub fn record(index: i64, timestamp: i64, key: Option<Bytes>, value: Option<Byte
         value,
         headers: Default::default(),
     }
+}
+
+/// A plain record that `encode` puts in a batch of its own: its sequence is
+/// -1 whatever its `index`, so `offset - sequence` changes from one such
+/// record to the next. A list of them encodes as one batch per record
+/// (base offsets 0, 1, ...), as a client that does not batch sends them.
+pub fn lone_record(index: i64, timestamp: i64, key: Option<Bytes>, value: Option<Bytes>) -> Record {
+    let mut r = record(index, timestamp, key, value);
+    r.sequence = -1;
+    r
 }
 
 /// An idempotent producer's record at position `index` of a batch whose
@@ -116,6 +126,15 @@ mod tests {
             (7, 2, 40)
         );
         assert_eq!(s.last.last_offset_delta, 2);
+
+        let lone: Vec<Record> = (0..3)
+            .map(|i| lone_record(i, 100 + i, None, Some(Bytes::from("v"))))
+            .collect();
+        let s = batch::validate_batches(&encode(&lone, Compression::None).unwrap(), 1 << 20);
+        let s = s.unwrap();
+        let seqs = (s.first.base_sequence, s.last.base_sequence);
+        assert_eq!((s.batch_count, s.record_count, seqs), (3, 3, (-1, -1)));
+        assert_eq!(lone[0], record(0, 100, None, Some(Bytes::from("v"))));
 
         let b = values_batch(1, &[b"a", b"b"]);
         assert_eq!(

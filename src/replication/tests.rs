@@ -4,52 +4,34 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, Record};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::partition::*;
 use crate::log::LogConfig;
-use crate::protocol::batch;
+use crate::protocol::{batch, build};
 
+/// `n` plain records, a batch each (the encoder splits plain records with
+/// sequence -1 one per batch).
 fn batch_of(n: usize) -> Bytes {
-    idempotent_batch(-1, -1, -1, n)
+    let records: Vec<Record> = (0..n as i64)
+        .map(|i| build::lone_record(i, 1_000 + i, None, Some(Bytes::from(format!("v{i}")))))
+        .collect();
+    build::encode(&records, Compression::None).expect("encode")
 }
 
-/// `n` records of producer `pid` (epoch `epoch`) from sequence `seq`; a
-/// producer id of -1 makes a plain batch.
+/// `n` records of producer `pid` (epoch `epoch`) from sequence `seq`, one
+/// batch.
 fn idempotent_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
     let records: Vec<Record> = (0..n as i64)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: if pid < 0 { -1 } else { seq + i as i32 },
-            timestamp: 1_000 + i,
-            key: None,
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
+        .map(|i| {
+            let value = Some(Bytes::from(format!("v{i}")));
+            build::idempotent_record(pid, epoch, seq, i, 1_000 + i, None, value)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    build::encode(&records, Compression::None).expect("encode")
 }
 
 async fn replica(dir: &std::path::Path, me: i32, topic_id: Uuid) -> std::sync::Arc<Partition> {

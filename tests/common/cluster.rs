@@ -1,24 +1,19 @@
-//! A cluster of `runnel serve` processes on loopback ports, each with its
-//! own data dir: by default each a broker and a controller voter
+//! A cluster of `runnel serve` processes (`Node`s) on loopback ports, each
+//! with its own data dir: by default each a broker and a controller voter
 //! (`Cluster::start`), or any mix of roles (`Cluster::start_roles`, e.g.
 //! three controllers and three broker-only nodes), formatted with
 //! `runnel format` as a user would. Nodes can be killed with SIGKILL and
 //! restarted on the same dir and ports. Every step is printed; when a test
 //! panics, each node's log tail is printed and the directories are kept.
-//!
-//! Used as `#[path = "common/cluster.rs"] mod cluster;` next to `mod common;`.
 
-#![allow(dead_code)] // Not every test uses every helper.
-
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 
-use crate::common::{free_port, RawConn, STARTUP_TIMEOUT};
+use super::node::Node;
+pub use super::node::Role;
+use super::{RawConn, STARTUP_TIMEOUT};
 use crate::step;
 
 /// The cluster id every test cluster is formatted with.
@@ -32,112 +27,8 @@ pub struct ClusterView {
     pub cluster_id: Option<String>,
 }
 
-/// What a node is (`process.roles`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// broker,controller: a broker and a voter (the default).
-    Combined,
-    /// controller: a voter with no Kafka listener.
-    Controller,
-    /// broker: a broker that follows the voters' metadata stream.
-    Broker,
-}
-
-impl Role {
-    pub fn is_broker(self) -> bool {
-        self != Role::Controller
-    }
-
-    pub fn is_voter(self) -> bool {
-        self != Role::Broker
-    }
-
-    fn process_roles(self) -> &'static str {
-        match self {
-            Role::Combined => "broker,controller",
-            Role::Controller => "controller",
-            Role::Broker => "broker",
-        }
-    }
-}
-
-/// One node `id`: a broker, a controller voter, or both (`role`).
-pub struct ClusterNode {
-    pub id: i32,
-    pub role: Role,
-    pub kafka_port: u16,
-    pub controller_port: u16,
-    dir: PathBuf,
-    log_path: PathBuf,
-    child: Option<Child>,
-    /// The length of the log when the current process started.
-    log_mark: usize,
-    /// `key=value` overrides for this node only (after the cluster-wide
-    /// ones); empty unless started with `start_with_node_overrides`.
-    node_extra: Vec<String>,
-}
-
-impl ClusterNode {
-    /// "127.0.0.1:port" of the Kafka listener.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
-    }
-
-    /// A broker answers Metadata; a controller-only node has logged that
-    /// it started (it has no Kafka listener to ask).
-    fn ready(&self) -> bool {
-        if self.role.is_broker() {
-            metadata_view(&self.bootstrap()).is_ok()
-        } else {
-            self.log_since_start().contains("Runnel controller started")
-        }
-    }
-
-    /// What the current process (the last one started) wrote to stderr.
-    pub fn log_since_start(&self) -> String {
-        let log = self.log();
-        log.get(self.log_mark..).unwrap_or_default().to_string()
-    }
-
-    /// Everything the node wrote to stderr so far (all its runs).
-    ///
-    /// Read as bytes: a read that races the node's write can end inside a
-    /// multi-byte character, which would make the whole file invalid UTF-8
-    /// to `read_to_string` (and look empty).
-    pub fn log(&self) -> String {
-        std::fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = File::open(&self.log_path) {
-            let _ = f.read_to_string(&mut s);
-        }
-        let all: Vec<&str> = s.lines().collect();
-        let from = all.len().saturating_sub(lines);
-        format!(
-            "---- node {} stderr ({}), last {} lines ----\n{}\n---- end of node {} ----",
-            self.id,
-            self.log_path.display(),
-            all.len() - from,
-            all[from..].join("\n"),
-            self.id
-        )
-    }
-}
-
 pub struct Cluster {
-    pub nodes: Vec<ClusterNode>,
-    voters: String,
-    /// Extra `key=value` overrides every node is served with (start and
-    /// restart), after the harness's own.
-    extra: Vec<String>,
+    pub nodes: Vec<Node>,
     root: Option<tempfile::TempDir>,
 }
 
@@ -194,8 +85,9 @@ impl Cluster {
                     step!("cluster did not start ({e}); retrying on other ports");
                     drop(c);
                 }
-                Err((c, e)) => {
+                Err((mut c, e)) => {
                     let tails: Vec<String> = c.nodes.iter().map(|n| n.log_tail(40)).collect();
+                    c.nodes.iter_mut().for_each(Node::tail_shown);
                     panic!("cluster did not start: {e}\n{}", tails.join("\n"));
                 }
             }
@@ -213,22 +105,17 @@ impl Cluster {
             .tempdir()
             .expect("create temp dir");
         let n = roles.len();
-        let nodes: Vec<ClusterNode> = (1..=n as i32)
+        let mut nodes: Vec<Node> = (1..=n as i32)
             .zip(roles)
             .map(|(id, &role)| {
-                let dir = root.path().join(format!("node{id}"));
-                std::fs::create_dir_all(&dir).expect("create node dir");
-                ClusterNode {
-                    id,
-                    role,
-                    kafka_port: free_port(),
-                    controller_port: free_port(),
-                    log_path: dir.join("runnel.log"),
-                    dir,
-                    child: None,
-                    log_mark: 0,
-                    node_extra: per_node(id),
-                }
+                // Every node is served with the cluster-wide overrides, then
+                // its own.
+                let overrides = extra
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(per_node(id))
+                    .collect();
+                Node::member(id, role, root.path().join(format!("node{id}")), overrides)
             })
             .collect();
         let voters = nodes
@@ -237,36 +124,22 @@ impl Cluster {
             .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
             .collect::<Vec<_>>()
             .join(",");
+        for node in &mut nodes {
+            node.set_voters(&voters);
+        }
         let mut c = Cluster {
             nodes,
-            voters,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
             root: Some(root),
         };
-        step!(
-            "formatting {n} nodes ({:?}), controller.quorum.voters={}",
-            roles,
-            c.voters
-        );
-        if !c.extra.is_empty() {
-            step!("every node is served with {:?}", c.extra);
+        step!("formatting {n} nodes ({roles:?}), controller.quorum.voters={voters}");
+        if !extra.is_empty() {
+            step!("every node is served with {extra:?}");
         }
-        for i in 0..n {
-            let out = c
-                .command(i, "format")
-                .arg("--cluster-id")
-                .arg(CLUSTER_ID)
-                .output()
-                .expect("run runnel format");
-            assert!(
-                out.status.success(),
-                "runnel format of node {} failed: {}",
-                i + 1,
-                String::from_utf8_lossy(&out.stderr)
-            );
+        for node in &c.nodes {
+            node.format(CLUSTER_ID);
         }
-        for i in 0..n {
-            c.spawn(i);
+        for node in &mut c.nodes {
+            node.spawn();
         }
         match c.wait_all_listed() {
             Ok(()) => Ok(c),
@@ -274,14 +147,14 @@ impl Cluster {
         }
     }
 
-    fn node_mut(&mut self, id: i32) -> &mut ClusterNode {
+    pub fn node_mut(&mut self, id: i32) -> &mut Node {
         self.nodes
             .iter_mut()
             .find(|n| n.id == id)
             .unwrap_or_else(|| panic!("no node {id}"))
     }
 
-    pub fn node(&self, id: i32) -> &ClusterNode {
+    pub fn node(&self, id: i32) -> &Node {
         self.nodes
             .iter()
             .find(|n| n.id == id)
@@ -292,72 +165,8 @@ impl Cluster {
     pub fn running(&mut self) -> Vec<i32> {
         self.nodes
             .iter_mut()
-            .filter_map(|n| n.is_running().then_some(n.id))
+            .filter_map(|n| n.is_alive().then_some(n.id))
             .collect()
-    }
-
-    /// `runnel <sub> --override …` for node index `i`, with its listeners,
-    /// dir and the voter set.
-    fn command(&self, i: usize, sub: &str) -> Command {
-        let n = &self.nodes[i];
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runnel"));
-        cmd.arg(sub);
-        let listeners = if n.role.is_broker() {
-            format!(
-                "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-                n.kafka_port, n.controller_port
-            )
-        } else {
-            format!("listeners=CONTROLLER://127.0.0.1:{}", n.controller_port)
-        };
-        for kv in [
-            format!("node.id={}", n.id),
-            format!("process.roles={}", n.role.process_roles()),
-            listeners,
-            format!("controller.quorum.voters={}", self.voters),
-            format!("log.dirs={}", n.dir.join("data").display()),
-            // Short sessions so that fencing tests take seconds.
-            "broker.heartbeat.interval.ms=300".to_string(),
-            "broker.session.timeout.ms=3000".to_string(),
-        ] {
-            cmd.arg("--override").arg(kv);
-        }
-        cmd
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.nodes[i].log_path)
-            .expect("open node log");
-        let mark = std::fs::metadata(&self.nodes[i].log_path).map_or(0, |m| m.len() as usize);
-        self.nodes[i].log_mark = mark;
-        let mut cmd = self.command(i, "serve");
-        for kv in self.extra.iter().chain(&self.nodes[i].node_extra) {
-            cmd.arg("--override").arg(kv);
-        }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        let child = cmd.spawn().expect("spawn runnel serve");
-        let n = &mut self.nodes[i];
-        step!(
-            "node {} ({:?}) started: pid {}, kafka {}, controller 127.0.0.1:{}",
-            n.id,
-            n.role,
-            child.id(),
-            if n.role.is_broker() {
-                n.bootstrap()
-            } else {
-                "-".into()
-            },
-            n.controller_port
-        );
-        n.child = Some(child);
     }
 
     /// The ids of the nodes with the broker role.
@@ -383,13 +192,12 @@ impl Cluster {
     fn wait_all_listed(&mut self) -> Result<(), String> {
         let want = self.broker_ids();
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].child.is_none() || !self.nodes[i].role.is_broker() {
+        for n in &mut self.nodes {
+            if n.pid().is_none() || !n.role.is_broker() {
                 continue;
             }
             loop {
-                let n = &mut self.nodes[i];
-                if let Some(Ok(Some(st))) = n.child.as_mut().map(Child::try_wait) {
+                if let Some(st) = n.exited() {
                     return Err(format!("node {} exited during startup: {st}", n.id));
                 }
                 match metadata_view(&n.bootstrap()) {
@@ -410,145 +218,48 @@ impl Cluster {
         Ok(())
     }
 
-    /// SIGKILL node `id`: no chance to flush or say goodbye.
     /// Whether node `id`'s process is still running.
     pub fn node_mut_running(&mut self, id: i32) -> bool {
-        self.node_mut(id).is_running()
+        self.node_mut(id).is_alive()
     }
 
     /// Sends `sig` (e.g. "STOP", "CONT") to node `id`'s process.
     pub fn signal(&mut self, id: i32, sig: &str) {
-        let pid = self
-            .node_mut(id)
-            .child
-            .as_ref()
-            .map(Child::id)
-            .unwrap_or_else(|| panic!("node {id} is not running"));
-        step!("SIG{sig} node {id} (pid {pid})");
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{sig} {pid} failed");
+        self.node_mut(id).signal(sig);
     }
 
+    /// SIGKILL node `id`: no chance to flush or say goodbye.
     pub fn kill9(&mut self, id: i32) {
-        let n = self.node_mut(id);
-        if let Some(mut c) = n.child.take() {
-            step!("kill -9 node {id} (pid {})", c.id());
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.node_mut(id).kill9();
     }
 
-    /// Starts node `id` again on its dir and ports, and waits until its
-    /// Kafka listener answers Metadata (it serves once registered, which
-    /// needs a quorum).
+    /// Starts node `id` again on its dir and ports, and waits until it
+    /// serves (see `Node::restart`).
     pub fn restart(&mut self, id: i32) {
-        self.kill9(id);
-        let i = self
-            .nodes
-            .iter()
-            .position(|n| n.id == id)
-            .unwrap_or_else(|| panic!("no node {id}"));
-        step!("restarting node {id}");
-        self.spawn(i);
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let n = &mut self.nodes[i];
-            if let Some(Ok(Some(st))) = n.child.as_mut().map(Child::try_wait) {
-                panic!("node {id} exited after restart: {st}\n{}", n.log_tail(40));
-            }
-            if n.ready() {
-                step!("node {id} serving again");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {id} not serving within {STARTUP_TIMEOUT:?} of restart\n{}",
-                n.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.node_mut(id).restart();
     }
 
-    /// SIGTERM node `id` and wait (up to 30 s) for a clean exit; panics if
-    /// it does not exit in time or exits with a failure status.
+    /// SIGTERM node `id` and wait for a clean exit; panics if it does not
+    /// exit in time or exits with a failure status.
     pub fn stop(&mut self, id: i32) {
-        let n = self.node_mut(id);
-        let Some(mut c) = n.child.take() else {
-            return;
-        };
-        step!("SIGTERM node {id} (pid {})", c.id());
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM {} failed", c.id());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match c.try_wait() {
-                Ok(Some(st)) => {
-                    step!("node {id} exited: {st}");
-                    assert!(
-                        st.success(),
-                        "node {id} exited with {st} after SIGTERM\n{}",
-                        n.log_tail(40)
-                    );
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    panic!(
-                        "node {id} did not exit within 30 s of SIGTERM\n{}",
-                        n.log_tail(40)
-                    );
-                }
-            }
-        }
+        self.node_mut(id).stop();
     }
 
     /// Starts every node in `ids` again (killing any still running) and
-    /// waits until each answers Metadata: unlike calling `restart` one by
-    /// one, this works when all of them were down (a node only serves once
-    /// the controller quorum is back).
+    /// waits until each serves: unlike calling `restart` one by one, this
+    /// works when all of them were down (a node only serves once the
+    /// controller quorum is back).
     pub fn restart_all(&mut self, ids: &[i32]) {
         for &id in ids {
             self.kill9(id);
         }
         for &id in ids {
-            let i = self
-                .nodes
-                .iter()
-                .position(|n| n.id == id)
-                .unwrap_or_else(|| panic!("no node {id}"));
             step!("restarting node {id}");
-            self.spawn(i);
+            self.node_mut(id).spawn();
         }
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         for &id in ids {
-            loop {
-                let n = self.node_mut(id);
-                if let Some(Ok(Some(st))) = n.child.as_mut().map(Child::try_wait) {
-                    panic!("node {id} exited after restart: {st}\n{}", n.log_tail(40));
-                }
-                if n.ready() {
-                    step!("node {id} serving again");
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "node {id} not serving within {STARTUP_TIMEOUT:?} of restart\n{}",
-                    n.log_tail(40)
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            self.node_mut(id).wait_ready_or_panic(deadline);
         }
     }
 
@@ -557,8 +268,9 @@ impl Cluster {
         metadata_view(&self.node(id).bootstrap())
     }
 
+    /// Node `id`'s directory (its log, and its data in `data`).
     pub fn dir(&self, id: i32) -> &Path {
-        &self.node(id).dir
+        self.node(id).dir()
     }
 
     /// Every broker's Kafka listener, comma-separated, for
@@ -567,7 +279,7 @@ impl Cluster {
         self.nodes
             .iter()
             .filter(|n| n.role.is_broker())
-            .map(ClusterNode::bootstrap)
+            .map(Node::bootstrap)
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -575,18 +287,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Each node prints its log tail as it drops (on a panic).
         if std::thread::panicking() {
-            for n in &self.nodes {
-                eprintln!("{}", n.log_tail(60));
-            }
             if let Some(root) = self.root.take() {
                 eprintln!("kept the cluster's directory: {}", root.keep().display());
-            }
-        }
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
             }
         }
     }
@@ -619,42 +323,4 @@ pub fn topics_on(addr: &str) -> std::io::Result<std::collections::BTreeMap<Strin
         .filter(|t| t.error_code == 0)
         .filter_map(|t| Some((t.name.as_ref()?.to_string(), t.partitions.len())))
         .collect())
-}
-
-/// CreateTopics v4 for one topic with replication factor 1, over a raw
-/// connection to exactly `addr` (no client-side routing to the
-/// controller): (error code, error message, how long the answer took).
-pub fn raw_create_topic(
-    addr: &str,
-    name: &str,
-    partitions: i32,
-) -> std::io::Result<(i16, Option<String>, Duration)> {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-
-    let mut conn = RawConn::connect(addr)?;
-    // The broker answers within its proposal timeout; leave it room.
-    conn.stream
-        .set_read_timeout(Some(Duration::from_secs(60)))?;
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)])
-        .with_timeout_ms(30_000);
-    let started = Instant::now();
-    let resp: CreateTopicsResponse = conn.roundtrip(4, 7, &req)?;
-    let took = started.elapsed();
-    let t = resp.topics.first().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "CreateTopics answered no topic",
-        )
-    })?;
-    Ok((
-        t.error_code,
-        t.error_message.as_ref().map(|m| m.to_string()),
-        took,
-    ))
 }

@@ -1,24 +1,34 @@
-//! Shared harness for the integration tests: runs real `runnel serve`
-//! processes on loopback ports and talks raw Kafka wire protocol to them.
+//! Shared harness for the integration tests (and the benchmarks that run
+//! real brokers): runs real `runnel serve` processes on loopback ports and
+//! talks raw Kafka wire protocol to them.
 //!
-//! A `Node` owns one broker process and its data directory. It prints each
-//! step (start, kill -9, restart, stop) as it happens and, when the test
-//! panics, the tail of the broker's stderr, so that a failing test reads like
-//! a script and explains itself. The process is killed when the `Node` drops.
+//! * `node`: one process type, `Node`, for a single node and for each member
+//!   of a `cluster::Cluster`: start, kill -9, SIGTERM, stop, restart, logs.
+//! * `partition`: what the nodes say about a partition (leader, ISR, high
+//!   watermark), and reading it back.
+//! * `topics`: creating topics, committed offsets.
+//! * `producer`: a background rdkafka producer recording every delivery.
+//! * here: the step log, raw connections and frames, `eventually`.
+//!
+//! A test binary uses it as `mod common;`; a benchmark as
+//! `#[path = "../tests/common/mod.rs"] mod common;`.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
-use std::fs::{File, OpenOptions};
+pub mod cluster;
+pub mod node;
+pub mod partition;
+pub mod producer;
+pub mod topics;
+
+pub use node::Node;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
 /// How long a broker may take from spawn to answering Metadata.
@@ -43,353 +53,11 @@ pub fn elapsed() -> String {
 }
 
 /// A free loopback port. The listener is dropped before the broker binds, so
-/// another process could take it in between; `Node::start` retries on that.
+/// another process could take it in between; `Node::start` and
+/// `Cluster::start` retry on that.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
-}
-
-/// One `runnel serve` process, single node (broker and controller).
-pub struct Node {
-    child: Option<Child>,
-    port: u16,
-    /// Holds the log file and (unless the caller gave one) the data dir.
-    root: PathBuf,
-    data_dir: PathBuf,
-    log_path: PathBuf,
-    overrides: Vec<(String, String)>,
-    tmp: Option<tempfile::TempDir>,
-    /// Set once a panic message already carries the log tail.
-    tail_shown: bool,
-}
-
-impl Node {
-    /// Starts a fresh node in a new temporary directory, with extra
-    /// `--override key=value` settings on top of the listener, data dir and id.
-    pub fn start(overrides: &[(&str, &str)]) -> Node {
-        let tmp = tempfile::Builder::new()
-            .prefix("runnel-test.")
-            .tempdir()
-            .expect("create temp dir");
-        let root = tmp.path().to_path_buf();
-        let mut node = Node::new(root.clone(), root.join("data"), overrides);
-        node.tmp = Some(tmp);
-        node.spawn_with_port_retry();
-        node
-    }
-
-    /// Starts a node on an existing data directory (e.g. one left by an
-    /// earlier node). The log goes next to it.
-    pub fn start_in(data_dir: &Path, overrides: &[(&str, &str)]) -> Node {
-        let root = data_dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| data_dir.to_path_buf());
-        let mut node = Node::new(root, data_dir.to_path_buf(), overrides);
-        node.spawn_with_port_retry();
-        node
-    }
-
-    fn new(root: PathBuf, data_dir: PathBuf, overrides: &[(&str, &str)]) -> Node {
-        Node {
-            child: None,
-            port: 0,
-            log_path: root.join("runnel.log"),
-            root,
-            data_dir,
-            overrides: overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            tmp: None,
-            tail_shown: false,
-        }
-    }
-
-    /// "127.0.0.1:port", for `bootstrap.servers`.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// True while the process has not exited.
-    pub fn is_alive(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    /// Asserts that the process is still running (it did not abort or panic).
-    pub fn assert_alive(&mut self, context: &str) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.tail_shown = true;
-                panic!("runnel exited ({status}) {context}\n{}", self.log_tail(60));
-            }
-        } else {
-            panic!("runnel is not running {context}");
-        }
-    }
-
-    /// SIGKILL: no chance to flush or clean up.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            step!("kill -9 runnel (pid {})", c.id());
-            // Child::kill is SIGKILL on unix.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then wait for a clean exit. Panics if it does not exit in
-    /// time or exits with a failure status: a clean shutdown is a feature.
-    pub fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        step!("SIGTERM runnel (pid {})", c.id());
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM {} failed", c.id());
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match c.try_wait() {
-                Ok(Some(st)) => {
-                    step!("runnel exited: {st}");
-                    assert!(
-                        st.success(),
-                        "runnel exited with {st} after SIGTERM\n{}",
-                        self.log_tail(40)
-                    );
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    panic!(
-                        "runnel did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
-                        self.log_tail(40)
-                    );
-                }
-            }
-        }
-    }
-
-    /// SIGTERM without waiting: the test goes on talking to the broker
-    /// while it shuts down. `wait_exit` collects it.
-    pub fn sigterm(&mut self) {
-        let pid = self.pid().expect("runnel is not running");
-        step!("SIGTERM runnel (pid {pid}), not waiting");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM {pid} failed");
-    }
-
-    /// Waits up to `within` for the process to exit and returns its status
-    /// and how long the wait took; kills it and panics if it does not exit.
-    pub fn wait_exit(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
-        let mut c = self.child.take().expect("runnel is not running");
-        let started = Instant::now();
-        loop {
-            match c.try_wait() {
-                Ok(Some(st)) => {
-                    step!("runnel exited: {st} after {:?}", started.elapsed());
-                    return (st, started.elapsed());
-                }
-                Ok(None) if started.elapsed() < within => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    self.tail_shown = true;
-                    panic!(
-                        "runnel did not exit within {within:?}\n{}",
-                        self.log_tail(40)
-                    );
-                }
-            }
-        }
-    }
-
-    /// Everything the broker wrote to stderr (all its runs).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// Starts the process again on the same data dir and port (after
-    /// `kill9` or `stop`; kills a still-running process first).
-    pub fn restart(&mut self) {
-        if self.child.is_some() {
-            self.kill9();
-        }
-        step!(
-            "restarting runnel on the same data dir and port {}",
-            self.port
-        );
-        self.spawn();
-        self.wait_ready();
-    }
-
-    /// The last `lines` lines of the broker's stderr.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = File::open(&self.log_path) {
-            let _ = f.read_to_string(&mut s);
-        }
-        let all: Vec<&str> = s.lines().collect();
-        let from = all.len().saturating_sub(lines);
-        format!(
-            "---- runnel stderr ({}), last {} lines ----\n{}\n---- end of runnel stderr ----",
-            self.log_path.display(),
-            all.len() - from,
-            all[from..].join("\n")
-        )
-    }
-
-    fn spawn_with_port_retry(&mut self) {
-        // The port can be taken between free_port() and the broker's bind by
-        // a concurrently starting test; try a few ports before giving up.
-        for attempt in 1..=3 {
-            self.port = free_port();
-            step!(
-                "starting runnel on {} (data {}, attempt {attempt})",
-                self.bootstrap(),
-                self.data_dir.display()
-            );
-            self.spawn();
-            match self.try_wait_ready() {
-                Ok(()) => return,
-                Err(e) if attempt < 3 && !self.is_alive() => {
-                    step!("start failed ({e}); retrying on another port");
-                    self.child = None;
-                }
-                Err(e) => {
-                    let tail = self.log_tail(60);
-                    self.tail_shown = true;
-                    self.kill9();
-                    panic!("runnel did not become ready: {e}\n{tail}");
-                }
-            }
-        }
-    }
-
-    fn spawn(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open runnel log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runnel"));
-        cmd.arg("serve")
-            .arg("--override")
-            .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
-            .arg("--override")
-            .arg(format!("log.dirs={}", self.data_dir.display()))
-            .arg("--override")
-            .arg("node.id=1");
-        for (k, v) in &self.overrides {
-            cmd.arg("--override").arg(format!("{k}={v}"));
-        }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        let child = cmd.spawn().expect("spawn runnel");
-        step!("runnel pid {}", child.id());
-        self.child = Some(child);
-    }
-
-    fn wait_ready(&mut self) {
-        if let Err(e) = self.try_wait_ready() {
-            let tail = self.log_tail(60);
-            self.tail_shown = true;
-            self.kill9();
-            panic!("runnel did not become ready: {e}\n{tail}");
-        }
-    }
-
-    /// Ready means: the port accepts connections and Metadata lists a broker.
-    fn try_wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let mut last_err = String::from("no attempt yet");
-        while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    return Err(format!("runnel exited during startup: {st}"));
-                }
-            }
-            match metadata_probe(&self.bootstrap()) {
-                Ok(n) if n > 0 => {
-                    step!("runnel ready on {}", self.bootstrap());
-                    return Ok(());
-                }
-                Ok(_) => last_err = "Metadata lists no brokers yet".into(),
-                Err(e) => last_err = e.to_string(),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!(
-            "not ready within {STARTUP_TIMEOUT:?}; last error: {last_err}"
-        ))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if !self.tail_shown {
-                eprintln!("{}", self.log_tail(80));
-            }
-            // A broker that exited while the test still held it was stopped
-            // by something else (a crash, or a signal from outside the test).
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                eprintln!(
-                    "runnel had already exited ({status}) although this test did not stop it"
-                );
-            }
-            // Keep the data for a post-mortem.
-            if let Some(tmp) = self.tmp.take() {
-                let kept = tmp.keep();
-                eprintln!("kept the node's directory: {}", kept.display());
-            }
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Sends a Metadata v1 request for no topics and returns the broker count.
-fn metadata_probe(addr: &str) -> io::Result<usize> {
-    let mut conn = RawConn::connect(addr)?;
-    let req = MetadataRequest::default().with_topics(Some(vec![]));
-    let resp: MetadataResponse = conn.roundtrip(1, 1, &req)?;
-    Ok(resp.brokers.len())
 }
 
 /// A blocking Kafka connection that sends hand-built frames, for tests that
@@ -585,6 +253,86 @@ pub fn decode_response<R: Request>(
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("decode: {e}"))
+}
+
+/// The broker still runs and answers ApiVersions and Metadata (listing one
+/// broker) on a new connection: what a test of hostile input checks after
+/// each case.
+pub fn assert_serving(node: &mut Node, after: &str) {
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+
+    node.assert_alive(after);
+    let mut conn =
+        RawConn::connect(&node.bootstrap()).unwrap_or_else(|e| panic!("connect {after}: {e}"));
+    let av = conn
+        .roundtrip(
+            3,
+            1001,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("runnel-tests"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        )
+        .unwrap_or_else(|e| panic!("ApiVersions {after}: {e}"));
+    assert_eq!(av.error_code, 0, "ApiVersions error {after}");
+    let md = conn
+        .roundtrip(12, 1002, &MetadataRequest::default().with_topics(None))
+        .unwrap_or_else(|e| panic!("Metadata {after}: {e}"));
+    assert_eq!(md.brokers.len(), 1, "Metadata brokers {after}");
+    step!("broker alive and serving {after}");
+}
+
+/// Produce, acks=-1, of `records` (v2 batches) to `topic`/`partition`; the
+/// broker answers within `timeout_ms`.
+pub fn produce_request(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    timeout_ms: i32,
+) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+/// (error code, base offset) of the one partition a Produce answer is about.
+pub fn produce_result(resp: &kafka_protocol::messages::ProduceResponse) -> (i16, i64) {
+    let part = &resp.responses[0].partition_responses[0];
+    (part.error_code, part.base_offset)
+}
+
+/// `produce_request` at `version` over a new connection to `addr`, waiting
+/// for the answer up to 15 s longer than the broker's `timeout_ms`:
+/// (error code, base offset).
+pub fn raw_produce(
+    addr: &str,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    timeout_ms: i32,
+) -> io::Result<(i16, i64)> {
+    let mut conn = RawConn::connect(addr)?;
+    let wait = Duration::from_millis(timeout_ms.max(0) as u64) + Duration::from_secs(15);
+    conn.stream.set_read_timeout(Some(wait))?;
+    let req = produce_request(topic, partition, records, timeout_ms);
+    let resp = conn.roundtrip(version, 5, &req)?;
+    Ok(produce_result(&resp))
+}
+
+/// One cluster test of a test binary at a time, held for the whole test:
+/// each runs clusters with 3 s sessions and ISR lag limits, and two at once
+/// on a small machine make the timings (not the assertions) unreliable.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs `f` until it returns `Some` or the deadline passes.

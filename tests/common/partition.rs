@@ -1,11 +1,6 @@
 //! What the cluster's nodes say about one partition, through raw Kafka
 //! requests: Metadata (leader, leader epoch, replicas, ISR) and ListOffsets
-//! (the high watermark). Shared by the replication and idempotence tests.
-//!
-//! Used as `#[path = "common/partition.rs"] mod partition;` next to
-//! `mod common;` and `mod cluster;`.
-
-#![allow(dead_code)] // Not every test uses every helper.
+//! (the high watermark); and reading a partition back up to it.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -22,8 +17,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::cluster::Cluster;
-use crate::common::RawConn;
+use super::cluster::Cluster;
+use super::RawConn;
 use crate::step;
 
 /// How long the waits here allow for a leader and its answer.
@@ -253,4 +248,28 @@ pub fn read_below_hw(
     }
     step!("consumed {} records of {topic}/{p} (HW {hw})", out.len());
     out
+}
+
+/// A consumer's settings for reading partitions by assignment (not as a
+/// group member): nothing is committed, and a position the log does not
+/// have (any more) is an error, not a silent jump.
+pub fn reader_config(bootstrap: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
+        // librdkafka refuses assign() without a group.id; nothing is committed.
+        .set("group.id", "runnel-tests-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "false");
+    cfg
+}
+
+/// Reads `topic`/`p` from offset 0 up to the high watermark `hw` through
+/// `bootstrap` (any node): (offset, key) in the order received.
+pub fn consume_all(bootstrap: &str, topic: &str, p: i32, hw: i64) -> Vec<(i64, String)> {
+    let within = Duration::from_secs(120);
+    read_below_hw(&reader_config(bootstrap), topic, p, hw, within, |m| {
+        super::producer::key_of(m)
+    })
 }
