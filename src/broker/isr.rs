@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Broker;
-use crate::controller::records::{MetadataCommand, MetadataResponse};
+use crate::controller::records::{MetadataCommand, MetadataError, MetadataResponse};
 use crate::controller::Controller;
 use crate::replication::follower::{self, FetcherConfig, Resolver};
 use crate::replication::leader::enough_replicas;
 use crate::replication::partition::IsrProposal;
+use crate::replication::replicas::Replicas;
 use crate::rpc::Channels;
 
 /// How often each partition's HW is written down (Kafka's
@@ -59,14 +60,15 @@ impl Broker {
                 }
                 prop = proposals.recv() => {
                     let Some(prop) = prop else { return };
-                    tokio::spawn(propose_isr(controller.clone(), prop));
+                    tokio::spawn(propose_isr(controller.clone(), self.replicas.clone(), prop));
                 }
                 _ = tick.tick() => {
                     let leaders = self.leader_partitions().await;
                     let (mut under, mut under_min) = (0u64, 0u64);
                     for p in &leaders {
-                        if let Some(prop) = p.shrink_isr(max_lag) {
-                            tokio::spawn(propose_isr(controller.clone(), prop));
+                        let proposals = [p.shrink_isr(max_lag), p.retry_isr_addition()];
+                        for prop in proposals.into_iter().flatten() {
+                            tokio::spawn(propose_isr(controller.clone(), self.replicas.clone(), prop));
                         }
                         let (replicas, isr) = p.replica_sets();
                         if isr.len() < replicas.len() {
@@ -92,7 +94,12 @@ impl Broker {
     }
 }
 
-async fn propose_isr(controller: Controller, prop: IsrProposal) {
+/// Proposes an ISR change; a refusal is handed back to the partition,
+/// which forgets the change (an addition the controller refused, for a
+/// fenced follower say, must not hold the HW). A failed call leaves it
+/// pending, the safe side: the outcome is unknown, and
+/// `Partition::retry_isr_addition` proposes it again.
+async fn propose_isr(controller: Controller, replicas: Arc<Replicas>, prop: IsrProposal) {
     let cmd = MetadataCommand::AlterPartition {
         topic_id: prop.topic_id,
         partition: prop.partition,
@@ -108,7 +115,16 @@ async fn propose_isr(controller: Controller, prop: IsrProposal) {
             tracing::info!(topic_id = %prop.topic_id, partition = prop.partition, isr = ?prop.isr, "ISR change committed");
         }
         Ok(other) => {
-            tracing::info!(topic_id = %prop.topic_id, partition = prop.partition, isr = ?prop.isr, answer = ?other, "ISR change refused")
+            tracing::info!(topic_id = %prop.topic_id, partition = prop.partition, isr = ?prop.isr, answer = ?other, "ISR change refused");
+            // Only this refusal says the change was not made in the
+            // partition epoch it named (the epoch is checked first). A
+            // stale epoch or leader means the partition moved on, and its
+            // new epoch reaches the leader through the metadata.
+            if let MetadataResponse::Rejected(MetadataError::IneligibleReplica(_)) = other {
+                if let Some(p) = replicas.get(prop.topic_id, prop.partition).await {
+                    p.isr_change_refused(&prop);
+                }
+            }
         }
         Err(e) => {
             tracing::warn!(topic_id = %prop.topic_id, partition = prop.partition, error = %e, "ISR change not committed")

@@ -86,6 +86,10 @@ pub struct IsrState {
     pub epoch_start_offset: i64,
     /// An ISR change sent to the controller and not yet seen committed.
     pub pending: Option<(Vec<i32>, Instant)>,
+    /// When the controller last refused an ISR change: none is proposed
+    /// again for [`PROPOSAL_RETRY`], so that a follower it will not take
+    /// (fenced, say) is not proposed on every fetch.
+    pub refused: Option<Instant>,
     /// A follower outside the ISR that holds the HW for a moment (see the
     /// module comment).
     pub candidate: Option<(i32, Instant)>,
@@ -104,6 +108,7 @@ impl IsrState {
             followers: HashMap::new(),
             epoch_start_offset: 0,
             pending: None,
+            refused: None,
             candidate: None,
         }
     }
@@ -113,6 +118,7 @@ impl IsrState {
     pub fn begin_epoch(&mut self, replicas: &[i32], end_offset: i64, now: Instant) {
         self.epoch_start_offset = end_offset;
         self.pending = None;
+        self.refused = None;
         self.candidate = None;
         self.followers = replicas
             .iter()
@@ -128,6 +134,7 @@ impl IsrState {
         self.replicas = replicas.to_vec();
         self.isr = isr.to_vec();
         self.pending = None;
+        self.refused = None;
         for &r in replicas {
             if r != self.me {
                 self.followers
@@ -198,10 +205,7 @@ impl IsrState {
         f.last_fetch_leader_leo = leader_end;
         let in_sync = durable >= hw && durable >= self.epoch_start_offset;
         let wanted = !self.isr.contains(&follower) && self.replicas.contains(&follower);
-        let may_propose = self
-            .pending
-            .as_ref()
-            .is_none_or(|(_, at)| now.saturating_duration_since(*at) > PROPOSAL_RETRY);
+        let may_propose = self.may_propose(now);
         if in_sync && wanted && may_propose {
             let mut isr = self.isr.clone();
             isr.push(follower);
@@ -233,11 +237,7 @@ impl IsrState {
     /// is in flight. Marks the shrink pending: until it is committed the
     /// HW still waits for the old ISR, which is the safe side.
     pub fn shrink(&mut self, max_lag: Duration, now: Instant) -> Option<(Vec<i32>, Vec<i32>)> {
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|(_, at)| now.saturating_duration_since(*at) <= PROPOSAL_RETRY)
-        {
+        if !self.may_propose(now) {
             return None;
         }
         let lagging: Vec<i32> = self
@@ -262,6 +262,49 @@ impl IsrState {
             .collect();
         self.pending = Some((Vec::new(), now));
         Some((lagging, isr))
+    }
+
+    /// Whether a new ISR change may be proposed: none is in flight (or
+    /// the one in flight went unanswered for [`PROPOSAL_RETRY`]), and none
+    /// was refused in the last [`PROPOSAL_RETRY`].
+    fn may_propose(&self, now: Instant) -> bool {
+        let waited = |at: &Instant| now.saturating_duration_since(*at) > PROPOSAL_RETRY;
+        self.pending.as_ref().is_none_or(|(_, at)| waited(at))
+            && self.refused.is_none_or(|at| waited(&at))
+    }
+
+    /// The controller refused the change to `isr`. If it is the one
+    /// pending, it is forgotten: a refused addition no longer holds the HW
+    /// (it never will be committed, since the proposal named this
+    /// partition epoch), and nothing is proposed for a while. Returns
+    /// whether it was the pending change.
+    ///
+    /// ISR {leader}, pending {leader, 2} with 2 at 4, leader at 9: HW 4;
+    /// refused ⇒ HW 9.
+    pub fn refused(&mut self, isr: &[i32], now: Instant) -> bool {
+        let pending = self.pending.as_ref().map(|(p, _)| p.as_slice());
+        let shrink = pending == Some(&[][..]) && isr.len() < self.isr.len();
+        if pending != Some(isr) && !shrink {
+            return false;
+        }
+        self.pending = None;
+        self.refused = Some(now);
+        true
+    }
+
+    /// An addition the controller has not answered for [`PROPOSAL_RETRY`]
+    /// (the call failed, or was lost with a controller), to propose again
+    /// with the same partition epoch: if the first was committed after
+    /// all, the controller refuses this one as stale and the new partition
+    /// epoch answers it. Its follower need not fetch again for that, so an
+    /// addition whose follower died is settled too.
+    pub fn unanswered_addition(&mut self, now: Instant) -> Option<Vec<i32>> {
+        let (isr, at) = self.pending.as_mut()?;
+        if isr.is_empty() || now.saturating_duration_since(*at) <= PROPOSAL_RETRY {
+            return None;
+        }
+        *at = now;
+        Some(isr.clone())
     }
 
     /// How many offsets each follower is behind a leader log end of `end`.
@@ -373,6 +416,65 @@ mod tests {
         assert_eq!(s.high_watermark(9, t0), Some(4));
         s.record_fetch(fetch(2, 9, 9), 9, 4, t0).unwrap();
         assert_eq!(s.high_watermark(9, t0), Some(9));
+    }
+
+    #[test]
+    fn a_refused_addition_stops_holding_the_hw() {
+        let t0 = Instant::now();
+        let mut s = leader(&[1], t0);
+        // Follower 2 reaches the HW (4) and is proposed; then it stops
+        // fetching (killed, and fenced before the change was committed).
+        assert_eq!(
+            s.record_fetch(fetch(2, 4, 4), 9, 4, t0).unwrap(),
+            Some(vec![1, 2])
+        );
+        assert_eq!(s.high_watermark(9, t0), Some(4));
+        // A refusal of some other ISR changes nothing.
+        assert!(!s.refused(&[1, 3], t0));
+        assert_eq!(s.high_watermark(9, t0), Some(4));
+        // The controller refuses it: the leader's own durable offset rules.
+        assert!(s.refused(&[1, 2], t0 + ms(10)));
+        assert_eq!(s.pending, None);
+        assert_eq!(s.high_watermark(9, t0 + ms(10)), Some(9));
+        // Not proposed again at its next fetch, only after PROPOSAL_RETRY.
+        let soon = t0 + ms(20);
+        assert_eq!(s.record_fetch(fetch(2, 9, 9), 9, 9, soon).unwrap(), None);
+        let later = t0 + ms(10) + PROPOSAL_RETRY + ms(1);
+        assert_eq!(
+            s.record_fetch(fetch(2, 9, 9), 9, 9, later).unwrap(),
+            Some(vec![1, 2])
+        );
+    }
+
+    #[test]
+    fn a_refused_shrink_is_forgotten_and_tried_again_later() {
+        let t0 = Instant::now();
+        let mut s = leader(&[1, 2, 3], t0);
+        s.record_fetch(fetch(2, 9, 9), 9, 0, t0).unwrap();
+        s.record_fetch(fetch(3, 5, 5), 9, 0, t0).unwrap();
+        let late = t0 + ms(30_001);
+        let (lagging, isr) = s.shrink(ms(30_000), late).expect("3 lags");
+        assert_eq!((lagging, isr.clone()), (vec![3], vec![1, 2]));
+        assert!(s.refused(&isr, late));
+        assert_eq!(s.pending, None);
+        assert_eq!(s.shrink(ms(30_000), late + ms(1)), None);
+        assert!(s
+            .shrink(ms(30_000), late + PROPOSAL_RETRY + ms(1))
+            .is_some());
+    }
+
+    #[test]
+    fn an_unanswered_addition_is_proposed_again() {
+        let t0 = Instant::now();
+        let mut s = leader(&[1], t0);
+        s.record_fetch(fetch(2, 0, 0), 0, 0, t0).unwrap();
+        assert_eq!(s.unanswered_addition(t0 + PROPOSAL_RETRY), None);
+        let t1 = t0 + PROPOSAL_RETRY + ms(1);
+        assert_eq!(s.unanswered_addition(t1), Some(vec![1, 2]));
+        // Once per PROPOSAL_RETRY, and never a shrink (it has its own retry).
+        assert_eq!(s.unanswered_addition(t1 + ms(1)), None);
+        s.pending = Some((Vec::new(), t0));
+        assert_eq!(s.unanswered_addition(t1 + PROPOSAL_RETRY), None);
     }
 
     #[test]

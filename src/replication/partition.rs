@@ -662,6 +662,39 @@ impl Partition {
         Some(self.proposal(&st, isr))
     }
 
+    /// As leader: the controller refused `prop`. If it is still this
+    /// partition's pending change (same leader and partition epoch), it
+    /// is forgotten, and the HW no longer waits for a refused addition.
+    pub fn isr_change_refused(&self, prop: &IsrProposal) {
+        let mut st = self.state();
+        if st.role != Role::Leader
+            || st.partition_epoch != prop.partition_epoch
+            || self.leader_epoch() != prop.leader_epoch
+        {
+            return;
+        }
+        if !st.sets.refused(&prop.isr, Instant::now()) {
+            return;
+        }
+        let hw = self.leader_hw(&st);
+        drop(st);
+        if let Some(hw) = hw {
+            self.advance_hw(hw);
+        }
+    }
+
+    /// As leader: an ISR addition the controller has not answered in a
+    /// while, to propose again.
+    pub fn retry_isr_addition(&self) -> Option<IsrProposal> {
+        let mut st = self.state();
+        if st.role != Role::Leader {
+            return None;
+        }
+        let isr = st.sets.unanswered_addition(Instant::now())?;
+        tracing::info!(partition = ?self, ?isr, "ISR addition unanswered; proposing it again");
+        Some(self.proposal(&st, isr))
+    }
+
     /// As follower: appends the leader's batches (offsets and epochs as
     /// they are) if this replica still follows `leader` in `epoch`.
     /// Returns whether it did.
