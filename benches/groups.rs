@@ -13,18 +13,17 @@
 //! heartbeat, so that interval bounds the figure, as in Kafka's classic
 //! protocol).
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+mod support;
 
 const TOPIC: &str = "rebalance";
 const GROUP: &str = "bench-group";
@@ -116,11 +115,7 @@ fn median(mut v: Vec<u128>) -> u128 {
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let bootstrap = format!("127.0.0.1:{port}");
+    let bootstrap = format!("127.0.0.1:{}", support::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
         .args(["serve", "--override"])
         .arg(format!("listeners=PLAINTEXT://{bootstrap}"))
@@ -129,27 +124,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn runnel");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let res = rt.block_on(admin.create_topics(
-            &[NewTopic::new(
-                TOPIC,
-                PARTITIONS as i32,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        ));
-        match res {
-            Ok(r) if r.iter().all(|r| r.is_ok()) => break,
-            other if Instant::now() > deadline => panic!("create topic: {other:?}"),
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+    support::create_topic(&bootstrap, TOPIC, PARTITIONS as i32, 1, &[]);
 
     let log = Assignments::default();
     let mut members: Vec<(usize, Member)> = (0..3)
