@@ -487,6 +487,38 @@ pub fn run_producer(args: ProducerPerfArgs) -> i32 {
     if warmup > 0 {
         println!("Warmup first {warmup} records. Steady state results will print after the complete test summary.");
     }
+    if let Err(e) = send_all(&producer, &ctx, &args, &payloads) {
+        eprintln!("ERROR {e}");
+        return 1;
+    }
+    if let Err(e) = producer.flush(Duration::from_secs(300)) {
+        eprintln!("ERROR flush: {e}");
+    }
+    let now = Instant::now();
+    let mut rec = ctx.rec.lock().unwrap_or_else(|p| p.into_inner());
+    println!("{}", rec.all.total_line(now));
+    if let Some(steady) = rec.steady.as_mut() {
+        println!("{}", steady.total_line(now));
+    }
+    let failed = rec.failed;
+    drop(rec);
+    if args.print_metrics {
+        std::thread::sleep(Duration::from_millis(1100));
+        print_metrics(&ctx.statistics, "producer");
+    }
+    i32::from(failed > 0)
+}
+
+/// Sends `--num-records` records, throttled to `--throughput`, and starts
+/// the steady-state stats once the warm-up is sent.
+fn send_all(
+    producer: &ThreadedProducer<PerfContext>,
+    ctx: &PerfContext,
+    args: &ProducerPerfArgs,
+    payloads: &Payloads,
+) -> Result<(), KafkaError> {
+    let num = args.num_records as u64;
+    let warmup = args.warmup_records.max(0) as u64;
     let start = Instant::now();
     let mut scratch = Vec::new();
     for i in 0..num {
@@ -518,29 +550,11 @@ pub fn run_producer(args: ProducerPerfArgs) -> i32 {
                     sent = r.delivery_opaque;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) => {
-                    eprintln!("ERROR {e}");
-                    return 1;
-                }
+                Err((e, _)) => return Err(e),
             }
         }
     }
-    if let Err(e) = producer.flush(Duration::from_secs(300)) {
-        eprintln!("ERROR flush: {e}");
-    }
-    let now = Instant::now();
-    let mut rec = ctx.rec.lock().unwrap_or_else(|p| p.into_inner());
-    println!("{}", rec.all.total_line(now));
-    if let Some(steady) = rec.steady.as_mut() {
-        println!("{}", steady.total_line(now));
-    }
-    let failed = rec.failed;
-    drop(rec);
-    if args.print_metrics {
-        std::thread::sleep(Duration::from_millis(1100));
-        print_metrics(&ctx.statistics, "producer");
-    }
-    i32::from(failed > 0)
+    Ok(())
 }
 
 /// Prints librdkafka's statistics in the `Metric Name  Value` layout of
@@ -704,23 +718,10 @@ fn epoch_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Runs `consumer-perf-test`; the exit status.
-pub fn run_consumer(args: ConsumerPerfArgs) -> i32 {
-    if args.messages <= 0 {
-        eprintln!("--messages should be greater than zero");
-        return 1;
-    }
-    if args.reporting_interval == 0 {
-        eprintln!("Reporting interval must be greater than 0.");
-        return 1;
-    }
-    let mut props = match properties(args.consumer_config.as_deref(), &[]) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
+/// The consumer's config: `--consumer.config`, then the flags, as Kafka's
+/// `ConsumerPerfOptions.props` sets them.
+fn consumer_config(args: &ConsumerPerfArgs) -> Result<ClientConfig, String> {
+    let mut props = properties(args.consumer_config.as_deref(), &[])?;
     let group = args
         .group
         .clone()
@@ -746,6 +747,26 @@ pub fn run_consumer(args: ConsumerPerfArgs) -> i32 {
     if args.print_metrics {
         config.set("statistics.interval.ms", "1000");
     }
+    Ok(config)
+}
+
+/// Runs `consumer-perf-test`; the exit status.
+pub fn run_consumer(args: ConsumerPerfArgs) -> i32 {
+    if args.messages <= 0 {
+        eprintln!("--messages should be greater than zero");
+        return 1;
+    }
+    if args.reporting_interval == 0 {
+        eprintln!("Reporting interval must be greater than 0.");
+        return 1;
+    }
+    let config = match consumer_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
     let joins = JoinClock::default();
     let statistics = Arc::new(Mutex::new(None));
     let ctx = ConsumerCtx {
