@@ -450,9 +450,10 @@ mod tests {
     fn a_refused_shrink_is_forgotten_and_tried_again_later() {
         let t0 = Instant::now();
         let mut s = leader(&[1, 2, 3], t0);
-        s.record_fetch(fetch(2, 9, 9), 9, 0, t0).unwrap();
         s.record_fetch(fetch(3, 5, 5), 9, 0, t0).unwrap();
         let late = t0 + ms(30_001);
+        // 2 keeps up; 3 has not caught up for 30 s.
+        s.record_fetch(fetch(2, 9, 9), 9, 0, late).unwrap();
         let (lagging, isr) = s.shrink(ms(30_000), late).expect("3 lags");
         assert_eq!((lagging, isr.clone()), (vec![3], vec![1, 2]));
         assert!(s.refused(&isr, late));
