@@ -44,6 +44,23 @@ fn summary() -> Regex {
     .unwrap()
 }
 
+/// Runs producer-perf-test for `num` records to `topic` with `rest` of the
+/// flags; it must succeed.
+fn perf_produce(topic: &str, num: usize, rest: &[&str]) -> Output {
+    let num = num.to_string();
+    let mut args = vec![
+        "producer-perf-test",
+        "--topic",
+        topic,
+        "--num-records",
+        &num,
+    ];
+    args.extend_from_slice(rest);
+    let out = run(&args);
+    assert!(out.status.success(), "producer-perf-test failed");
+    out
+}
+
 /// Runs consumer-perf-test for `n` messages and returns its data line's
 /// fields.
 fn consume(bootstrap: &str, topic: &str, n: usize, extra: &[&str]) -> (Output, Vec<String>) {
@@ -72,22 +89,20 @@ fn consume(bootstrap: &str, topic: &str, n: usize, extra: &[&str]) -> (Output, V
 fn producer_perf_test_sends_what_it_says_and_prints_kafkas_summary() {
     let node = Node::start(&[]);
     let bs = format!("bootstrap.servers={}", node.bootstrap());
-    let out = run(&[
-        "producer-perf-test",
-        "--topic",
+    let out = perf_produce(
         "perf",
-        "--num-records",
-        "300",
-        "--record-size",
-        "100",
-        "--throughput",
-        "1000",
-        "--producer-props",
-        &bs,
-        "acks=all",
-        "linger.ms=0",
-    ]);
-    assert!(out.status.success(), "producer-perf-test failed");
+        300,
+        &[
+            "--record-size",
+            "100",
+            "--throughput",
+            "1000",
+            "--producer-props",
+            &bs,
+            "acks=all",
+            "linger.ms=0",
+        ],
+    );
     let text = stdout(&out);
     let last = text.lines().last().expect("a summary line");
     let c = summary()
@@ -130,22 +145,20 @@ fn producer_perf_test_flags() {
     // steady-state summary covering the records after the warm-up.
     let config = dir.path().join("producer.properties");
     std::fs::write(&config, format!("{bs}\nacks=1\n")).unwrap();
-    let out = run(&[
-        "producer-perf-test",
-        "--topic",
+    let out = perf_produce(
         "warm",
-        "--num-records",
-        "200",
-        "--record-size",
-        "10",
-        "--throughput",
-        "-1",
-        "--producer.config",
-        config.to_str().unwrap(),
-        "--warmup-records",
-        "50",
-    ]);
-    assert!(out.status.success());
+        200,
+        &[
+            "--record-size",
+            "10",
+            "--throughput",
+            "-1",
+            "--producer.config",
+            config.to_str().unwrap(),
+            "--warmup-records",
+            "50",
+        ],
+    );
     let text = stdout(&out);
     assert!(
         text.starts_with("Warmup first 50 records. Steady state results will print after the complete test summary.\n"),
@@ -160,20 +173,18 @@ fn producer_perf_test_flags() {
     // --payload-file: payloads picked from the file's lines.
     let payloads = dir.path().join("payloads.txt");
     std::fs::write(&payloads, "alpha\nbeta\ngamma\n").unwrap();
-    let out = run(&[
-        "producer-perf-test",
-        "--topic",
+    let out = perf_produce(
         "file",
-        "--num-records",
-        "3000",
-        "--payload-file",
-        payloads.to_str().unwrap(),
-        "--throughput",
-        "-1",
-        "--producer-props",
-        &bs,
-    ]);
-    assert!(out.status.success());
+        3000,
+        &[
+            "--payload-file",
+            payloads.to_str().unwrap(),
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &bs,
+        ],
+    );
     assert!(stdout(&out).starts_with("Number of messages read: 3\n"));
     let (_, fields) = consume(&node.bootstrap(), "file", 3000, &["--hide-header"]);
     assert_eq!(fields[4], "3000");
@@ -188,21 +199,19 @@ fn producer_perf_test_flags() {
     );
 
     // --print-metrics: the metrics table follows the summary.
-    let out = run(&[
-        "producer-perf-test",
-        "--topic",
+    let out = perf_produce(
         "metrics",
-        "--num-records",
-        "20",
-        "--record-size",
-        "10",
-        "--throughput",
-        "-1",
-        "--producer-props",
-        &bs,
-        "--print-metrics",
-    ]);
-    assert!(out.status.success());
+        20,
+        &[
+            "--record-size",
+            "10",
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &bs,
+            "--print-metrics",
+        ],
+    );
     let text = stdout(&out);
     assert!(text.contains("Metric Name"), "{text}");
     let sent = Regex::new(
@@ -302,20 +311,18 @@ fn producer_perf_test_flags() {
 fn consumer_perf_test_prints_kafkas_header_and_fields() {
     let node = Node::start(&[]);
     let bs = format!("bootstrap.servers={}", node.bootstrap());
-    let out = run(&[
-        "producer-perf-test",
-        "--topic",
+    perf_produce(
         "backlog",
-        "--num-records",
-        "500",
-        "--record-size",
-        "1000",
-        "--throughput",
-        "-1",
-        "--producer-props",
-        &bs,
-    ]);
-    assert!(out.status.success());
+        500,
+        &[
+            "--record-size",
+            "1000",
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &bs,
+        ],
+    );
 
     let (out, fields) = consume(&node.bootstrap(), "backlog", 500, &["--group", "g1"]);
     let text = stdout(&out);
