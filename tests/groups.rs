@@ -620,3 +620,51 @@ fn offset_commit_refuses_unknown_members_and_fenced_static_ones() {
         "the old incarnation's commit"
     );
 }
+
+/// Commits are group-committed, many to a Raft entry, and answered while
+/// the connection's next requests go on: a member's commits must still
+/// land in the order it sent them (the last one wins, never an earlier
+/// one), and its own OffsetFetch right behind them must see the last.
+#[test]
+fn pipelined_commits_apply_in_order_and_are_read_back_at_once() {
+    let node = Node::start(&[]);
+    create_topic(&node.bootstrap(), TOPIC, 2, 1, &[], TIMEOUT).expect("create topic");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", node.bootstrap())
+        .set("group.id", "pipelined")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut both = TopicPartitionList::new();
+    both.add_partition(TOPIC, 0);
+    both.add_partition(TOPIC, 1);
+    c.assign(&both).expect("assign");
+    // Several rounds, so that some commits queue behind a batch in flight.
+    for round in 0..5i64 {
+        for i in 1..=200i64 {
+            let offset = round * 1000 + i;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(TOPIC, (i % 2) as i32, Offset::Offset(offset))
+                .expect("tpl");
+            c.commit(&tpl, CommitMode::Async).expect("async commit");
+        }
+        // OffsetFetch from the same client, sent behind the commits.
+        let got = c.committed(TIMEOUT).expect("committed");
+        let at = |p: i32| got.find_partition(TOPIC, p).map(|e| e.offset());
+        assert_eq!(
+            at(0),
+            Some(Offset::Offset(round * 1000 + 200)),
+            "round {round}"
+        );
+        assert_eq!(
+            at(1),
+            Some(Offset::Offset(round * 1000 + 199)),
+            "round {round}"
+        );
+    }
+    // And what a fresh client reads, after all of it.
+    assert_eq!(
+        committed(&node, "pipelined"),
+        BTreeMap::from([(0, 4200), (1, 4199)])
+    );
+}

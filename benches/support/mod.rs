@@ -24,6 +24,28 @@ pub fn free_port() -> u16 {
 pub struct Cluster {
     pub children: Vec<Child>,
     pub bootstrap: String,
+    /// Each node's `serve` arguments, to start it again.
+    args: Vec<Vec<String>>,
+}
+
+impl Cluster {
+    /// Kills every node with SIGKILL and starts them all again.
+    pub fn kill_and_restart(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children = self.args.iter().map(|a| serve(a)).collect();
+    }
+}
+
+fn serve(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .arg("serve")
+        .args(args)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn runnel")
 }
 
 impl Drop for Cluster {
@@ -72,16 +94,8 @@ pub fn start_cluster(root: &Path, n: usize, overrides: &[&str]) -> Cluster {
             .expect("runnel format");
         assert!(st.success(), "format failed");
     }
-    let children = (0..n)
-        .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_runnel"))
-                .arg("serve")
-                .args(args(i))
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn runnel")
-        })
-        .collect();
+    let args: Vec<Vec<String>> = (0..n).map(args).collect();
+    let children = args.iter().map(|a| serve(a)).collect();
     let bootstrap = ports
         .iter()
         .map(|(k, _)| format!("127.0.0.1:{k}"))
@@ -90,6 +104,7 @@ pub fn start_cluster(root: &Path, n: usize, overrides: &[&str]) -> Cluster {
     Cluster {
         children,
         bootstrap,
+        args,
     }
 }
 

@@ -173,6 +173,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             broker: broker.clone(),
             controller: quorum.controller.clone(),
             groups: runnel::group::Coordinator::start(config.group_initial_rebalance_delay_ms),
+            batcher: runnel::controller::batcher::Batcher::start(quorum.controller.clone()),
         }),
     )
     .await?;

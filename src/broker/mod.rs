@@ -42,6 +42,7 @@ pub enum ProposeError {
 }
 
 type StoredConfigs = std::collections::BTreeMap<String, String>;
+type Topics = Arc<std::collections::BTreeMap<String, Arc<TopicImage>>>;
 
 pub struct Broker {
     config: Arc<Config>,
@@ -54,6 +55,10 @@ pub struct Broker {
     topic_configs: std::sync::RwLock<HashMap<Uuid, (StoredConfigs, Arc<TopicConfig>)>>,
     /// This broker's unused producer ids, `next..end`, from the controller.
     producer_ids: std::sync::Mutex<(i64, i64)>,
+    /// The topics of the last image applied in full without an error: an
+    /// image with the same topics (one that changed only groups, say) has
+    /// nothing for the partitions to do.
+    applied_topics: std::sync::Mutex<Option<Topics>>,
 }
 
 impl Broker {
@@ -64,6 +69,7 @@ impl Broker {
             replicas: Arc::default(),
             applied: watch::channel(0).0,
             producer_ids: std::sync::Mutex::new((0, 0)),
+            applied_topics: std::sync::Mutex::new(None),
         })
     }
 
@@ -138,7 +144,18 @@ impl Broker {
         controller: &Controller,
         cmd: MetadataCommand,
     ) -> Result<MetadataResponse, ProposeError> {
-        let resp = controller.propose(cmd).await?;
+        self.settle(controller, controller.propose(cmd).await).await
+    }
+
+    /// What `propose` does once the controller answered: waits (bounded)
+    /// until this broker has applied the image the answer came with, and
+    /// turns a refusal into an error.
+    pub async fn settle(
+        &self,
+        controller: &Controller,
+        answer: crate::controller::Result<MetadataResponse>,
+    ) -> Result<MetadataResponse, ProposeError> {
+        let resp = answer?;
         let index = controller.image().last_applied;
         self.wait_applied(index, std::time::Duration::from_secs(10))
             .await;
@@ -164,6 +181,29 @@ impl Broker {
     /// node holds, gives each its role, deletes those of topics that are
     /// gone.
     pub async fn apply_image(&self, image: &MetadataImage) {
+        let unchanged = self
+            .applied_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, &image.topics));
+        if !unchanged && self.apply_topics(image).await {
+            *self
+                .applied_topics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(image.topics.clone());
+        }
+        self.applied.send_if_modified(|a| {
+            let moved = image.last_applied > *a;
+            *a = (*a).max(image.last_applied);
+            moved
+        });
+    }
+
+    /// The partition work of `apply_image`; false if a partition could
+    /// not be opened or take its role (the next image tries again).
+    async fn apply_topics(&self, image: &MetadataImage) -> bool {
+        let mut clean = true;
         let me = self.config.node_id;
         self.parse_topic_configs(image);
         let offline = image
@@ -208,20 +248,18 @@ impl Broker {
                     }
                     Err(e) => {
                         tracing::error!(topic = %topic.name, partition = key.1, error = %e, "cannot open partition");
+                        clean = false;
                         continue;
                     }
                 },
             };
             if let Err(e) = p.apply(&a).await {
                 tracing::error!(partition = ?p, error = %e, "cannot take the partition's new role");
+                clean = false;
             }
         }
         self.replicas.publish_followed().await;
-        self.applied.send_if_modified(|a| {
-            let moved = image.last_applied > *a;
-            *a = (*a).max(image.last_applied);
-            moved
-        });
+        clean
     }
 
     /// Stops replicating as a follower, for good (a controlled shutdown):

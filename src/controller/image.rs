@@ -7,6 +7,7 @@
 //! happens here, so that two racing proposals cannot both succeed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -51,20 +52,25 @@ pub struct TopicImage {
     pub partitions: Vec<PartitionImage>,
 }
 
+/// Each map sits behind an `Arc`, and so does each topic and group in it,
+/// so that applying a command copies only what the command changes: the
+/// state machine publishes a new image after every batch of entries while
+/// brokers still hold the one before, and an offset commit must not cost a
+/// copy of every partition.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
     pub cluster_id: String,
     /// Raft log index of the last command applied to this image.
     pub last_applied: u64,
-    pub brokers: BTreeMap<i32, BrokerRegistration>,
-    pub topics: BTreeMap<String, TopicImage>,
-    pub topic_ids: HashMap<Uuid, String>,
+    pub brokers: Arc<BTreeMap<i32, BrokerRegistration>>,
+    pub topics: Arc<BTreeMap<String, Arc<TopicImage>>>,
+    pub topic_ids: Arc<HashMap<Uuid, String>>,
     /// The first producer id not yet handed out.
     #[serde(default)]
     pub next_producer_id: i64,
     /// Committed consumer-group offsets by group id.
     #[serde(default)]
-    pub groups: BTreeMap<String, GroupOffsets>,
+    pub groups: Arc<BTreeMap<String, Arc<GroupOffsets>>>,
 }
 
 /// A group's committed offsets: topic, then partition.
@@ -167,10 +173,66 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
 }
 
 impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(name).map(|t| &**t)
+    }
+
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
         self.topic_ids
             .get(id)
             .and_then(|name| self.topics.get(name))
+            .map(|t| &**t)
+    }
+
+    /// The topic `id`, to change (copied first if another image shares it).
+    fn topic_by_id_mut(&mut self, id: &Uuid) -> Option<&mut TopicImage> {
+        let name = self.topic_ids.get(id)?;
+        Arc::make_mut(&mut self.topics)
+            .get_mut(name)
+            .map(Arc::make_mut)
+    }
+
+    /// Applies `change` to each topic that `needs` picks, copying only
+    /// those topics (and the map, only if any is picked).
+    fn update_topics(
+        &mut self,
+        needs: impl Fn(&TopicImage) -> bool,
+        mut change: impl FnMut(&mut TopicImage),
+    ) {
+        let picked: Vec<String> = self
+            .topics
+            .values()
+            .filter(|t| needs(t))
+            .map(|t| t.name.clone())
+            .collect();
+        if picked.is_empty() {
+            return;
+        }
+        let topics = Arc::make_mut(&mut self.topics);
+        for name in picked {
+            if let Some(t) = topics.get_mut(&name) {
+                change(Arc::make_mut(t));
+            }
+        }
+    }
+
+    /// The group's offsets, to change; created empty if absent.
+    fn group_entry(&mut self, group: &str) -> &mut GroupOffsets {
+        Arc::make_mut(
+            Arc::make_mut(&mut self.groups)
+                .entry(group.to_string())
+                .or_default(),
+        )
+    }
+
+    /// The group's offsets, to change, if it has any.
+    fn group_mut(&mut self, group: &str) -> Option<&mut GroupOffsets> {
+        if !self.groups.contains_key(group) {
+            return None;
+        }
+        Arc::make_mut(&mut self.groups)
+            .get_mut(group)
+            .map(Arc::make_mut)
     }
 
     /// Applies one committed command at Raft log index `index`.
@@ -259,6 +321,16 @@ impl MetadataImage {
                 *now_ms,
                 *retention_ms,
             ),
+            MetadataCommand::Batch(cmds) => MetadataResponse::Batch(
+                cmds.iter()
+                    .map(|c| match c {
+                        MetadataCommand::CommitOffsets { .. } => self.apply(index, c),
+                        _ => MetadataResponse::Rejected(MetadataError::NotBatchable(
+                            "only offset commits can be applied in a batch".into(),
+                        )),
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -286,7 +358,7 @@ impl MetadataImage {
         if self.brokers.get(&id).is_some_and(|b| !b.fenced) {
             self.move_away_from(id);
         }
-        self.brokers.insert(
+        Arc::make_mut(&mut self.brokers).insert(
             id,
             BrokerRegistration {
                 id,
@@ -323,16 +395,16 @@ impl MetadataImage {
             ));
         }
         let partitions = assignments.iter().map(|r| new_partition(r)).collect();
-        self.topics.insert(
+        Arc::make_mut(&mut self.topics).insert(
             name.to_string(),
-            TopicImage {
+            Arc::new(TopicImage {
                 name: name.to_string(),
                 id: topic_id,
                 configs: configs.clone(),
                 partitions,
-            },
+            }),
         );
-        self.topic_ids.insert(topic_id, name.to_string());
+        Arc::make_mut(&mut self.topic_ids).insert(topic_id, name.to_string());
         MetadataResponse::TopicCreated { topic_id }
     }
 
@@ -343,7 +415,7 @@ impl MetadataImage {
         id: i32,
         epoch: i64,
     ) -> Result<&mut BrokerRegistration, MetadataError> {
-        match self.brokers.get_mut(&id) {
+        match Arc::make_mut(&mut self.brokers).get_mut(&id) {
             Some(b) if b.epoch == epoch => Ok(b),
             _ => Err(MetadataError::StaleBrokerEpoch(format!(
                 "broker {id} is not registered with epoch {epoch}"
@@ -378,22 +450,32 @@ impl MetadataImage {
     /// alive, in the ISR and not leading, get it as leader.
     fn elect_preferred_leaders(&mut self, partitions: &[(Uuid, i32)]) -> MetadataResponse {
         let alive = self.alive();
-        for t in self.topics.values_mut() {
-            for (i, p) in t.partitions.iter_mut().enumerate() {
-                if !partitions.is_empty() && !partitions.contains(&(t.id, i as i32)) {
-                    continue;
+        let wanted = |t: &TopicImage, i: usize, p: &PartitionImage| {
+            (partitions.is_empty() || partitions.contains(&(t.id, i as i32)))
+                && p.replicas.first().is_some_and(|&preferred| {
+                    p.leader != preferred
+                        && p.isr.contains(&preferred)
+                        && alive.contains(&preferred)
+                })
+        };
+        self.update_topics(
+            |t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .any(|(i, p)| wanted(t, i, p))
+            },
+            |t| {
+                for i in 0..t.partitions.len() {
+                    if wanted(t, i, &t.partitions[i]) {
+                        let p = &mut t.partitions[i];
+                        p.leader = p.replicas[0];
+                        p.leader_epoch += 1;
+                        p.partition_epoch += 1;
+                    }
                 }
-                let Some(&preferred) = p.replicas.first() else {
-                    continue;
-                };
-                if p.leader != preferred && p.isr.contains(&preferred) && alive.contains(&preferred)
-                {
-                    p.leader = preferred;
-                    p.leader_epoch += 1;
-                    p.partition_epoch += 1;
-                }
-            }
-        }
+            },
+        );
         MetadataResponse::Ok
     }
 
@@ -405,9 +487,9 @@ impl MetadataImage {
     }
 
     fn delete_topic(&mut self, topic_id: &Uuid) -> MetadataResponse {
-        match self.topic_ids.remove(topic_id) {
+        match Arc::make_mut(&mut self.topic_ids).remove(topic_id) {
             Some(name) => {
-                self.topics.remove(&name);
+                Arc::make_mut(&mut self.topics).remove(&name);
                 MetadataResponse::Ok
             }
             None => MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string())),
@@ -420,16 +502,15 @@ impl MetadataImage {
         expected_count: usize,
         new_assignments: &[Vec<i32>],
     ) -> MetadataResponse {
-        let Some(topic) = self
-            .topic_ids
-            .get(topic_id)
-            .and_then(|n| self.topics.get_mut(n))
-        else {
+        let Some(count) = self.topic_by_id(topic_id).map(|t| t.partitions.len()) else {
             return MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string()));
         };
         // The proposer computed placement from the count it saw; a
         // concurrent change makes that placement stale.
-        if topic.partitions.len() != expected_count {
+        let Some(topic) = self.topic_by_id_mut(topic_id) else {
+            return MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string()));
+        };
+        if count != expected_count {
             return MetadataResponse::Rejected(MetadataError::InvalidPartitions(format!(
                 "topic {} now has {} partitions, not {}",
                 topic.name,
@@ -459,7 +540,7 @@ impl MetadataImage {
                 return MetadataResponse::Rejected(e);
             }
         }
-        let g = self.groups.entry(group.to_string()).or_default();
+        let g = self.group_entry(group);
         g.generation = generation;
         for OffsetCommit {
             topic,
@@ -484,14 +565,14 @@ impl MetadataImage {
     }
 
     fn delete_group(&mut self, group: &str) -> MetadataResponse {
-        match self.groups.remove(group) {
+        match Arc::make_mut(&mut self.groups).remove(group) {
             Some(_) => MetadataResponse::Ok,
             None => MetadataResponse::Rejected(MetadataError::UnknownGroup(group.to_string())),
         }
     }
 
     fn delete_offsets(&mut self, group: &str, partitions: &[(String, i32)]) -> MetadataResponse {
-        let Some(g) = self.groups.get_mut(group) else {
+        let Some(g) = self.group_mut(group) else {
             return MetadataResponse::Rejected(MetadataError::UnknownGroup(group.to_string()));
         };
         for (topic, partition) in partitions {
@@ -515,7 +596,7 @@ impl MetadataImage {
         if let Err(e) = self.check_coordinator(group, coordinator, coordinator_epoch) {
             return MetadataResponse::Rejected(e);
         }
-        let g = self.groups.entry(group.to_string()).or_default();
+        let g = self.group_entry(group);
         if let Some(old) = &g.stored {
             if old.generation > record.generation {
                 return MetadataResponse::Rejected(MetadataError::NotCoordinator(format!(
@@ -545,7 +626,7 @@ impl MetadataImage {
                 // coordinator checks it.
                 continue;
             }
-            let Some(g) = self.groups.get_mut(group) else {
+            let Some(g) = self.group_mut(group) else {
                 continue;
             };
             for (topic, partition) in g.expired_offsets(now_ms, retention_ms) {
@@ -557,7 +638,7 @@ impl MetadataImage {
                 }
             }
             if g.is_gone() {
-                self.groups.remove(group);
+                Arc::make_mut(&mut self.groups).remove(group);
             }
         }
         MetadataResponse::Ok
@@ -610,23 +691,28 @@ impl MetadataImage {
     /// member, or to nobody.
     fn move_away_from(&mut self, broker: i32) {
         let alive: Vec<i32> = self.alive().into_iter().filter(|b| *b != broker).collect();
-        for t in self.topics.values_mut() {
-            let unclean = unclean_allowed(t);
-            for p in &mut t.partitions {
-                let mut changed = false;
-                if p.isr.len() > 1 && p.isr.contains(&broker) {
-                    p.isr.retain(|r| *r != broker);
-                    changed = true;
+        let involved =
+            |p: &PartitionImage| p.leader == broker || (p.isr.len() > 1 && p.isr.contains(&broker));
+        self.update_topics(
+            |t| t.partitions.iter().any(involved),
+            |t| {
+                let unclean = unclean_allowed(t);
+                for p in &mut t.partitions {
+                    let mut changed = false;
+                    if p.isr.len() > 1 && p.isr.contains(&broker) {
+                        p.isr.retain(|r| *r != broker);
+                        changed = true;
+                    }
+                    if p.leader == broker {
+                        elect(p, &alive, unclean);
+                        changed = true;
+                    }
+                    if changed {
+                        p.partition_epoch += 1;
+                    }
                 }
-                if p.leader == broker {
-                    elect(p, &alive, unclean);
-                    changed = true;
-                }
-                if changed {
-                    p.partition_epoch += 1;
-                }
-            }
-        }
+            },
+        );
     }
 
     /// Gives a leader to every partition without one that has an ISR
@@ -634,17 +720,20 @@ impl MetadataImage {
     /// replica alive).
     fn elect_offline(&mut self) {
         let alive = self.alive();
-        for t in self.topics.values_mut() {
-            let unclean = unclean_allowed(t);
-            for p in &mut t.partitions {
-                if p.leader < 0 {
-                    elect(p, &alive, unclean);
-                    if p.leader >= 0 {
-                        p.partition_epoch += 1;
+        self.update_topics(
+            |t| t.partitions.iter().any(|p| p.leader < 0),
+            |t| {
+                let unclean = unclean_allowed(t);
+                for p in &mut t.partitions {
+                    if p.leader < 0 {
+                        elect(p, &alive, unclean);
+                        if p.leader >= 0 {
+                            p.partition_epoch += 1;
+                        }
                     }
                 }
-            }
-        }
+            },
+        );
     }
 
     fn alter_partition(
@@ -657,11 +746,10 @@ impl MetadataImage {
         isr: &[i32],
     ) -> MetadataResponse {
         let alive = self.alive();
+        let index = usize::try_from(partition).ok();
         let Some(p) = self
-            .topic_ids
-            .get(&topic_id)
-            .and_then(|n| self.topics.get_mut(n))
-            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+            .topic_by_id(&topic_id)
+            .and_then(|t| t.partitions.get(index?))
         else {
             return MetadataResponse::Rejected(MetadataError::UnknownTopic(format!(
                 "{topic_id} partition {partition}"
@@ -700,8 +788,14 @@ impl MetadataImage {
                 )));
             }
         }
-        p.isr = isr.to_vec();
-        p.partition_epoch += 1;
+        // Checked: copy the topic only now, to change it.
+        if let Some(p) = self
+            .topic_by_id_mut(&topic_id)
+            .and_then(|t| t.partitions.get_mut(index?))
+        {
+            p.isr = isr.to_vec();
+            p.partition_epoch += 1;
+        }
         MetadataResponse::Ok
     }
 }

@@ -149,7 +149,7 @@ mod tests {
 
     fn image(fenced: bool, fenced_at: u64) -> MetadataImage {
         let mut img = MetadataImage::default();
-        img.brokers.insert(
+        std::sync::Arc::make_mut(&mut img.brokers).insert(
             1,
             BrokerRegistration {
                 id: 1,

@@ -18,6 +18,7 @@
 //!   (`process.roles=broker`) follow; a `Controller` made by `observe` is
 //!   such an observer: no Raft, no RocksDB, every write forwarded.
 
+pub mod batcher;
 pub mod image;
 pub mod liveness;
 pub mod network;

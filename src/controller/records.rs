@@ -133,6 +133,13 @@ pub enum MetadataCommand {
         now_ms: i64,
         retention_ms: i64,
     },
+    /// Several commands in one entry, applied in order as if each were an
+    /// entry of its own at this entry's index, each with its own answer
+    /// (`MetadataResponse::Batch`): how a broker group-commits offset
+    /// commits (`controller::batcher`). Only `CommitOffsets` may be in a
+    /// batch; anything else in one is refused, and so is an empty batch's
+    /// nothing.
+    Batch(Vec<MetadataCommand>),
 }
 
 /// A consumer group's membership at the end of a rebalance (or once it
@@ -213,6 +220,8 @@ pub enum MetadataResponse {
         count: i64,
     },
     Rejected(MetadataError),
+    /// The answers to a `MetadataCommand::Batch`, in its order.
+    Batch(Vec<MetadataResponse>),
 }
 
 /// Why the state machine refused a command. The server maps these to Kafka
@@ -248,4 +257,7 @@ pub enum MetadataError {
     /// INELIGIBLE_REPLICA: an ISR member that is fenced or not a replica.
     #[error("{0}")]
     IneligibleReplica(String),
+    /// A command that cannot be batched was in a `Batch`.
+    #[error("{0}")]
+    NotBatchable(String),
 }

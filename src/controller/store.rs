@@ -9,10 +9,18 @@
 //!   metadata image) and the current snapshot (meta and data under separate
 //!   keys, written in one batch).
 //!
-//! Durability: appended entries, votes and truncations are written with a
-//! synced WAL before they are acknowledged. The applied state is written
-//! unsynced after every apply batch: it can be rebuilt from the log, which
-//! openraft re-applies up to the saved committed index on start. Building
+//! Durability: votes and truncations are written with a synced WAL before
+//! they are acknowledged. Appended entries are group-committed: `append`
+//! writes them unsynced and hands openraft's callback to the log's syncer
+//! thread, which syncs the WAL once for every append written before that
+//! sync began and only then reports them flushed, so that concurrent
+//! proposals (offset commits from many consumers) share one fsync instead
+//! of queueing behind one each. The applied state is written
+//! unsynced once `PERSIST_EVERY` entries have been applied since it was
+//! last written (encoding the whole image after every batch made each
+//! offset commit cost as much as the cluster's metadata): it can be rebuilt
+//! from the log, which openraft re-applies up to the saved committed index
+//! on start. Building
 //! or installing a snapshot syncs the WAL, which also makes every earlier
 //! applied-state write durable, before openraft may purge the logs the
 //! snapshot covers.
@@ -51,6 +59,11 @@ use super::TypeConfig;
 type NodeId = u64;
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+
+/// Entries applied between two writes of the applied state; at most this
+/// many are applied again on a restart (on top of those since the last
+/// snapshot, when the snapshot is newer).
+const PERSIST_EVERY: u64 = 1024;
 
 const CF_LOGS: &str = "logs";
 const CF_META: &str = "meta";
@@ -118,7 +131,39 @@ pub fn open(
     let (closed, _) = watch::channel(());
     let db = Arc::new(StoreDb { db, closed });
     let sm = StateMachineStore::load(db.clone(), publish)?;
-    Ok((LogStore { db }, sm))
+    let syncer = start_syncer(Arc::downgrade(&db));
+    Ok((LogStore { db, syncer }, sm))
+}
+
+/// Starts the thread that group-commits appended entries (see the module
+/// comment); it ends once every sender, so every `LogStore`, is gone, and
+/// holds the database only weakly so that it never keeps it open.
+fn start_syncer(db: std::sync::Weak<StoreDb>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
+    let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+    let spawned = std::thread::Builder::new()
+        .name("controller-log-sync".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                // Every callback queued now belongs to an append already
+                // written: one sync covers them all.
+                let waiting: Vec<_> = std::iter::once(first).chain(rx.try_iter()).collect();
+                let synced = match db.upgrade() {
+                    Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                    None => Err("the controller database is closed".to_string()),
+                };
+                for callback in waiting {
+                    callback.log_io_completed(
+                        synced.clone().map_err(|e| std::io::Error::other(e.clone())),
+                    );
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the thread every append reports an error, which stops
+        // the Raft node with a storage error naming it.
+        tracing::error!(error = %e, "cannot start the controller log's sync thread");
+    }
+    tx
 }
 
 /// The database, shared by the log store, its readers, the state machine
@@ -143,6 +188,8 @@ impl std::ops::Deref for StoreDb {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<StoreDb>,
+    /// Where appends leave their callback until a WAL sync covers them.
+    syncer: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
@@ -389,13 +436,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(logs, log_key(entry.log_id.index), bytes);
         }
         // Raft may count this node towards a quorum once the callback fires,
-        // so the entries must be on disk by then.
+        // so the entries must be on disk by then: the syncer fires it after
+        // a WAL sync that began after this write.
         // On error the callback is dropped: the returned error already stops
         // the node.
         self.db
-            .write_opt(batch, &sync_writes())
+            .write(batch)
             .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        callback.log_io_completed(Ok(()));
+        if let Err(std::sync::mpsc::SendError(callback)) = self.syncer.send(callback) {
+            callback.log_io_completed(Err(std::io::Error::other(
+                "the controller log's sync thread is not running",
+            )));
+        }
         Ok(())
     }
 
@@ -485,6 +537,8 @@ pub struct StateMachineStore {
     db: Arc<StoreDb>,
     state: AppliedState,
     publish: watch::Sender<Arc<MetadataImage>>,
+    /// Entries applied since the applied state was last written.
+    unpersisted: u64,
 }
 
 impl StateMachineStore {
@@ -502,6 +556,7 @@ impl StateMachineStore {
             db: db.clone(),
             state: AppliedState::default(),
             publish,
+            unpersisted: 0,
         };
         if let Some((meta, data)) = this.read_snapshot()? {
             if meta.last_log_id > state.last_applied {
@@ -667,6 +722,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut responses = Vec::with_capacity(entries.size_hint().0);
         let mut image_changed = false;
         for entry in entries {
+            self.unpersisted += 1;
             self.state.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => MetadataResponse::Ok,
@@ -682,7 +738,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             responses.push(response);
         }
-        self.persist_state()?;
+        if self.unpersisted >= PERSIST_EVERY {
+            self.persist_state()?;
+            self.unpersisted = 0;
+        }
         if image_changed {
             self.publish.send_replace(self.state.image.clone());
         }
@@ -715,6 +774,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         write_snapshot(&self.db, meta, &data, Some(&state))?;
         tracing::info!(snapshot = %meta, bytes = data.len(), "installed controller snapshot");
         self.state = state;
+        self.unpersisted = 0;
         self.publish.send_replace(self.state.image.clone());
         Ok(())
     }

@@ -192,7 +192,7 @@ impl Coordinator {
 
     /// `load` for every stored group that `me` coordinates in `image`.
     pub fn load_all(&self, image: &MetadataImage, me: i32) {
-        for (id, g) in &image.groups {
+        for (id, g) in image.groups.iter() {
             if g.stored.is_some() && image.group_coordinator(id) == Some(me) {
                 self.load(image, id);
             }

@@ -411,7 +411,7 @@ fn rendezvous_moves_only_the_lost_brokers_groups() {
     use crate::controller::image::BrokerRegistration;
     let mut img = MetadataImage::default();
     for id in 1..=3 {
-        img.brokers.insert(
+        std::sync::Arc::make_mut(&mut img.brokers).insert(
             id,
             BrokerRegistration {
                 id,
@@ -433,7 +433,7 @@ fn rendezvous_moves_only_the_lost_brokers_groups() {
         let n = before.iter().filter(|b| **b == id).count();
         assert!(n > 50, "broker {id} coordinates only {n} of 300 groups");
     }
-    if let Some(b) = img.brokers.get_mut(&2) {
+    if let Some(b) = std::sync::Arc::make_mut(&mut img.brokers).get_mut(&2) {
         b.fenced = true;
     }
     for (g, was) in groups.iter().zip(&before) {

@@ -43,6 +43,7 @@ pub fn metadata(e: &MetadataError) -> ResponseError {
         MetadataError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
         MetadataError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
+        MetadataError::NotBatchable(_) => ResponseError::UnknownServerError,
     }
 }
 

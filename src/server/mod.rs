@@ -43,6 +43,8 @@ pub struct Ctx {
     pub broker: Arc<Broker>,
     pub controller: Controller,
     pub groups: Arc<crate::group::Coordinator>,
+    /// Offset commits go through it, many to a Raft entry.
+    pub batcher: crate::controller::batcher::Batcher,
 }
 
 /// A handler's answer. `Later` runs in the background after the handler's

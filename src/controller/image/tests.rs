@@ -601,6 +601,84 @@ fn group_offset_commands_table() {
 }
 
 #[test]
+fn a_batch_applies_as_its_commands_would_one_by_one() {
+    let (mut batched, _) = three_brokers_and_topic(&[]);
+    let mut one_by_one = batched.clone();
+    let cmds = vec![
+        commit("g", "t", 0, 5),
+        commit("h", "t", 1, 7),
+        // A later commit of the same partition in the same batch wins.
+        commit("g", "t", 0, 6),
+    ];
+    let answers = batched.apply(20, &MetadataCommand::Batch(cmds.clone()));
+    assert_eq!(
+        answers,
+        MetadataResponse::Batch(vec![MetadataResponse::Ok; 3])
+    );
+    for cmd in &cmds {
+        assert_eq!(one_by_one.apply(20, cmd), MetadataResponse::Ok);
+    }
+    assert_eq!(batched, one_by_one);
+    assert_eq!(batched.groups["g"].get("t", 0).map(|o| o.offset), Some(6));
+}
+
+#[test]
+fn a_batch_refuses_what_is_not_an_offset_commit_and_applies_the_rest() {
+    let (mut img, _) = three_brokers_and_topic(&[]);
+    let answers = img.apply(
+        20,
+        &MetadataCommand::Batch(vec![
+            commit("g", "t", 0, 5),
+            create("sneaked-in", 1),
+            commit("g", "t", 1, 3),
+        ]),
+    );
+    let MetadataResponse::Batch(answers) = answers else {
+        panic!("a batch answers with a batch: {answers:?}");
+    };
+    assert_eq!(answers[0], MetadataResponse::Ok);
+    assert!(matches!(
+        answers[1],
+        MetadataResponse::Rejected(MetadataError::NotBatchable(_))
+    ));
+    assert_eq!(answers[2], MetadataResponse::Ok);
+    assert!(!img.topics.contains_key("sneaked-in"));
+    assert_eq!(img.groups["g"].offsets["t"].len(), 2);
+}
+
+#[test]
+fn a_commit_copies_no_topic_and_an_isr_change_only_its_own() {
+    let (mut img, id) = three_brokers_and_topic(&[]);
+    img.apply(15, &create("other", 2));
+    let before = img.clone();
+    img.apply(16, &commit("g", "t", 0, 5));
+    assert!(Arc::ptr_eq(&before.topics, &img.topics));
+    assert!(Arc::ptr_eq(&before.brokers, &img.brokers));
+    // An ISR shrink copies the map and its own topic, not the other.
+    let p = img.topics["t"].partitions[0].clone();
+    let shrink = MetadataCommand::AlterPartition {
+        topic_id: id,
+        partition: 0,
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        isr: vec![p.leader],
+    };
+    let before = img.clone();
+    assert_eq!(img.apply(17, &shrink), MetadataResponse::Ok);
+    assert!(!Arc::ptr_eq(&before.topics["t"], &img.topics["t"]));
+    assert!(Arc::ptr_eq(&before.topics["other"], &img.topics["other"]));
+    assert_eq!(before.topics["t"].partitions[0].isr.len(), 3);
+    // A refused change copies nothing.
+    let before = img.clone();
+    assert!(matches!(
+        img.apply(18, &shrink),
+        MetadataResponse::Rejected(_)
+    ));
+    assert!(Arc::ptr_eq(&before.topics, &img.topics));
+}
+
+#[test]
 fn old_images_without_groups_still_load() {
     let mut img = MetadataImage::default();
     img.apply(1, &create("a", 1));

@@ -21,7 +21,7 @@ async fn grow(
 ) -> Result<(), (ResponseError, String)> {
     let image = ctx.controller.image();
     let name = t.name.0.as_str();
-    let topic = image.topics.get(name).ok_or_else(|| {
+    let topic = image.topic(name).ok_or_else(|| {
         (
             ResponseError::UnknownTopicOrPartition,
             format!("Topic '{name}' does not exist."),

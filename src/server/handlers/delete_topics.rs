@@ -31,7 +31,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         for (name, id) in targets {
             let image = ctx.controller.image();
             let found = match &name {
-                Some(n) => image.topics.get(n.0.as_str()),
+                Some(n) => image.topic(n.0.as_str()),
                 None => image.topic_by_id(&id),
             };
             let mut r = DeletableTopicResult::default()

@@ -21,7 +21,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         let image = ctx.controller.image();
         let mut topics = Vec::with_capacity(body.topics.len());
         for t in body.topics {
-            let topic = image.topics.get(t.name.0.as_str());
+            let topic = image.topic(t.name.0.as_str());
             let mut parts = Vec::with_capacity(t.partition_indexes.len());
             for index in t.partition_indexes {
                 let resp = PartitionResponse::default().with_partition_index(index);

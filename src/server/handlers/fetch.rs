@@ -37,7 +37,7 @@ async fn read_all(
         let topic = if version >= 13 {
             image.topic_by_id(&ft.topic_id)
         } else {
-            image.topics.get(ft.topic.0.as_str())
+            image.topic(ft.topic.0.as_str())
         };
         let unknown = if version >= 13 {
             ResponseError::UnknownTopicId

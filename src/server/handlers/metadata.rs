@@ -129,7 +129,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 }
                 for r in reqs {
                     let found = match &r.name {
-                        Some(name) => image.topics.get(name.0.as_str()),
+                        Some(name) => image.topic(name.0.as_str()),
                         None => image.topic_by_id(&r.topic_id),
                     };
                     topics.push(match (found, r.name) {

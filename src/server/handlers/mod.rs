@@ -81,6 +81,17 @@ pub async fn propose(
         .map_err(|e| (error_code::propose(&e), e.to_string()))
 }
 
+/// `propose` for a command handed to the batcher (an offset commit).
+pub async fn settle(
+    ctx: &Ctx,
+    proposed: crate::controller::batcher::Proposed,
+) -> Result<MetadataResponse, (ResponseError, String)> {
+    ctx.broker
+        .settle(&ctx.controller, proposed.answer().await)
+        .await
+        .map_err(|e| (error_code::propose(&e), e.to_string()))
+}
+
 /// Replica placement for a new topic or new partitions over the live brokers.
 pub fn place(
     image: &crate::controller::image::MetadataImage,

@@ -1,6 +1,7 @@
 //! OffsetCommit (8), v2-9. The coordinator checks membership and
-//! generation; the offsets then become one Raft record, so that any broker
-//! serves them after this one dies. Simple commits (generation -1, no
+//! generation; the offsets then go to the controller, many commits to a
+//! Raft entry (`controller::batcher`), so that any broker serves them after
+//! this one dies. Simple commits (generation -1, no
 //! member) are accepted while the group has no members.
 
 use std::sync::Arc;
@@ -104,28 +105,38 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 }
             }
         }
-        let mut failed = 0;
-        if !offsets.is_empty() {
-            let cmd = commit_offsets_command(
-                &image,
-                ctx.config.node_id,
-                group,
-                body.generation_id_or_member_epoch,
-                body.member_id.to_string(),
-                offsets,
-            );
-            if let Err((code, msg)) = super::propose(&ctx, cmd).await {
-                tracing::warn!("offset commit failed: {msg} ({code:?})");
-                // Retriable for the client: find the coordinator again.
-                failed = if code == ResponseError::NotCoordinator {
-                    code.code()
-                } else {
-                    ResponseError::CoordinatorNotAvailable.code()
-                };
-            }
+        if offsets.is_empty() {
+            return now(per_partition(&body, |t, p| {
+                rejected.get(&(t.to_string(), p)).copied().unwrap_or(0)
+            }));
         }
-        now(per_partition(&body, |t, p| {
-            rejected.get(&(t.to_string(), p)).copied().unwrap_or(failed)
+        let cmd = commit_offsets_command(
+            &image,
+            ctx.config.node_id,
+            group,
+            body.generation_id_or_member_epoch,
+            body.member_id.to_string(),
+            offsets,
+        );
+        // Queued now, in request order; answered once its batch commits,
+        // while the connection's next requests go on.
+        let proposed = ctx.batcher.propose(cmd);
+        Reply::Later(Box::pin(async move {
+            let failed = match super::settle(&ctx, proposed).await {
+                Ok(_) => 0,
+                Err((code, msg)) => {
+                    tracing::warn!("offset commit failed: {msg} ({code:?})");
+                    // Retriable for the client: find the coordinator again.
+                    if code == ResponseError::NotCoordinator {
+                        code.code()
+                    } else {
+                        ResponseError::CoordinatorNotAvailable.code()
+                    }
+                }
+            };
+            ResponseKind::OffsetCommit(per_partition(&body, |t, p| {
+                rejected.get(&(t.to_string(), p)).copied().unwrap_or(failed)
+            }))
         }))
     })
 }

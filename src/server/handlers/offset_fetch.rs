@@ -63,6 +63,9 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let v = req.version;
         let body = super::body!(req, OffsetFetch);
+        // Commits sent before this request (on any connection to this
+        // broker) are answered first, so that a client reads its own.
+        ctx.batcher.barrier().await;
         let image = ctx.controller.image();
         let mut resp = OffsetFetchResponse::default();
         if v >= 8 {

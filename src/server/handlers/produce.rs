@@ -44,7 +44,7 @@ async fn produce_one(
     acks: i16,
 ) -> (PartitionProduceResponse, Option<Appended>) {
     let image = ctx.controller.image();
-    let Some(t) = image.topics.get(topic) else {
+    let Some(t) = image.topic(topic) else {
         return (
             error(index, ResponseError::UnknownTopicOrPartition, None),
             None,
