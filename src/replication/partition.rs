@@ -625,6 +625,17 @@ impl Partition {
             }
             proposal
         };
+        if fetch_offset == end {
+            // Caught up (what an idle follower asks for on every round):
+            // nothing to read, so no trip to the blocking pool.
+            return Ok(ReplicaFetched {
+                records: Bytes::new(),
+                high_watermark: self.high_watermark(),
+                log_start_offset: start,
+                log_end_offset: end,
+                proposal,
+            });
+        }
         let log = self.log.clone();
         let read = blocking(move || log.read(fetch_offset, max_bytes.max(1), i64::MAX))
             .await
@@ -757,6 +768,11 @@ impl Partition {
     /// (never beyond what this replica holds durably).
     pub async fn sync_as_follower(&self, leader_hw: i64) -> Result<i64> {
         let flushed = match self.policy {
+            // Nothing appended since the last fsync (an idle round): no
+            // trip to the blocking pool.
+            FlushPolicy::BeforeAck if self.log.flushed_offset() >= self.log.end_offset() => {
+                self.log.flushed_offset()
+            }
             FlushPolicy::BeforeAck => {
                 let log = self.log.clone();
                 blocking(move || log.flush()).await??
