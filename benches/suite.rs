@@ -443,6 +443,8 @@ fn main() {
         errors.len()
     );
     if !errors.is_empty() {
+        // exit() runs no destructors: remove the data dir first.
+        drop(root);
         std::process::exit(1);
     }
 }
