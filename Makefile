@@ -6,7 +6,7 @@ BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | pyth
 APT_PACKAGES := libclang-dev clang kcat rapidjson-dev
 PIP_PACKAGES := kafka-python==3.0.12
 
-.PHONY: run build test deps lint bench librdkafka-suite
+.PHONY: run build test deps lint bench bench-suite librdkafka-suite
 
 run: deps build
 	$(BIN) serve $(ARGS)
@@ -40,3 +40,9 @@ bench: build
 	$(CARGO) bench --bench load
 	$(CARGO) bench --bench latency
 	$(CARGO) bench --bench failover
+
+# The comparison suite (benches/suite.rs): ceilings of this machine, then the
+# produce, end-to-end latency and backlog-consume workloads, warm-up plus
+# SUITE_REPS (3) runs each; SUITE_SCALE=0.05 for a smoke run, SUITE_ONLY to pick.
+bench-suite: build
+	$(CARGO) bench --bench suite
