@@ -40,6 +40,8 @@ bench: build
 	$(CARGO) bench --bench load
 	$(CARGO) bench --bench latency
 	$(CARGO) bench --bench failover
+	$(CARGO) bench --bench commits
+	$(CARGO) bench --bench partitions
 
 # The comparison suite (benches/suite.rs): ceilings of this machine, then the
 # produce, end-to-end latency and backlog-consume workloads, warm-up plus
