@@ -17,7 +17,7 @@ mod get_offsets;
 pub mod groups;
 mod groups_cli;
 pub mod murmur2;
-mod perf;
+pub mod perf;
 mod producer;
 mod quorum;
 mod topics;

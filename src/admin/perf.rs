@@ -699,8 +699,8 @@ pub(crate) fn format_date(pattern: &str, at_ms: u64) -> String {
 }
 
 /// Howard Hinnant's days-to-civil: (year, month, day) of a day number
-/// counted from 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// counted from 1970-01-01. (Public for the benchmark suite's dates.)
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
