@@ -639,6 +639,11 @@ fn pipelined_commits_apply_in_order_and_are_read_back_at_once() {
     both.add_partition(TOPIC, 0);
     both.add_partition(TOPIC, 1);
     c.assign(&both).expect("assign");
+    // One synchronous commit first: the client then knows its coordinator,
+    // so the asynchronous commits below go out at once, in order, ahead of
+    // the OffsetFetch (before that, librdkafka may hold them back while it
+    // looks the coordinator up, and send the fetch first).
+    commit(&c, 0, 0);
     // Several rounds, so that some commits queue behind a batch in flight.
     for round in 0..5i64 {
         for i in 1..=200i64 {
