@@ -39,11 +39,31 @@ impl Cluster {
     }
 }
 
+/// Starts one node; its log goes to `$BENCH_LOG_DIR/<node.id>.log` when
+/// that is set (appended, so a restart keeps the earlier lines), else
+/// nowhere.
 fn serve(args: &[String]) -> Child {
+    let stderr = match std::env::var_os("BENCH_LOG_DIR") {
+        Some(dir) => {
+            let id = args
+                .iter()
+                .find_map(|a| a.strip_prefix("node.id="))
+                .unwrap_or("node");
+            let path = Path::new(&dir).join(format!("{id}.log"));
+            std::fs::create_dir_all(&dir).expect("BENCH_LOG_DIR");
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("node log file");
+            Stdio::from(f)
+        }
+        None => Stdio::null(),
+    };
     Command::new(env!("CARGO_BIN_EXE_runnel"))
         .arg("serve")
         .args(args)
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn runnel")
 }

@@ -158,6 +158,7 @@ async fn format(config: &Config, cluster_id: &str, ignore_formatted: bool) -> an
 
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let started = Instant::now();
+    raise_open_file_limit();
     runnel::metrics::install(config.metrics_listener)?;
     let cluster_id = ensure_cluster_id(&config)?;
     let quorum = Quorum::start(&config, &cluster_id).await?;
@@ -165,7 +166,10 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         return serve_controller_only(&config, quorum, &cluster_id, started).await;
     }
 
-    let (broker, registration) = start_broker(&config, &quorum).await?;
+    // One batcher for the node's small metadata writes: offset commits and
+    // its leaders' ISR changes.
+    let batcher = runnel::controller::batcher::Batcher::start(quorum.controller.clone());
+    let (broker, registration) = start_broker(&config, &quorum, &batcher).await?;
     let listeners = Listeners::start(
         &config,
         Arc::new(Ctx {
@@ -173,7 +177,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             broker: broker.clone(),
             controller: quorum.controller.clone(),
             groups: runnel::group::Coordinator::start(config.group_initial_rebalance_delay_ms),
-            batcher: runnel::controller::batcher::Batcher::start(quorum.controller.clone()),
+            batcher,
         }),
     )
     .await?;
@@ -224,6 +228,34 @@ fn ensure_cluster_id(config: &Config) -> anyhow::Result<String> {
 /// A controller-only node: a voter (and, when elected, the active
 /// controller that fences brokers and balances leaders), with no Kafka
 /// listener and no partitions.
+/// Raises the soft limit on open files to the hard limit, as a JVM does
+/// for Kafka: every segment of every partition holds its log file open,
+/// so a broker with thousands of partitions needs more than a shell's
+/// default of 1,024. Logs the limit it runs with.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            lim.rlim_cur = before;
+        }
+    }
+    tracing::info!(
+        limit = lim.rlim_cur,
+        before,
+        "open-file limit (each partition holds one file per segment open)"
+    );
+}
+
 async fn serve_controller_only(
     config: &Config,
     quorum: Quorum,
@@ -371,6 +403,7 @@ fn start_controller_duties(config: &Config, controller: &Controller) {
 async fn start_broker(
     config: &Arc<Config>,
     quorum: &Quorum,
+    batcher: &runnel::controller::batcher::Batcher,
 ) -> anyhow::Result<(Arc<Broker>, Registration)> {
     let controller = &quorum.controller;
     // Open the partitions this node already holds before serving anything.
@@ -378,7 +411,7 @@ async fn start_broker(
     broker.apply_image(&controller.image()).await;
     let _ = quorum.broker_slot.set(broker.clone());
     tokio::spawn(broker.clone().follow(controller.subscribe()));
-    tokio::spawn(broker.clone().maintain_isr(controller.clone()));
+    tokio::spawn(broker.clone().maintain_isr(batcher.clone()));
     broker.start_replica_fetchers(
         peer_resolver(config, controller.clone()),
         runnel::rpc::Channels::default(),

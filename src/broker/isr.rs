@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Broker;
 use crate::controller::records::{MetadataCommand, MetadataError, MetadataResponse};
-use crate::controller::Controller;
+use crate::controller::batcher::Batcher;
 use crate::replication::follower::{self, FetcherConfig, Resolver};
 use crate::replication::leader::enough_replicas;
 use crate::replication::partition::IsrProposal;
@@ -33,7 +33,7 @@ impl Broker {
 
     /// Sends leaders' ISR changes to the controller, and every second
     /// looks for followers that fell out of sync. Runs until the process ends.
-    pub async fn maintain_isr(self: Arc<Self>, controller: Controller) {
+    pub async fn maintain_isr(self: Arc<Self>, batcher: Batcher) {
         let Some(mut proposals) = self.replicas.take_isr_proposals() else {
             return;
         };
@@ -60,7 +60,7 @@ impl Broker {
                 }
                 prop = proposals.recv() => {
                     let Some(prop) = prop else { return };
-                    tokio::spawn(propose_isr(controller.clone(), self.replicas.clone(), prop));
+                    tokio::spawn(propose_isr(batcher.clone(), self.replicas.clone(), prop));
                 }
                 _ = tick.tick() => {
                     let leaders = self.leader_partitions().await;
@@ -68,7 +68,7 @@ impl Broker {
                     for p in &leaders {
                         let proposals = [p.shrink_isr(max_lag), p.retry_isr_addition()];
                         for prop in proposals.into_iter().flatten() {
-                            tokio::spawn(propose_isr(controller.clone(), self.replicas.clone(), prop));
+                            tokio::spawn(propose_isr(batcher.clone(), self.replicas.clone(), prop));
                         }
                         let (replicas, isr) = p.replica_sets();
                         if isr.len() < replicas.len() {
@@ -94,12 +94,15 @@ impl Broker {
     }
 }
 
-/// Proposes an ISR change; a refusal is handed back to the partition,
+/// Proposes an ISR change, through the batcher: a broker that leads
+/// thousands of partitions proposes thousands at once when its followers
+/// come back, and one Raft entry (one forwarded call) then carries
+/// hundreds of them. A refusal is handed back to the partition,
 /// which forgets the change (an addition the controller refused, for a
 /// fenced follower say, must not hold the HW). A failed call leaves it
 /// pending, the safe side: the outcome is unknown, and
 /// `Partition::retry_isr_addition` proposes it again.
-async fn propose_isr(controller: Controller, replicas: Arc<Replicas>, prop: IsrProposal) {
+async fn propose_isr(batcher: Batcher, replicas: Arc<Replicas>, prop: IsrProposal) {
     let cmd = MetadataCommand::AlterPartition {
         topic_id: prop.topic_id,
         partition: prop.partition,
@@ -108,7 +111,7 @@ async fn propose_isr(controller: Controller, replicas: Arc<Replicas>, prop: IsrP
         partition_epoch: prop.partition_epoch,
         isr: prop.isr.clone(),
     };
-    match controller.propose(cmd).await {
+    match batcher.propose(cmd).answer().await {
         Ok(MetadataResponse::Ok) => {
             let kind = if prop.expands { "expand" } else { "shrink" };
             metrics::counter!("runnel_isr_changes_total", "kind" => kind).increment(1);

@@ -1,4 +1,6 @@
-//! Group commit of small metadata writes (offset commits). Proposals that
+//! Group commit of small metadata writes (offset commits, and the ISR
+//! changes of a broker's leaders: after a restart of a broker with
+//! thousands of partitions each of them proposes one). Proposals that
 //! arrive while a batch is in flight wait for it, then go together as one
 //! `MetadataCommand::Batch` entry, so that one Raft entry, with its fsyncs
 //! and round trips, carries many commits and the commit rate grows with the
@@ -54,7 +56,7 @@ impl Batcher {
     }
 
     /// Queues `cmd`, which must be a command that `MetadataImage::apply`
-    /// takes in a batch (`CommitOffsets`). The queue position is taken
+    /// takes in a batch (`CommitOffsets`, `AlterPartition`). The queue position is taken
     /// now, before the returned handle is awaited.
     pub fn propose(&self, cmd: MetadataCommand) -> Proposed {
         self.queue(Some(cmd))

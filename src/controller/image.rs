@@ -324,9 +324,11 @@ impl MetadataImage {
             MetadataCommand::Batch(cmds) => MetadataResponse::Batch(
                 cmds.iter()
                     .map(|c| match c {
-                        MetadataCommand::CommitOffsets { .. } => self.apply(index, c),
+                        MetadataCommand::CommitOffsets { .. }
+                        | MetadataCommand::AlterPartition { .. } => self.apply(index, c),
                         _ => MetadataResponse::Rejected(MetadataError::NotBatchable(
-                            "only offset commits can be applied in a batch".into(),
+                            "only offset commits and ISR changes can be applied in a batch"
+                                .into(),
                         )),
                     })
                     .collect(),

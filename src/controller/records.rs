@@ -136,9 +136,10 @@ pub enum MetadataCommand {
     /// Several commands in one entry, applied in order as if each were an
     /// entry of its own at this entry's index, each with its own answer
     /// (`MetadataResponse::Batch`): how a broker group-commits offset
-    /// commits (`controller::batcher`). Only `CommitOffsets` may be in a
-    /// batch; anything else in one is refused, and so is an empty batch's
-    /// nothing.
+    /// commits and its leaders' ISR changes (`controller::batcher`, as
+    /// Kafka's AlterPartition request carries many partitions). Only
+    /// `CommitOffsets` and `AlterPartition` may be in a batch; anything
+    /// else in one is refused.
     Batch(Vec<MetadataCommand>),
 }
 

@@ -22,6 +22,15 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(io_err("fsync directory", dir))
 }
 
+/// Replaces `dir/name` with `contents` by a rename, without fsync: after a
+/// crash of the machine the file may hold the old content or none (its
+/// readers rebuild it then).
+pub(crate) fn replace(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    fs::write(&tmp, contents).map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, dir.join(name)).map_err(io_err("rename", &tmp))
+}
+
 pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let dest = dir.join(name);

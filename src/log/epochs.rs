@@ -48,12 +48,17 @@ impl EpochCache {
         (entries.len() == count).then_some(EpochCache { entries })
     }
 
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    /// Writes the checkpoint; fsynced (with its directory) if `durable`.
+    pub fn write(&self, dir: &Path, durable: bool) -> Result<()> {
         let mut s = format!("0\n{}\n", self.entries.len());
         for (e, o) in &self.entries {
             s.push_str(&format!("{e} {o}\n"));
         }
-        checkpoint::write_atomic(dir, LEADER_EPOCH_FILE, s.as_bytes())
+        if durable {
+            checkpoint::write_atomic(dir, LEADER_EPOCH_FILE, s.as_bytes())
+        } else {
+            checkpoint::replace(dir, LEADER_EPOCH_FILE, s.as_bytes())
+        }
     }
 
     #[cfg(test)]
@@ -155,7 +160,7 @@ mod tests {
     fn the_file_round_trips_and_garbage_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let c = EpochCache::from_entries(vec![(0, 0), (2, 100)]);
-        c.write(dir.path()).unwrap();
+        c.write(dir.path(), true).unwrap();
         assert_eq!(EpochCache::read(dir.path()), Some(c));
         for bad in ["", "0\n2\n0 0\n", "1\n0\n", "0\n2\n3 0\n2 5\n", "0\nx\n"] {
             std::fs::write(dir.path().join(LEADER_EPOCH_FILE), bad).unwrap();

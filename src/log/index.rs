@@ -1,12 +1,13 @@
-//! The two sparse indexes of a segment, kept in memory and mirrored to an
-//! append-only file (`.index`: relative offset u32, position u32; `.timeindex`:
-//! timestamp i64, relative offset u32; big-endian like Kafka's).
+//! The two sparse indexes of a segment, kept in memory and written to an
+//! append-only file when the segment is synced (`.index`: relative offset
+//! u32, position u32; `.timeindex`: timestamp i64, relative offset u32;
+//! big-endian like Kafka's).
 //!
 //! The files are a cache: a segment can always rebuild them by scanning its
 //! log file, so a failed index write is logged and the file abandoned rather
-//! than failing the append that triggered it.
+//! than failing the sync that wrote it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -64,17 +65,28 @@ impl Entry for TimeEntry {
     }
 }
 
+/// An index held in memory, with no file descriptor kept open (a broker
+/// with 10,000 partitions would otherwise hold two more per partition than
+/// the one of its log file, 30,000 in all, past common `ulimit -n`
+/// settings). Entries are
+/// appended to the file when the segment is synced ([`IndexFile::sync`],
+/// at a roll or a clean close), and a file short of its tail is fine: an
+/// open scans the log from the last entry the file has.
 pub(crate) struct IndexFile<E: Entry> {
     path: PathBuf,
-    file: File,
     entries: Vec<E>,
+    /// Entries the file holds, all equal to the first ones of `entries`.
+    written: usize,
+    /// Bytes in the file (more than `written` entries when it held a torn
+    /// or foreign tail that was not loaded).
+    file_len: u64,
     /// Set after a failed write: the file no longer mirrors `entries` and is
     /// left for the next open to detect and rebuild.
     broken: bool,
 }
 
 impl<E: Entry> IndexFile<E> {
-    /// Opens (creating if missing) and loads the file. Returns `None` for the
+    /// Loads the file, creating it if missing. Returns `None` for the
     /// entries when the file cannot be an index of a log of `log_size` bytes
     /// (torn entry, or more entries than the log has batches); the caller
     /// then rebuilds it.
@@ -88,8 +100,9 @@ impl<E: Entry> IndexFile<E> {
         let len = file.metadata()?.len();
         let mut index = IndexFile {
             path: path.to_path_buf(),
-            file,
             entries: Vec::new(),
+            written: 0,
+            file_len: len,
             broken: false,
         };
         if len % E::SIZE as u64 != 0 || len / E::SIZE as u64 > max_entries as u64 {
@@ -97,8 +110,9 @@ impl<E: Entry> IndexFile<E> {
         }
         // Bounded just above by the log size, so this allocation is sane.
         let mut raw = vec![0u8; len as usize];
-        index.file.read_exact_at(&mut raw, 0)?;
+        file.read_exact_at(&mut raw, 0)?;
         index.entries = raw.chunks_exact(E::SIZE).map(E::decode).collect();
+        index.written = index.entries.len();
         Ok((index, true))
     }
 
@@ -111,36 +125,56 @@ impl<E: Entry> IndexFile<E> {
         self.entries.last().copied()
     }
 
+    /// Adds an entry (in memory: the file gets it at the next `sync`).
     pub fn push(&mut self, entry: E) {
         self.entries.push(entry);
-        if self.broken {
-            return;
-        }
-        let mut buf = [0u8; 16];
-        entry.encode(&mut buf[..E::SIZE]);
-        let at = ((self.entries.len() - 1) * E::SIZE) as u64;
-        if let Err(e) = self.file.write_all_at(&buf[..E::SIZE], at) {
-            tracing::warn!(path = %self.path.display(), error = %e,
-                "cannot write index entry; the index will be rebuilt on the next open");
-            self.broken = true;
-        }
     }
 
     /// Keeps the first `keep` entries.
     pub fn truncate(&mut self, keep: usize) -> io::Result<()> {
         self.entries.truncate(keep);
-        self.file.set_len((self.entries.len() * E::SIZE) as u64)?;
+        self.written = self.written.min(self.entries.len());
+        let len = (self.written * E::SIZE) as u64;
+        if self.file_len > len {
+            OpenOptions::new()
+                .write(true)
+                .open(&self.path)?
+                .set_len(len)?;
+            self.file_len = len;
+        }
         self.broken = false;
         Ok(())
     }
 
-    /// Drops every entry and rewrites the file empty.
+    /// Drops every entry and empties the file.
     pub fn clear(&mut self) -> io::Result<()> {
         self.truncate(0)
     }
 
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_all()
+    /// Appends the entries the file lacks and fsyncs it. A failed write is
+    /// logged and leaves the file for the next open to rebuild; a failed
+    /// fsync is an error.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.broken || self.written == self.entries.len() {
+            return Ok(());
+        }
+        let file = OpenOptions::new().write(true).open(&self.path)?;
+        let mut buf = Vec::with_capacity((self.entries.len() - self.written) * E::SIZE);
+        let mut one = [0u8; 16];
+        for e in &self.entries[self.written..] {
+            e.encode(&mut one[..E::SIZE]);
+            buf.extend_from_slice(&one[..E::SIZE]);
+        }
+        let at = (self.written * E::SIZE) as u64;
+        if let Err(e) = file.write_all_at(&buf, at) {
+            tracing::warn!(path = %self.path.display(), error = %e,
+                "cannot write index entries; the index will be rebuilt on the next open");
+            self.broken = true;
+            return Ok(());
+        }
+        self.written = self.entries.len();
+        self.file_len = self.file_len.max(at + buf.len() as u64);
+        file.sync_all()
     }
 
     pub fn path(&self) -> &Path {
@@ -205,6 +239,7 @@ mod tests {
                     position: p,
                 });
             }
+            idx.sync()?;
         }
         let (idx, ok) = IndexFile::<OffsetEntry>::open(&path, 100)?;
         assert!(ok);
@@ -240,6 +275,7 @@ mod tests {
         assert_eq!(idx.last_before(100), None);
         assert_eq!(idx.last_before(101), Some(3));
         assert_eq!(idx.last_before(300), Some(9));
+        idx.sync()?;
         idx.truncate(1)?;
         let (again, ok) = IndexFile::<TimeEntry>::open(&dir.path().join("t"), 10)?;
         assert!(ok);

@@ -218,6 +218,10 @@ pub struct Log {
     dir_dirty: AtomicBool,
     /// Where each leader epoch starts. Lock order: segments, then this.
     epochs: Mutex<EpochCache>,
+    /// The epoch checkpoint was written without fsync since it was last
+    /// made durable (set and cleared with `epochs` locked): the next flush
+    /// that makes records durable makes it durable first.
+    epochs_dirty: AtomicBool,
 }
 
 impl std::fmt::Debug for Log {
@@ -241,27 +245,41 @@ impl Log {
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.try_exists().map_err(io_err("stat", &marker))?;
+        let stored_recovery_point = checkpoint::read_recovery_point(dir);
         let recovery_point = if clean {
             None
         } else {
-            checkpoint::read_recovery_point(dir)
+            stored_recovery_point
         };
         let bases = list_segments(dir)?;
         let interval = config.index_interval_bytes;
-        let (mut segments, mut recovered) =
+        let (mut segments, mut recovered, cut) =
             open_segments(dir, &bases, interval, clean, recovery_point)?;
-        if segments.is_empty() {
+        let created = segments.is_empty();
+        if created {
             segments.push(Segment::create(dir, 0, interval)?);
             recovered.push(0);
         }
         // Recovered data may sit in the page cache of a crashed process:
         // make it durable so that the flushed offset can start at the end.
-        sync_segments(&segments, &recovered)?;
+        sync_segments(&mut segments, &recovered)?;
+        // A closed segment whose index was rebuilt writes it now (it is
+        // never synced again); for the others this does nothing.
+        if let Some((_, closed)) = segments.split_last_mut() {
+            for seg in closed {
+                seg.sync_indexes()?;
+            }
+        }
         if clean {
             std::fs::remove_file(&marker).map_err(io_err("remove", &marker))?;
         }
-        // Also makes the marker's removal durable before any append.
-        checkpoint::sync_dir(dir)?;
+        // Makes the marker's removal durable before any append, and a
+        // segment created or cut here. Otherwise the directory is as it
+        // was, and its fsync (a disk cache flush on some file systems, for
+        // each of thousands of partitions at startup) is skipped.
+        if clean || created || cut {
+            checkpoint::sync_dir(dir)?;
+        }
 
         let inner = Inner::from_segments(segments)?;
         let (start, end, active_base) = (
@@ -269,8 +287,10 @@ impl Log {
             inner.active.next_offset,
             inner.active.base,
         );
-        checkpoint::write_recovery_point(dir, active_base)?;
-        let epochs = load_epochs(dir, &inner, end)?;
+        if stored_recovery_point != Some(active_base) {
+            checkpoint::write_recovery_point(dir, active_base)?;
+        }
+        let (epochs, epochs_dirty) = load_epochs(dir, &inner, end, &recovered)?;
         tracing::debug!(dir = %dir.display(), start, end, clean, "opened log");
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -284,6 +304,7 @@ impl Log {
             flushed: AtomicI64::new(end),
             dir_dirty: AtomicBool::new(false),
             epochs: Mutex::new(epochs),
+            epochs_dirty: AtomicBool::new(epochs_dirty),
         })
     }
 
@@ -406,8 +427,14 @@ impl Log {
         }))
     }
 
-    /// Makes `epoch` start at `offset` in the epoch cache, durably, if it
-    /// is new. Called with the segments locked, before the append.
+    /// Makes `epoch` start at `offset` in the epoch cache if it is new.
+    /// Called with the segments locked, before the append. The checkpoint
+    /// is written at once but fsynced by the next `flush` that makes
+    /// records durable (no record of the epoch is durable before its
+    /// entry is), so that a broker taking the lead of thousands of
+    /// partitions does not fsync twice for each; and a recovery assigns
+    /// epochs from the batches of the segments it checks, as Kafka's does,
+    /// for a checkpoint that a machine crash cut short.
     fn assign_epoch(&self, epoch: i32, offset: i64) -> Result<()> {
         let mut c = self.epochs.lock().map_err(|_| Error::Poisoned)?;
         if c.latest_epoch().is_some_and(|e| e >= epoch) || epoch < 0 {
@@ -415,8 +442,22 @@ impl Log {
         }
         let mut next = c.clone();
         next.assign(epoch, offset);
-        next.write(&self.dir)?;
+        next.write(&self.dir, false)?;
         *c = next;
+        self.epochs_dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// fsyncs the epoch checkpoint if it was written without since.
+    fn sync_epochs(&self) -> Result<()> {
+        if !self.epochs_dirty.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let c = self.epochs.lock().map_err(|_| Error::Poisoned)?;
+        if self.epochs_dirty.load(Ordering::Acquire) {
+            c.write(&self.dir, true)?;
+            self.epochs_dirty.store(false, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -538,6 +579,7 @@ impl Log {
                 return Err(e);
             }
         }
+        self.sync_epochs()?;
         self.flushed.store(end, Ordering::Release);
         if active_base > fs.recovery_point {
             checkpoint::write_recovery_point(&self.dir, active_base)?;
@@ -690,7 +732,8 @@ impl Log {
             // naming an epoch its leader never had.
             let mut c = self.epochs.lock().map_err(|_| Error::Poisoned)?;
             if c.truncate_from(offset) {
-                c.write(&self.dir)?;
+                c.write(&self.dir, true)?;
+                self.epochs_dirty.store(false, Ordering::Release);
             }
             return Ok(());
         }
@@ -720,7 +763,8 @@ impl Log {
             let mut c = self.epochs.lock().map_err(|_| Error::Poisoned)?;
             let cut = if full { i64::MIN } else { end };
             if c.truncate_from(cut) {
-                c.write(&self.dir)?;
+                c.write(&self.dir, true)?;
+                self.epochs_dirty.store(false, Ordering::Release);
             }
         }
         if fs.recovery_point > active_base {
@@ -761,6 +805,7 @@ impl Log {
             checkpoint::sync_dir(&self.dir)?;
         }
         self.flushed.store(g.active.next_offset, Ordering::Release);
+        self.sync_epochs()?;
         checkpoint::write_atomic(&self.dir, CLEAN_SHUTDOWN_FILE, b"")?;
         g.closed_cleanly = true;
         Ok(())
@@ -782,14 +827,15 @@ impl Log {
 /// Opens the segments at `bases` in order. Without a clean shutdown, those
 /// from the recovery point on (and always the last) are recovered; the first
 /// one cut at a torn or corrupt batch ends the log, and later segments are
-/// removed. Returns the segments and the indexes of the recovered ones.
+/// removed. Returns the segments, the indexes of the recovered ones, and
+/// whether one was cut.
 fn open_segments(
     dir: &Path,
     bases: &[i64],
     interval: usize,
     clean: bool,
     recovery_point: Option<i64>,
-) -> Result<(Vec<Segment>, Vec<usize>)> {
+) -> Result<(Vec<Segment>, Vec<usize>, bool)> {
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut recovered = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
@@ -829,16 +875,16 @@ fn open_segments(
                     "removing segment that follows a truncated one");
                 segment::remove_segment_files(dir, later)?;
             }
-            break;
+            return Ok((segments, recovered, true));
         }
     }
-    Ok((segments, recovered))
+    Ok((segments, recovered, false))
 }
 
 /// Fsyncs the log and index files of `segments[i]` for each `i` in `which`.
-fn sync_segments(segments: &[Segment], which: &[usize]) -> Result<()> {
+fn sync_segments(segments: &mut [Segment], which: &[usize]) -> Result<()> {
     for &i in which {
-        let seg = &segments[i];
+        let seg = &mut segments[i];
         seg.log
             .sync_all()
             .map_err(io_err("fsync", seg.log_path()))?;
@@ -847,23 +893,46 @@ fn sync_segments(segments: &[Segment], which: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// The epoch cache from `leader-epoch-checkpoint`, cut to a log that ends at
-/// `end`, or rebuilt from the batches if there is no checkpoint; written
-/// back if it changed.
-fn load_epochs(dir: &Path, inner: &Inner, end: i64) -> Result<EpochCache> {
-    Ok(match EpochCache::read(dir) {
-        Some(mut c) => {
-            if c.truncate_from(end) {
-                c.write(dir)?;
+/// The epoch cache from `leader-epoch-checkpoint` (rebuilt from the
+/// batches if there is none), cut to a log that ends at `end`; and for the
+/// `recovered` segments (indexes in log order, a suffix of the log), the
+/// epochs their batches carry, which are the truth there: a checkpoint
+/// written without fsync may have lost its last change in a machine crash
+/// while the batches survived. Returns the cache and whether it differs
+/// from the file only by the cut at `end` (the caller then writes it
+/// before records beyond `end` are durable; a file that keeps entries at
+/// or past `end` is cut the same way by the next open, and corrected from
+/// the batches by the next recovery, which always starts at or below
+/// `end`).
+fn load_epochs(
+    dir: &Path,
+    inner: &Inner,
+    end: i64,
+    recovered: &[usize],
+) -> Result<(EpochCache, bool)> {
+    let Some(mut c) = EpochCache::read(dir) else {
+        let c = rebuild_epochs(inner)?;
+        c.write(dir, true)?;
+        return Ok((c, false));
+    };
+    let cut = c.truncate_from(end);
+    let segments: Vec<&Segment> = inner.segments().collect();
+    if let Some(&first) = recovered.first() {
+        let mut truth = c.clone();
+        truth.truncate_from(segments[first].base);
+        for &i in recovered {
+            for &(epoch, offset) in &segments[i].epoch_starts {
+                truth.assign(epoch, offset);
             }
-            c
         }
-        None => {
-            let c = rebuild_epochs(inner)?;
-            c.write(dir)?;
-            c
+        if truth != c {
+            tracing::warn!(dir = %dir.display(), checkpoint = ?c.entries(), batches = ?truth.entries(),
+                "the leader-epoch checkpoint disagrees with the recovered batches; rewriting it from them");
+            truth.write(dir, true)?;
+            return Ok((truth, false));
         }
-    })
+    }
+    Ok((c, cut))
 }
 
 /// The first record of the batch at `pos` whose timestamp satisfies `pred`.

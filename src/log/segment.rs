@@ -96,6 +96,10 @@ pub(crate) struct Segment {
     pub rolling_base_ms: Option<i64>,
     bytes_since_index: usize,
     interval: usize,
+    /// (leader epoch, base offset) of each batch that carries a higher
+    /// epoch than those before it in this segment: what a recovery gives
+    /// the epoch cache.
+    pub epoch_starts: Vec<(i32, i64)>,
 }
 
 impl Segment {
@@ -142,6 +146,7 @@ impl Segment {
                 rolling_base_ms: None,
                 bytes_since_index: 0,
                 interval,
+                epoch_starts: Vec::new(),
             },
             index_ok && time_ok,
         ))
@@ -218,6 +223,7 @@ impl Segment {
         self.next_offset = self.base;
         self.max_ts = None;
         self.bytes_since_index = 0;
+        self.epoch_starts.clear();
         Ok(())
     }
 
@@ -310,6 +316,14 @@ impl Segment {
 
     /// Index bookkeeping for a batch stored at `pos`, in append order.
     fn on_batch(&mut self, h: &BatchHeader, pos: u64) {
+        if self
+            .epoch_starts
+            .last()
+            .is_none_or(|&(e, _)| h.partition_leader_epoch > e)
+        {
+            self.epoch_starts
+                .push((h.partition_leader_epoch, h.base_offset));
+        }
         if self.max_ts.is_none_or(|(t, _)| h.max_timestamp > t) {
             self.max_ts = Some((h.max_timestamp, h.last_offset()));
         }
@@ -457,13 +471,11 @@ impl Segment {
     }
 
     /// fsyncs the index files (the log file is synced by `Log::flush`).
-    pub fn sync_indexes(&self) -> Result<()> {
-        self.index
-            .sync()
-            .map_err(io_err("fsync", self.index.path()))?;
-        self.time_index
-            .sync()
-            .map_err(io_err("fsync", self.time_index.path()))
+    pub fn sync_indexes(&mut self) -> Result<()> {
+        let path = self.index.path().to_path_buf();
+        self.index.sync().map_err(io_err("fsync", &path))?;
+        let path = self.time_index.path().to_path_buf();
+        self.time_index.sync().map_err(io_err("fsync", &path))
     }
 
     pub fn log_path(&self) -> &Path {

@@ -595,3 +595,30 @@ fn config_and_input_are_checked() -> TestResult {
     assert_eq!(log.end_offset(), 0);
     Ok(())
 }
+
+#[test]
+fn a_recovery_gives_back_an_epoch_the_checkpoint_lost() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let epoch_file = dir.path().join("leader-epoch-checkpoint");
+    let log = Log::open(dir.path(), small_config())?;
+    fill(&log, 10, 5)?;
+    log.flush()?;
+    let before = fs::read_to_string(&epoch_file)?;
+    // Taking epoch 6 writes the checkpoint (without fsync); the flush that
+    // makes a record of epoch 6 durable makes the checkpoint durable too.
+    log.begin_epoch(6)?;
+    let six_starts = log.end_offset();
+    log.append(&batch(2, 10), 6, 0)?;
+    log.flush()?;
+    let after = fs::read_to_string(&epoch_file)?;
+    assert!(after.contains(&format!("6 {six_starts}")), "{after}");
+    // A crash of the machine that lost the checkpoint's last write but
+    // kept the batches: the recovery assigns epoch 6 from them.
+    drop(log);
+    fs::write(&epoch_file, before)?;
+    let log = Log::open(dir.path(), small_config())?;
+    assert_eq!(log.latest_epoch(), Some(6));
+    assert_eq!(log.end_offset_for_epoch(5)?, (5, six_starts));
+    assert!(fs::read_to_string(&epoch_file)?.contains(&format!("6 {six_starts}")));
+    Ok(())
+}

@@ -623,7 +623,7 @@ fn a_batch_applies_as_its_commands_would_one_by_one() {
 }
 
 #[test]
-fn a_batch_refuses_what_is_not_an_offset_commit_and_applies_the_rest() {
+fn a_batch_refuses_what_is_not_an_offset_commit_or_isr_change_and_applies_the_rest() {
     let (mut img, _) = three_brokers_and_topic(&[]);
     let answers = img.apply(
         20,
@@ -676,6 +676,43 @@ fn a_commit_copies_no_topic_and_an_isr_change_only_its_own() {
         MetadataResponse::Rejected(_)
     ));
     assert!(Arc::ptr_eq(&before.topics, &img.topics));
+}
+
+#[test]
+fn isr_changes_in_a_batch_apply_each_against_the_partition_epoch_before_it() {
+    let (mut batched, id) = three_brokers_and_topic(&[]);
+    let mut one_by_one = batched.clone();
+    let p = batched.topics["t"].partitions[0].clone();
+    let alter = |isr: Vec<i32>, partition_epoch: i32| MetadataCommand::AlterPartition {
+        topic_id: id,
+        partition: 0,
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        partition_epoch,
+        isr,
+    };
+    let cmds = vec![
+        alter(vec![p.leader], p.partition_epoch),
+        commit("g", "t", 0, 5),
+        // Named the epoch the first change replaced: stale.
+        alter(p.replicas.clone(), p.partition_epoch),
+        alter(p.replicas.clone(), p.partition_epoch + 1),
+    ];
+    let MetadataResponse::Batch(answers) = batched.apply(20, &MetadataCommand::Batch(cmds.clone()))
+    else {
+        panic!("a batch answers with a batch");
+    };
+    let singly: Vec<MetadataResponse> = cmds.iter().map(|c| one_by_one.apply(20, c)).collect();
+    assert_eq!(answers, singly);
+    assert_eq!(answers[0], MetadataResponse::Ok);
+    assert!(matches!(answers[2], MetadataResponse::Rejected(_)));
+    assert_eq!(answers[3], MetadataResponse::Ok);
+    assert_eq!(batched, one_by_one);
+    assert_eq!(batched.topics["t"].partitions[0].isr.len(), 3);
+    assert_eq!(
+        batched.topics["t"].partitions[0].partition_epoch,
+        p.partition_epoch + 2
+    );
 }
 
 #[test]
