@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Broker;
-use crate::controller::records::{MetadataCommand, MetadataError, MetadataResponse};
 use crate::controller::batcher::Batcher;
+use crate::controller::records::{MetadataCommand, MetadataError, MetadataResponse};
 use crate::replication::follower::{self, FetcherConfig, Resolver};
 use crate::replication::leader::enough_replicas;
 use crate::replication::partition::IsrProposal;

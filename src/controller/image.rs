@@ -327,8 +327,7 @@ impl MetadataImage {
                         MetadataCommand::CommitOffsets { .. }
                         | MetadataCommand::AlterPartition { .. } => self.apply(index, c),
                         _ => MetadataResponse::Rejected(MetadataError::NotBatchable(
-                            "only offset commits and ISR changes can be applied in a batch"
-                                .into(),
+                            "only offset commits and ISR changes can be applied in a batch".into(),
                         )),
                     })
                     .collect(),

@@ -246,11 +246,7 @@ impl Log {
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.try_exists().map_err(io_err("stat", &marker))?;
         let stored_recovery_point = checkpoint::read_recovery_point(dir);
-        let recovery_point = if clean {
-            None
-        } else {
-            stored_recovery_point
-        };
+        let recovery_point = if clean { None } else { stored_recovery_point };
         let bases = list_segments(dir)?;
         let interval = config.index_interval_bytes;
         let (mut segments, mut recovered, cut) =
