@@ -52,6 +52,12 @@
 //!   their p99s), `keyed` (perf-test has no key flag, so a librdkafka
 //!   producer in this suite does the same sends with keys cycling over
 //!   100,000 distinct values, latency from send() to the delivery report).
+//! * `ack/{100,500,2000}rps`, send-to-acknowledgement latency at a fixed
+//!   rate, one record at a time (`linger.ms=0`), 1 KiB records, one
+//!   partition, RF=3, min.insync.replicas=2, acks=all, idempotence off
+//!   (librdkafka's default; `ack/100rps-idempotent` with it on), 30 s at
+//!   scale 1: p50/p99/p99.9/max ms from each record's scheduled send time
+//!   to its delivery report.
 //! * `e2e/{5,20,50}MBps`, end-to-end latency at a fixed rate: 1 KiB records,
 //!   6 partitions, RF=3, min.insync.replicas=2, acks=all, idempotent,
 //!   linger.ms=1 (OpenMessaging Benchmark's setting), 30 s at scale 1. Each
@@ -78,7 +84,7 @@
 //! time under load, so a row can read above 100%.
 //!
 //! Timing on a 2-core machine: `SUITE_SCALE=0.1 SUITE_REPS=1` about 2
-//! minutes, the full suite (scale 1, 3 repetitions) roughly 40 minutes.
+//! minutes, the full suite (scale 1, 3 repetitions) roughly 45 minutes.
 
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -90,6 +96,8 @@ use serde_json::{json, Value};
 
 mod support;
 
+#[path = "suite/ack.rs"]
+mod ack;
 #[path = "suite/ceilings.rs"]
 mod ceilings;
 #[path = "suite/consume.rs"]
@@ -177,6 +185,7 @@ pub struct Workload {
 fn workloads() -> Vec<Workload> {
     let mut w = ceilings::workloads();
     w.extend(produce::workloads());
+    w.extend(ack::workloads());
     w.extend(e2e::workloads());
     w.extend(consume::workloads());
     w
