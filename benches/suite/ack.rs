@@ -12,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use crate::util::{self, percentile};
+use crate::util;
 use crate::{support, Ctx, Figure, Workload};
 
 /// (name, records/s, idempotent).
@@ -117,12 +117,5 @@ fn measure(
             n - lat.len() as u64
         ));
     }
-    lat.sort_unstable();
-    let ms = |p: f64| percentile(&lat, p).map_or(f64::NAN, |ns| ns as f64 / 1e6);
-    Ok(vec![
-        Figure::new("p50 send-to-ack", ms(0.5), "ms"),
-        Figure::new("p99 send-to-ack", ms(0.99), "ms"),
-        Figure::new("p99.9 send-to-ack", ms(0.999), "ms"),
-        Figure::new("max send-to-ack", ms(1.0), "ms"),
-    ])
+    Ok(util::latency_figures(&mut lat, "send-to-ack"))
 }

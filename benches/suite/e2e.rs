@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::util::{self, percentile, MIB};
+use crate::util::{self, MIB};
 use crate::{support, Ctx, Figure, Limit, Workload};
 
 const RATES: &[(&str, u32)] = &[("e2e/5MBps", 5), ("e2e/20MBps", 20), ("e2e/50MBps", 50)];
@@ -233,24 +233,19 @@ fn measure(
             sent - lat.len() as u64
         ));
     }
-    lat.sort_unstable();
-    let ms = |p: f64| percentile(&lat, p).map_or(f64::NAN, |ns| ns as f64 / 1e6);
     // Receipts per second between the first and the last: the schedule's
     // rate if the pipeline kept up, whatever the latency.
     let window = last.saturating_sub(first) as f64 / 1e9;
     let achieved = ((lat.len() - 1) * RECORD) as f64 / MIB / window.max(1e-3);
-    let mut figs = vec![
-        Figure::new("p50 latency", ms(0.5), "ms"),
-        Figure::new("p99 latency", ms(0.99), "ms"),
-        Figure::new("p99.9 latency", ms(0.999), "ms"),
-        Figure::new("max latency", ms(1.0), "ms"),
+    let mut figs = util::latency_figures(&mut lat, "latency");
+    figs.extend([
         Figure::new("achieved rate", achieved, "MiB/s").against(Limit::DiskSync { rf: 3 }),
         Figure::new(
             "achieved/target",
             100.0 * achieved / f64::from(mib_per_sec),
             "%",
         ),
-    ];
+    ]);
     if sent < n {
         figs.push(Figure::new("sends given up", (n - sent) as f64, "records"));
     }

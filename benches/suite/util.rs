@@ -31,6 +31,19 @@ pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     Some(sorted[((p * sorted.len() as f64) as usize).min(sorted.len() - 1)])
 }
 
+/// p50, p99, p99.9 and max of latencies given in ns, as figures in ms
+/// named "p50 <what>", …, "max <what>" (sorts `lat`).
+pub fn latency_figures(lat: &mut [u64], what: &str) -> Vec<crate::Figure> {
+    lat.sort_unstable();
+    [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0)]
+        .into_iter()
+        .map(|(name, p)| {
+            let ms = percentile(lat, p).map_or(f64::NAN, |ns| ns as f64 / 1e6);
+            crate::Figure::new(format!("{name} {what}"), ms, "ms")
+        })
+        .collect()
+}
+
 pub const MIB: f64 = 1024.0 * 1024.0;
 
 /// A child process whose stdout and stderr are collected as it runs.
