@@ -10,7 +10,7 @@ pub mod isr;
 pub mod lifecycle;
 pub mod meta;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -237,7 +237,7 @@ impl Broker {
         metrics::gauge!("runnel_offline_partitions").set(offline as f64);
         // Changed topics, by id, and the partitions of them this broker
         // holds (which may be none now).
-        let mut changed: HashMap<Uuid, Vec<i32>> = HashMap::new();
+        let mut changed: HashMap<Uuid, HashSet<i32>> = HashMap::new();
         let mut work: Vec<(Arc<TopicImage>, i32, Assignment)> = Vec::new();
         for t in image.topics.values() {
             let old = before(t);
@@ -250,7 +250,7 @@ impl Broker {
                 if !p.replicas.contains(&me) {
                     continue;
                 }
-                mine.push(i as i32);
+                mine.insert(i as i32);
                 let unchanged = same_configs
                     && old
                         .as_ref()
