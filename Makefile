@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)/release/runnel
 APT_PACKAGES := libclang-dev clang kcat rapidjson-dev
-PIP_PACKAGES := kafka-python==3.0.12
+PIP_PACKAGES := kafka-python==3.0.12 confluent-kafka
 
 .PHONY: run build test deps lint bench bench-suite librdkafka-suite
 
@@ -29,7 +29,7 @@ deps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
-	@python3 -c 'import kafka' 2>/dev/null || python3 -m pip install --quiet $(PIP_PACKAGES)
+	@python3 -c 'import kafka, confluent_kafka' 2>/dev/null || python3 -m pip install --quiet $(PIP_PACKAGES)
 
 lint:
 	$(CARGO) fmt --all -- --check

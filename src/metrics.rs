@@ -11,6 +11,8 @@
 //!   `runnel_metadata_stream_resumes_total`: on a broker-only node, how
 //!   often the metadata stream started with the whole image, and how often
 //!   it resumed after the last applied index on a (new) voter
+//! * `runnel_log_segments_deleted_total`, `runnel_log_bytes_deleted_total`:
+//!   what retention deleted
 //!
 //! The exporter serves `/metrics` on `metrics.listener` when it is set.
 

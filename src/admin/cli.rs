@@ -45,6 +45,10 @@ pub enum AdminCommand {
     ProducerPerfTest(ProducerPerfArgs),
     /// Measure consume throughput (as kafka-consumer-perf-test.sh).
     ConsumerPerfTest(ConsumerPerfArgs),
+    /// Describe or change topic and broker configs (as kafka-configs.sh).
+    Configs(super::configs::ConfigsArgs),
+    /// Delete records below given offsets (as kafka-delete-records.sh).
+    DeleteRecords(super::delete_records::DeleteRecordsArgs),
 }
 
 /// `kafka-metadata-quorum.sh` options: `--bootstrap-server X describe --status|--replication`.
@@ -243,6 +247,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::BrokerApiVersions(args) => run_api_versions(args).await,
         AdminCommand::MetadataQuorum(args) => run_metadata_quorum(args).await,
         AdminCommand::ConsumerGroups(args) => groups_cli::run(args).await,
+        AdminCommand::Configs(args) => super::configs::run(args).await,
+        AdminCommand::DeleteRecords(args) => super::delete_records::run(args).await,
         // librdkafka's calls block: keep them off the async workers.
         AdminCommand::ProducerPerfTest(args) => {
             tokio::task::spawn_blocking(move || perf::run_producer(args))

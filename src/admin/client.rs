@@ -318,7 +318,7 @@ impl Client {
 
     /// Sends `req` to any node, moving on to the next one on transport
     /// errors.
-    async fn send_any<R: Request>(&mut self, req: &R) -> Result<R::Response> {
+    pub(crate) async fn send_any<R: Request>(&mut self, req: &R) -> Result<R::Response> {
         let mut last = None;
         for _ in 0..=self.config.retries {
             let addr = self.any_addr().await?;

@@ -10,8 +10,10 @@
 
 pub mod cli;
 pub mod client;
+pub mod configs;
 pub mod conn;
 mod consumer;
+pub mod delete_records;
 mod error_text;
 mod get_offsets;
 pub mod groups;

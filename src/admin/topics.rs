@@ -197,8 +197,17 @@ pub(crate) async fn describe(
 ) -> Result<(), TopicsError> {
     let topics = matching_topics(client, topic, exclude_internal, !if_exists).await?;
     for t in &topics {
-        // DescribeConfigs is not served yet, so no overrides are known.
-        let _ = writeln!(out, "{}", describe_topic_line(t, &[]));
+        // Every config not at Kafka's default (the topic's overrides and
+        // what the broker's file sets), as Kafka's tool shows them.
+        let configs: Vec<(String, String)> =
+            super::configs::describe(client, &super::configs::Entity::Topic(t.name.clone()))
+                .await
+                .map_err(|e| TopicsError::Command(e.to_string()))?
+                .into_iter()
+                .filter(|e| e.source != 5)
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect();
+        let _ = writeln!(out, "{}", describe_topic_line(t, &configs));
         for line in describe_partition_lines(t) {
             let _ = writeln!(out, "{line}");
         }

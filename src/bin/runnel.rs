@@ -412,6 +412,8 @@ async fn start_broker(
     let _ = quorum.broker_slot.set(broker.clone());
     tokio::spawn(broker.clone().follow(controller.subscribe()));
     tokio::spawn(broker.clone().maintain_isr(batcher.clone()));
+    tokio::spawn(broker.clone().enforce_retention());
+    tokio::spawn(broker.clone().run_cleaner());
     broker.start_replica_fetchers(
         peer_resolver(config, controller.clone()),
         runnel::rpc::Channels::default(),

@@ -5,10 +5,12 @@
 //! each with a `partition.metadata` naming the topic id, so that a topic
 //! deleted and re-created under the same name never inherits old data.
 
+mod cleaner;
 pub mod grpc;
 pub mod isr;
 pub mod lifecycle;
 pub mod meta;
+mod retention;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,7 +19,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::config::topic::TopicConfig;
+use crate::config::dynamic::{DynamicConfigs, Resolver};
+use crate::config::topic::TopicSettings;
 use crate::config::Config;
 use crate::controller::image::{MetadataImage, TopicImage};
 use crate::controller::records::{MetadataCommand, MetadataError, MetadataResponse};
@@ -52,10 +55,13 @@ pub struct Broker {
     replicas: Arc<Replicas>,
     /// Index of the last metadata image applied locally.
     applied: watch::Sender<u64>,
-    /// Topic config overrides by topic id, as of the last image applied:
-    /// the stored strings and what they parsed to (parsed again only when
-    /// they change).
-    topic_configs: std::sync::RwLock<HashMap<Uuid, (StoredConfigs, Arc<TopicConfig>)>>,
+    /// What every topic config is for each topic, by topic id, as of the
+    /// last image applied: the topic's stored overrides and what they
+    /// resolve to here (resolved again when they or the dynamic broker
+    /// configs change).
+    topic_settings: std::sync::RwLock<HashMap<Uuid, (StoredConfigs, Arc<TopicSettings>)>>,
+    /// The dynamic broker configs `topic_settings` was resolved with.
+    dynamic: std::sync::RwLock<Arc<DynamicConfigs>>,
     /// This broker's unused producer ids, `next..end`, from the controller.
     producer_ids: std::sync::Mutex<(i64, i64)>,
     /// The topics of the last image applied in full without an error: an
@@ -67,7 +73,8 @@ pub struct Broker {
 impl Broker {
     pub fn new(config: Arc<Config>) -> Arc<Broker> {
         Arc::new(Broker {
-            topic_configs: std::sync::RwLock::new(HashMap::new()),
+            topic_settings: std::sync::RwLock::new(HashMap::new()),
+            dynamic: std::sync::RwLock::default(),
             config,
             replicas: Arc::default(),
             applied: watch::channel(0).0,
@@ -190,11 +197,23 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .is_some_and(|t| Arc::ptr_eq(t, &image.topics));
-        if !unchanged && self.apply_topics(image).await {
-            *self
-                .applied_topics
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(image.topics.clone());
+        let dynamic_changed = self.dynamic_changed(image);
+        let clean = if !unchanged || dynamic_changed {
+            let clean = self.apply_topics(image, dynamic_changed).await;
+            if clean {
+                *self
+                    .applied_topics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(image.topics.clone());
+            }
+            clean
+        } else {
+            true
+        };
+        // Held only once every partition has taken settings resolved with
+        // them: until then the next image tries again.
+        if clean {
+            *self.dynamic.write().unwrap_or_else(|e| e.into_inner()) = image.configs.clone();
         }
         self.applied.send_if_modified(|a| {
             let moved = image.last_applied > *a;
@@ -213,7 +232,11 @@ impl Broker {
     /// partition's work, not ten thousand. Partitions that must be opened
     /// (or take a new role, which may write a leader-epoch checkpoint) are
     /// worked on `OPEN_CONCURRENCY` at a time.
-    async fn apply_topics(&self, image: &MetadataImage) -> bool {
+    ///
+    /// With `dynamic_changed` (the dynamic broker configs changed), every
+    /// topic's settings may have changed, and every local partition is
+    /// given them again.
+    async fn apply_topics(&self, image: &MetadataImage, dynamic_changed: bool) -> bool {
         use futures::stream::StreamExt;
         let me = self.config.node_id;
         let prev: Option<Topics> = self
@@ -227,7 +250,7 @@ impl Broker {
                 .filter(|o| o.id == t.id)
                 .cloned()
         };
-        self.parse_topic_configs(image);
+        self.resolve_settings(image, dynamic_changed);
         let offline = image
             .topics
             .values()
@@ -241,11 +264,12 @@ impl Broker {
         let mut work: Vec<(Arc<TopicImage>, i32, Assignment)> = Vec::new();
         for t in image.topics.values() {
             let old = before(t);
-            if old.as_ref().is_some_and(|o| Arc::ptr_eq(o, t)) {
+            if !dynamic_changed && old.as_ref().is_some_and(|o| Arc::ptr_eq(o, t)) {
                 continue;
             }
             let mine = changed.entry(t.id).or_default();
-            let same_configs = old.as_ref().is_some_and(|o| o.configs == t.configs);
+            let same_configs =
+                !dynamic_changed && old.as_ref().is_some_and(|o| o.configs == t.configs);
             for (i, p) in t.partitions.iter().enumerate() {
                 if !p.replicas.contains(&me) {
                     continue;
@@ -324,6 +348,9 @@ impl Broker {
                 p
             }
         };
+        let settings = self.topic_settings(topic.id);
+        p.set_settings(self.log_config(&settings), flush_policy(&settings))
+            .map_err(|e| anyhow::anyhow!("partition {p:?}: {e:#}"))?;
         let before = (p.role(), p.leader_epoch());
         p.apply(a)
             .await
@@ -339,59 +366,90 @@ impl Broker {
         self.replicas.stop_following().await;
     }
 
-    /// Parses the configs of topics that are new or changed in `image`,
-    /// and forgets those of topics gone.
-    fn parse_topic_configs(&self, image: &MetadataImage) {
+    /// Whether the image's dynamic broker configs differ from those the
+    /// partitions last took.
+    fn dynamic_changed(&self, image: &MetadataImage) -> bool {
+        let held = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
+        let changed = !Arc::ptr_eq(&held, &image.configs) && **held != *image.configs;
+        if changed {
+            tracing::info!(
+                "dynamic broker configs changed; every topic's settings are resolved again"
+            );
+        }
+        changed
+    }
+
+    /// Resolves the settings of topics that are new or changed in `image`
+    /// (of all with `all`: the dynamic configs changed), and forgets those
+    /// of topics gone. Each entry is replaced in place, so that a reader
+    /// never sees a topic without its settings.
+    fn resolve_settings(&self, image: &MetadataImage, all: bool) {
+        let resolver = Resolver::new(self.config.node_id, &self.config.raw, &image.configs);
         let mut cache = self
-            .topic_configs
+            .topic_settings
             .write()
             .unwrap_or_else(|e| e.into_inner());
         cache.retain(|id, _| image.topic_by_id(id).is_some());
         for t in image.topics.values() {
-            if cache.get(&t.id).is_some_and(|(raw, _)| *raw == t.configs) {
+            if !all && cache.get(&t.id).is_some_and(|(raw, _)| *raw == t.configs) {
                 continue;
             }
-            let (parsed, errors) = TopicConfig::parse(&t.configs);
+            let (settings, errors) = resolver.topic_settings(&t.configs);
             for e in errors {
-                tracing::warn!(topic = %t.name, error = %e, "ignoring a topic config; the broker default applies");
+                tracing::warn!(topic = %t.name, error = %e, "ignoring a config value; the default applies");
             }
-            cache.insert(t.id, (t.configs.clone(), Arc::new(parsed)));
+            cache.insert(t.id, (t.configs.clone(), Arc::new(settings)));
         }
     }
 
-    /// The topic's config overrides, typed (none for an unknown topic).
-    pub fn topic_config(&self, topic_id: Uuid) -> Arc<TopicConfig> {
-        self.topic_configs
+    /// Every topic config of the topic as it applies here (the broker's
+    /// for an unknown topic).
+    pub fn topic_settings(&self, topic_id: Uuid) -> Arc<TopicSettings> {
+        if let Some((_, s)) = self
+            .topic_settings
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&topic_id)
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default()
+        {
+            return s.clone();
+        }
+        let dynamic = self
+            .dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Arc::new(
+            Resolver::new(self.config.node_id, &self.config.raw, &dynamic)
+                .topic_settings(&Default::default())
+                .0,
+        )
+    }
+
+    /// The dynamic broker configs as of the last image applied.
+    pub fn dynamic_configs(&self) -> Arc<DynamicConfigs> {
+        self.dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// `min.insync.replicas` of the topic, else the broker's.
     pub fn min_insync_replicas(&self, topic_id: Uuid) -> i32 {
-        self.topic_config(topic_id)
-            .min_insync_replicas
-            .unwrap_or(self.config.min_insync_replicas)
+        self.topic_settings(topic_id).min_insync_replicas
     }
 
-    fn log_config(&self, topic: &TopicImage) -> LogConfig {
-        let d = &self.config.log;
-        let c = self.topic_config(topic.id);
+    fn log_config(&self, s: &TopicSettings) -> LogConfig {
         LogConfig {
-            segment_bytes: c.segment_bytes.unwrap_or(d.segment_bytes),
-            segment_ms: c.segment_ms.unwrap_or(d.roll_ms),
-            index_interval_bytes: c.index_interval_bytes.unwrap_or(d.index_interval_bytes),
-            max_batch_bytes: self.max_message_bytes(topic),
+            segment_bytes: s.segment_bytes,
+            segment_ms: s.segment_ms,
+            index_interval_bytes: s.index_interval_bytes,
+            max_batch_bytes: s.max_message_bytes,
         }
     }
 
     /// `max.message.bytes` of the topic, else the broker's `message.max.bytes`.
     pub fn max_message_bytes(&self, topic: &TopicImage) -> usize {
-        self.topic_config(topic.id)
-            .max_message_bytes
-            .unwrap_or(self.config.message_max_bytes)
+        self.topic_settings(topic.id).max_message_bytes
     }
 
     async fn open_partition(
@@ -403,10 +461,7 @@ impl Broker {
         let (name, id) = (topic.name.clone(), topic.id);
         let dir =
             tokio::task::spawn_blocking(move || partition_dir(&dirs, &name, id, index)).await??;
-        let policy = match self.config.log.flush_interval_messages {
-            Some(n) => FlushPolicy::EveryMessages(n),
-            None => FlushPolicy::BeforeAck,
-        };
+        let settings = self.topic_settings(topic.id);
         let p = Partition::open(
             &dir,
             PartitionId {
@@ -414,9 +469,9 @@ impl Broker {
                 topic_id: topic.id,
                 index,
             },
-            self.log_config(topic),
+            self.log_config(&settings),
             self.config.node_id,
-            policy,
+            flush_policy(&settings),
             self.replicas.signals(),
         )
         .await?;
@@ -431,6 +486,15 @@ impl Broker {
                 tracing::error!(partition = ?p, error = %e, "closing partition failed");
             }
         }
+    }
+}
+
+/// `flush.messages` 1 (Runnel's default) is an fsync before every
+/// acknowledgement; more is Kafka's flush-later behaviour.
+fn flush_policy(s: &TopicSettings) -> FlushPolicy {
+    match s.flush_messages {
+        0 | 1 => FlushPolicy::BeforeAck,
+        n => FlushPolicy::EveryMessages(n),
     }
 }
 

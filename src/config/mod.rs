@@ -6,6 +6,7 @@
 //! that Runnel accepts but does not act on (thread counts, socket buffers…)
 //! are listed in [`ACCEPTED_NO_EFFECT`] so that existing files keep working.
 
+pub mod dynamic;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -141,6 +142,10 @@ pub struct Config {
     /// A producer id idle this long is forgotten by every partition.
     pub producer_id_expiration_ms: u64,
     pub leader_imbalance_check_interval_ms: u64,
+    /// How often the retention task looks for segments to delete.
+    pub log_retention_check_interval_ms: u64,
+    /// Whether this broker runs the log cleaner (compaction) at all.
+    pub log_cleaner_enable: bool,
     /// Every key as given (after overrides), for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -156,13 +161,9 @@ pub const ACCEPTED_NO_EFFECT: &[&str] = &[
     "offsets.topic.num.partitions",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "log.retention.check.interval.ms",
-    "log.cleaner.enable",
     "inter.broker.listener.name",
-    "log.flush.interval.ms",
     "queued.max.requests",
     "background.threads",
-    "compression.type",
     // Any imbalance is corrected at the next check.
     "leader.imbalance.per.broker.percentage",
 ];
@@ -230,6 +231,9 @@ const KEYS: &[(&str, &str, Read)] = &[
     ("log.index.interval.bytes", "4096", Usize(0, |c| &mut c.log.index_interval_bytes)),
     ("log.retention.bytes", "-1", I64(-1, |c| &mut c.log.retention_bytes)),
     ("log.flush.interval.messages", "", OptU64(1, |c| &mut c.log.flush_interval_messages)),
+    ("log.retention.check.interval.ms", "300000",
+        U64(1, |c| &mut c.log_retention_check_interval_ms)),
+    ("log.cleaner.enable", "true", Bool(|c| &mut c.log_cleaner_enable)),
     ("broker.rack", "", Text(|c| &mut c.rack)),
     ("cluster.id", "", Text(|c| &mut c.cluster_id)),
     ("broker.heartbeat.interval.ms", "2000", U64(10, |c| &mut c.broker_heartbeat_interval_ms)),
@@ -263,6 +267,20 @@ const KEYS: &[(&str, &str, Read)] = &[
     // One fetcher per source broker carries all its partitions.
     ("num.replica.fetchers", "1", Unread),
 ];
+
+/// Whether Runnel knows this broker key (read, dynamic, or accepted).
+pub fn is_known_key(key: &str) -> bool {
+    KEYS.iter().any(|(k, _, _)| *k == key)
+        || ACCEPTED_NO_EFFECT.contains(&key)
+        || topic::by_synonym(key).is_some()
+        || dynamic::CLEANER_KEYS.iter().any(|k| k.name == key)
+}
+
+/// The keys `runnel serve` reads from its file, with their defaults (empty:
+/// none), for DescribeConfigs of a broker.
+pub fn static_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    KEYS.iter().map(|(k, d, _)| (*k, *d))
+}
 
 /// Parses Java `.properties` text: `key=value`, `key: value` or `key value`,
 /// `#`/`!` comments, and lines continued with a trailing backslash.
@@ -433,8 +451,14 @@ impl Config {
     }
 
     pub fn from_map(given: BTreeMap<String, String>) -> Result<Config> {
-        for key in given.keys() {
+        for (key, value) in &given {
             if KEYS.iter().any(|(k, _, _)| k == key) {
+                continue;
+            }
+            // The broker keys that supply topic defaults, and the
+            // cleaner's: typed by the topic key they stand for.
+            if let Ok(kind) = dynamic::dynamic_broker_kind(key) {
+                topic::check(key, kind, value).map_err(|e| invalid(key, value, e.0))?;
                 continue;
             }
             if ACCEPTED_NO_EFFECT.contains(&key.as_str()) {
@@ -520,6 +544,8 @@ impl Config {
             metadata_log_retained_records: 0,
             producer_id_expiration_ms: 0,
             leader_imbalance_check_interval_ms: 0,
+            log_retention_check_interval_ms: 0,
+            log_cleaner_enable: false,
             raw,
         }
     }

@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::records::{
-    Endpoint, MetadataCommand, MetadataError, MetadataResponse, OffsetCommit, StoredGroup,
+    ConfigResource, Endpoint, MetadataCommand, MetadataError, MetadataResponse, OffsetCommit,
+    StoredGroup,
 };
-use crate::config::topic::TopicConfig;
+use crate::config::dynamic::{validate_broker_entry, DynamicConfigs, Resolver};
+use crate::config::topic::validate_entry;
 
 /// A registered broker. `epoch` is the Raft log index of its registration,
 /// so that a restarted broker (new incarnation) always gets a larger epoch.
@@ -71,6 +73,9 @@ pub struct MetadataImage {
     /// Committed consumer-group offsets by group id.
     #[serde(default)]
     pub groups: Arc<BTreeMap<String, Arc<GroupOffsets>>>,
+    /// Dynamic broker configs (per broker and the cluster default).
+    #[serde(default)]
+    pub configs: Arc<DynamicConfigs>,
 }
 
 /// A group's committed offsets: topic, then partition.
@@ -321,6 +326,12 @@ impl MetadataImage {
                 *now_ms,
                 *retention_ms,
             ),
+            MetadataCommand::AlterConfigs {
+                resource,
+                replace,
+                set,
+                delete,
+            } => self.alter_configs(resource, *replace, set, delete),
             MetadataCommand::Batch(cmds) => MetadataResponse::Batch(
                 cmds.iter()
                     .map(|c| match c {
@@ -495,6 +506,53 @@ impl MetadataImage {
             }
             None => MetadataResponse::Rejected(MetadataError::UnknownTopic(topic_id.to_string())),
         }
+    }
+
+    fn alter_configs(
+        &mut self,
+        resource: &ConfigResource,
+        replace: bool,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> MetadataResponse {
+        let validate = match resource {
+            ConfigResource::Topic(_) => validate_entry,
+            _ => validate_broker_entry,
+        };
+        for (k, v) in set {
+            if let Err(e) = validate(k, Some(v)) {
+                return MetadataResponse::Rejected(MetadataError::InvalidConfig(e.0));
+            }
+        }
+        let change = |configs: &mut BTreeMap<String, String>| {
+            if replace {
+                configs.clear();
+            }
+            configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for k in delete {
+                configs.remove(k);
+            }
+        };
+        match resource {
+            ConfigResource::Topic(id) => match self.topic_by_id_mut(id) {
+                Some(t) => change(&mut t.configs),
+                None => {
+                    return MetadataResponse::Rejected(MetadataError::UnknownTopic(id.to_string()))
+                }
+            },
+            ConfigResource::Broker(id) => {
+                let brokers = &mut Arc::make_mut(&mut self.configs).brokers;
+                let configs = brokers.entry(*id).or_default();
+                change(configs);
+                if configs.is_empty() {
+                    brokers.remove(id);
+                }
+            }
+            ConfigResource::BrokerDefault => change(&mut Arc::make_mut(&mut self.configs).default),
+        }
+        // Unclean election may have just been allowed.
+        self.elect_offline();
+        MetadataResponse::Ok
     }
 
     fn create_partitions(
@@ -691,13 +749,14 @@ impl MetadataImage {
     /// everything committed), and its leaderships pass to another ISR
     /// member, or to nobody.
     fn move_away_from(&mut self, broker: i32) {
+        let dynamic = self.configs.clone();
         let alive: Vec<i32> = self.alive().into_iter().filter(|b| *b != broker).collect();
         let involved =
             |p: &PartitionImage| p.leader == broker || (p.isr.len() > 1 && p.isr.contains(&broker));
         self.update_topics(
             |t| t.partitions.iter().any(involved),
             |t| {
-                let unclean = unclean_allowed(t);
+                let unclean = unclean_allowed(t, &dynamic);
                 for p in &mut t.partitions {
                     let mut changed = false;
                     if p.isr.len() > 1 && p.isr.contains(&broker) {
@@ -720,11 +779,12 @@ impl MetadataImage {
     /// member alive (or, where the topic allows unclean election, any
     /// replica alive).
     fn elect_offline(&mut self) {
+        let dynamic = self.configs.clone();
         let alive = self.alive();
         self.update_topics(
             |t| t.partitions.iter().any(|p| p.leader < 0),
             |t| {
-                let unclean = unclean_allowed(t);
+                let unclean = unclean_allowed(t, &dynamic);
                 for p in &mut t.partitions {
                     if p.leader < 0 {
                         elect(p, &alive, unclean);
@@ -816,11 +876,13 @@ fn rendezvous_score(key: &str, broker: i32) -> u64 {
     h ^ (h >> 31)
 }
 
-fn unclean_allowed(t: &TopicImage) -> bool {
-    TopicConfig::parse(&t.configs)
+/// The topic's `unclean.leader.election.enable`, else the cluster-wide
+/// dynamic default (no node's file: every node must decide alike).
+fn unclean_allowed(t: &TopicImage, dynamic: &DynamicConfigs) -> bool {
+    Resolver::cluster(dynamic)
+        .topic_settings(&t.configs)
         .0
         .unclean_leader_election_enable
-        .unwrap_or(false)
 }
 
 /// Picks the partition's leader among `alive` brokers: the first replica

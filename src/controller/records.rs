@@ -133,6 +133,18 @@ pub enum MetadataCommand {
         now_ms: i64,
         retention_ms: i64,
     },
+    /// A config change (AlterConfigs, IncrementalAlterConfigs): a topic's
+    /// overrides, one broker's dynamic configs, or the cluster-wide broker
+    /// default. Every entry is validated again at apply; one bad entry
+    /// refuses the whole command, so nothing of it changes.
+    AlterConfigs {
+        resource: ConfigResource,
+        /// AlterConfigs (the legacy API): `set` becomes the whole set of
+        /// overrides. Otherwise only the keys in `set` and `delete` change.
+        replace: bool,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
     /// Several commands in one entry, applied in order as if each were an
     /// entry of its own at this entry's index, each with its own answer
     /// (`MetadataResponse::Batch`): how a broker group-commits offset
@@ -141,6 +153,14 @@ pub enum MetadataCommand {
     /// `CommitOffsets` and `AlterPartition` may be in a batch; anything
     /// else in one is refused.
     Batch(Vec<MetadataCommand>),
+}
+
+/// What a config change applies to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Topic(Uuid),
+    Broker(i32),
+    BrokerDefault,
 }
 
 /// A consumer group's membership at the end of a rebalance (or once it

@@ -96,6 +96,28 @@ pub(crate) fn read_recovery_point(dir: &Path) -> Option<i64> {
     }
 }
 
+/// The log start offset when it is above the first segment's base
+/// (DeleteRecords, or a leader's start a follower took), so that records
+/// deleted stay deleted across a restart.
+pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+
+pub(crate) fn write_log_start(dir: &Path, offset: i64) -> Result<()> {
+    write_atomic(
+        dir,
+        LOG_START_FILE,
+        format!("{VERSION}\n{offset}\n").as_bytes(),
+    )
+}
+
+/// The stored log start offset; `None` if absent or unreadable (then the
+/// first segment's base is the start, which loses nothing).
+pub(crate) fn read_log_start(dir: &Path) -> Option<i64> {
+    let text = fs::read_to_string(dir.join(LOG_START_FILE)).ok()?;
+    let mut lines = text.lines();
+    (lines.next()? == VERSION).then_some(())?;
+    lines.next()?.trim().parse().ok().filter(|o: &i64| *o >= 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,15 +16,16 @@
 //! segments.
 
 mod checkpoint;
+pub mod cleaner;
 mod epochs;
 mod index;
+mod retention;
 mod segment;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -34,6 +35,7 @@ use bytes::Bytes;
 use crate::protocol::batch::{self, BatchHeader, HEADER_LEN};
 use checkpoint::CLEAN_SHUTDOWN_FILE;
 use epochs::EpochCache;
+pub use retention::{Deleted, RetentionLimits, SegmentSummary};
 use segment::{io_err, OpenMode, Segment};
 
 /// Errors of the log. `OffsetOutOfRange` is the only one a client causes;
@@ -154,6 +156,9 @@ struct Inner {
     closed: BTreeMap<i64, Segment>,
     active: Segment,
     closed_cleanly: bool,
+    /// The log start offset where it is above the first segment's base
+    /// (DeleteRecords, or the leader's start as a follower learnt it).
+    log_start: i64,
 }
 
 impl Inner {
@@ -170,13 +175,17 @@ impl Inner {
             closed,
             active,
             closed_cleanly: false,
+            log_start: 0,
         })
     }
 
+    /// The first offset a read may ask for: the first segment's base, or
+    /// the log start offset above it (never beyond the log end).
     fn start_offset(&self) -> i64 {
         self.closed
             .first_key_value()
             .map_or(self.active.base, |(base, _)| *base)
+            .max(self.log_start.min(self.active.next_offset))
     }
 
     fn segments(&self) -> impl Iterator<Item = &Segment> {
@@ -208,7 +217,8 @@ struct FlushState {
 /// One partition's log; see the module docs. Share it as `Arc<Log>`.
 pub struct Log {
     dir: PathBuf,
-    config: LogConfig,
+    /// Changes with the topic's config ([`Log::set_config`]).
+    config: RwLock<LogConfig>,
     inner: RwLock<Inner>,
     flush_state: Mutex<FlushState>,
     start_offset: AtomicI64,
@@ -216,6 +226,10 @@ pub struct Log {
     flushed: AtomicI64,
     /// Segment files were created or removed since the last directory fsync.
     dir_dirty: AtomicBool,
+    /// Held by whatever replaces or removes closed segments (the cleaner's
+    /// swap, retention, truncation), so that none removes a file another
+    /// just put in place. Lock order: this, flush, segments.
+    maintenance: Mutex<()>,
     /// Where each leader epoch starts. Lock order: segments, then this.
     epochs: Mutex<EpochCache>,
     /// The epoch checkpoint was written without fsync since it was last
@@ -277,20 +291,22 @@ impl Log {
             checkpoint::sync_dir(dir)?;
         }
 
-        let inner = Inner::from_segments(segments)?;
-        let (start, end, active_base) = (
-            inner.start_offset(),
-            inner.active.next_offset,
-            inner.active.base,
-        );
+        let mut inner = Inner::from_segments(segments)?;
+        let (end, active_base) = (inner.active.next_offset, inner.active.base);
         if stored_recovery_point != Some(active_base) {
             checkpoint::write_recovery_point(dir, active_base)?;
         }
+        // (`recovered` indexes the segments as opened: before any goes.)
         let (epochs, epochs_dirty) = load_epochs(dir, &inner, end, &recovered)?;
+        inner.log_start = checkpoint::read_log_start(dir).unwrap_or(0);
+        // Segments wholly below the start are what a deletion left when it
+        // stopped between its checkpoint and the files.
+        retention::remove_below_start(dir, &mut inner)?;
+        let start = inner.start_offset();
         tracing::debug!(dir = %dir.display(), start, end, clean, "opened log");
         Ok(Log {
             dir: dir.to_path_buf(),
-            config,
+            config: RwLock::new(config),
             inner: RwLock::new(inner),
             flush_state: Mutex::new(FlushState {
                 recovery_point: active_base,
@@ -299,6 +315,7 @@ impl Log {
             end_offset: AtomicI64::new(end),
             flushed: AtomicI64::new(end),
             dir_dirty: AtomicBool::new(false),
+            maintenance: Mutex::new(()),
             epochs: Mutex::new(epochs),
             epochs_dirty: AtomicBool::new(epochs_dirty),
         })
@@ -308,8 +325,19 @@ impl Log {
         &self.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    pub fn config(&self) -> LogConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes new settings (a topic config change): the next roll and the
+    /// next append use them.
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
     }
 
     /// Appends whole v2 batches (validated by the caller), assigning offsets
@@ -368,13 +396,15 @@ impl Log {
     }
 
     /// Appends batches a leader already placed, as they are: offsets and
-    /// leader epochs are the leader's. They must continue the log exactly.
+    /// leader epochs are the leader's. They must continue the log: each
+    /// batch starts after the one before, and the first at the log end or,
+    /// where the leader's cleaner removed whole batches, after it.
     pub fn append_replica(&self, batches: &[u8], now_ms: i64) -> Result<Option<AppendInfo>> {
         let mut headers: Vec<(usize, BatchHeader)> = Vec::new();
         for b in batch::batches(batches) {
             let b = b?;
             if let Some((_, prev)) = headers.last() {
-                if b.header.base_offset != prev.last_offset() + 1 {
+                if b.header.base_offset <= prev.last_offset() {
                     return Err(Error::OffsetMismatch {
                         expected: prev.last_offset() + 1,
                         got: b.header.base_offset,
@@ -392,7 +422,7 @@ impl Log {
             return Err(Error::Closed(self.dir.clone()));
         }
         let end = g.active.next_offset;
-        if first.base_offset != end {
+        if first.base_offset < end {
             return Err(Error::OffsetMismatch {
                 expected: end,
                 got: first.base_offset,
@@ -521,16 +551,17 @@ impl Log {
         if active.size == 0 {
             return false;
         }
-        let too_big = active.size + len as u64 > self.config.segment_bytes;
+        let config = self.config();
+        let too_big = active.size + len as u64 > config.segment_bytes;
         let too_old = active
             .rolling_base_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+            .is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms);
         let too_many_offsets = active.next_offset + offsets - 1 - active.base > i64::from(u32::MAX);
         too_big || too_old || too_many_offsets
     }
 
     fn roll(&self, g: &mut Inner, base: i64) -> Result<()> {
-        let new = Segment::create(&self.dir, base, self.config.index_interval_bytes)?;
+        let new = Segment::create(&self.dir, base, self.config().index_interval_bytes)?;
         self.dir_dirty.store(true, Ordering::Release);
         let mut old = std::mem::replace(&mut g.active, new);
         old.finalize();
@@ -717,12 +748,25 @@ impl Log {
     /// the end of what remains; if nothing below `offset` remains, the log
     /// restarts empty at `offset`.
     pub fn truncate_to(&self, offset: i64) -> Result<()> {
+        self.cut(offset, false)
+    }
+
+    /// Drops everything and restarts the log, empty, at `offset`, which
+    /// becomes its start: what a follower does when its leader no longer
+    /// holds the offsets it would fetch next (retention or DeleteRecords
+    /// moved the leader's start past them).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
+        self.cut(offset, true)
+    }
+
+    fn cut(&self, offset: i64, fully: bool) -> Result<()> {
+        let _m = self.maintenance.lock().map_err(|_| Error::Poisoned)?;
         let mut fs = self.lock_flush()?;
         let mut g = self.exclusive()?;
         if g.closed_cleanly {
             return Err(Error::Closed(self.dir.clone()));
         }
-        if offset >= g.active.next_offset {
+        if !fully && offset >= g.active.next_offset {
             // Nothing to cut, but an epoch that starts here wrote nothing
             // this log keeps: forget it too, or a follower would keep
             // naming an epoch its leader never had.
@@ -733,14 +777,18 @@ impl Log {
             }
             return Ok(());
         }
-        let interval = self.config.index_interval_bytes;
-        let full = offset <= g.start_offset();
+        let interval = self.config().index_interval_bytes;
+        let full = fully || offset <= g.start_offset();
         if full {
             for seg in std::mem::take(&mut g.closed).into_values() {
                 seg.remove_files()?;
             }
             g.active.remove_files()?;
             g.active = Segment::create(&self.dir, offset.max(0), interval)?;
+            if g.log_start > 0 || fully {
+                g.log_start = offset.max(0);
+                checkpoint::write_log_start(&self.dir, g.log_start)?;
+            }
         } else {
             while g.active.base >= offset {
                 let Some((_, prev)) = g.closed.pop_last() else {
@@ -939,23 +987,18 @@ fn first_record(
     pred: impl Fn(i64) -> bool,
 ) -> Result<Option<TimestampOffset>> {
     let bytes = seg.read_bytes(pos, h.size())?;
-    let mut hit = None;
-    batch::for_each_record(&bytes, |r| {
-        if pred(r.timestamp) {
-            hit = Some(TimestampOffset {
-                timestamp: r.timestamp,
-                offset: r.offset,
-            });
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    })
-    .map_err(|e| Error::Corrupt {
+    // A stored batch, which may be a cleaned one with offset gaps.
+    let r = crate::protocol::rewrite::records(&bytes).map_err(|e| Error::Corrupt {
         path: seg.log_path().to_path_buf(),
         detail: format!("batch at byte {pos}: {e}"),
     })?;
-    Ok(hit)
+    Ok(r.records
+        .iter()
+        .find(|r| pred(r.timestamp))
+        .map(|r| TimestampOffset {
+            timestamp: r.timestamp,
+            offset: r.offset,
+        }))
 }
 
 /// The epoch cache as the batches on disk tell it, for a log that has no
@@ -991,7 +1034,8 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
                 .ok()
                 .filter(|b| *b >= 0 && stem.len() == 20)
         };
-        if name.ends_with(".tmp") {
+        // Leftovers: a checkpoint or a cleaned segment not yet swapped in.
+        if name.ends_with(".tmp") || name.ends_with(".cleaned") {
             remove_quietly(&entry.path());
         } else if let Some(base) = name.strip_suffix(".log").and_then(base_of) {
             bases.push(base);

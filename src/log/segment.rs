@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::index::{IndexFile, OffsetEntry, TimeEntry};
 use super::{Error, Result};
-use crate::protocol::batch::{self, BatchHeader, BatchRef, HEADER_LEN};
+use crate::protocol::batch::{self, BatchHeader, HEADER_LEN};
 
 pub(crate) fn log_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
@@ -35,6 +35,12 @@ pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> Result<()> {
         &index_path(dir, base),
         &time_index_path(dir, base),
     ])
+}
+
+/// Removes the index files of the segment based at `base` (the log file
+/// stays; an open rebuilds them).
+pub(crate) fn remove_index_files(dir: &Path, base: i64) -> Result<()> {
+    remove_files(&[&index_path(dir, base), &time_index_path(dir, base)])
 }
 
 fn remove_files(paths: &[&Path]) -> Result<()> {
@@ -283,12 +289,9 @@ impl Segment {
                 reader
                     .read_exact(&mut body[HEADER_LEN..])
                     .map_err(io_err("read", &path))?;
-                let b = BatchRef {
-                    header: h,
-                    position: pos as usize,
-                    bytes: &body,
-                };
-                if let Err(e) = batch::validate_batch(&b, usize::MAX) {
+                // A stored batch: a cleaned one may have offset gaps or
+                // no record left.
+                if let Err(e) = crate::protocol::rewrite::validate_stored(&body) {
                     break Some(e.to_string());
                 }
             } else {

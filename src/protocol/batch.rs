@@ -532,7 +532,7 @@ fn walk_records(
 
 /// Zigzag varint (protobuf style) as Kafka records use; `None` on truncation
 /// or overlong encodings.
-fn read_varlong(buf: &mut &[u8]) -> Option<i64> {
+pub(crate) fn read_varlong(buf: &mut &[u8]) -> Option<i64> {
     let mut raw = 0u64;
     for i in 0..10 {
         let (&b, rest) = buf.split_first()?;
@@ -545,7 +545,7 @@ fn read_varlong(buf: &mut &[u8]) -> Option<i64> {
     None
 }
 
-fn read_varint(buf: &mut &[u8]) -> Option<i32> {
+pub(crate) fn read_varint(buf: &mut &[u8]) -> Option<i32> {
     let v = read_varlong(buf)?;
     i32::try_from(v).ok()
 }

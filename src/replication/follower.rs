@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::join_all;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -247,26 +246,36 @@ impl Fetcher {
                 tracing::info!(partition = ?p, leader, epoch = fp.diverging_epoch, leader_end = fp.diverging_end_offset, truncate_to = to, "log diverges from the leader's; truncating");
                 p.truncate_as_follower(leader, epoch, to).await
             } else if fp.error_code() == FetchError::OffsetOutOfRange {
-                let to = if offset > fp.log_end_offset {
-                    fp.log_end_offset
+                if offset > fp.log_end_offset {
+                    let to = fp.log_end_offset;
+                    tracing::info!(partition = ?p, leader, offset, leader_end = fp.log_end_offset, truncate_to = to, "fetch offset beyond the leader's log end; truncating");
+                    p.truncate_as_follower(leader, epoch, to).await
                 } else {
-                    fp.log_start_offset
-                };
-                tracing::info!(partition = ?p, leader, offset, leader_start = fp.log_start_offset, leader_end = fp.log_end_offset, truncate_to = to, "fetch offset out of the leader's range; truncating");
-                p.truncate_as_follower(leader, epoch, to).await
+                    // Below the leader's start: what this replica would
+                    // fetch next is gone there (retention, DeleteRecords).
+                    let to = fp.log_start_offset;
+                    tracing::info!(partition = ?p, leader, offset, leader_start = to, "fetch offset below the leader's log start; starting over there");
+                    p.restart_as_follower(leader, epoch, to).await
+                }
             } else if fp.error_code() != FetchError::None {
                 tracing::debug!(partition = ?p, leader, error_code = fp.error_code, "replica fetch refused");
                 backoff = true;
                 continue;
-            } else if !fp.records.is_empty() {
-                let records: Bytes = fp.records;
-                let appended = p.append_from_leader(leader, epoch, records).await;
-                synced.push((p.clone(), fp.high_watermark));
-                got_data = true;
-                appended
             } else {
+                if fp.log_start_offset > p.log_start_offset() {
+                    // The leader's retention or DeleteRecords moved its
+                    // start: follow it (up to this replica's HW).
+                    if let Err(e) = p.advance_log_start(fp.log_start_offset).await {
+                        tracing::warn!(partition = ?p, leader, error = %e, "cannot move the log start");
+                    }
+                }
                 synced.push((p.clone(), fp.high_watermark));
-                Ok(true)
+                if fp.records.is_empty() {
+                    Ok(true)
+                } else {
+                    got_data = true;
+                    p.append_from_leader(leader, epoch, fp.records).await
+                }
             };
             if let Err(e) = outcome {
                 tracing::warn!(partition = ?p, leader, error = %e, "cannot apply the leader's answer");

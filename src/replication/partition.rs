@@ -216,7 +216,9 @@ pub struct Partition {
     /// The HW last written to `high-watermark-checkpoint`.
     checkpointed_hw: AtomicI64,
     mark: watch::Sender<Mark>,
-    policy: FlushPolicy,
+    /// `FlushPolicy` as `flush.messages`: 0 is `BeforeAck` (changes with
+    /// the topic's config).
+    flush_every: AtomicU64,
     unflushed_messages: AtomicU64,
     /// The write lock: held across every change to the log (leader
     /// appends with their sequence checks, follower appends, truncation,
@@ -291,7 +293,10 @@ impl Partition {
             leader_epoch: AtomicI32::new(-1),
             checkpointed_hw: AtomicI64::new(hw),
             mark,
-            policy,
+            flush_every: AtomicU64::new(match policy {
+                FlushPolicy::BeforeAck => 0,
+                FlushPolicy::EveryMessages(n) => n.max(1),
+            }),
             unflushed_messages: AtomicU64::new(0),
             producers: tokio::sync::Mutex::new(producers),
             snapshot_base: AtomicI64::new(-1),
@@ -307,6 +312,30 @@ impl Partition {
         });
         tokio::spawn(flusher(Arc::downgrade(&p), p.flush_wanted.clone()));
         Ok(p)
+    }
+
+    fn policy(&self) -> FlushPolicy {
+        match self.flush_every.load(Ordering::Acquire) {
+            0 => FlushPolicy::BeforeAck,
+            n => FlushPolicy::EveryMessages(n),
+        }
+    }
+
+    /// Takes the topic's log settings and flush policy, as they changed
+    /// (a config change, which needs no restart). A partition leaving
+    /// flush-later fsyncs what it holds before its HW counts only fsynced
+    /// data again; the HW never moves back.
+    pub fn set_settings(&self, config: LogConfig, policy: FlushPolicy) -> Result<()> {
+        self.log.set_config(config)?;
+        let every = match policy {
+            FlushPolicy::BeforeAck => 0,
+            FlushPolicy::EveryMessages(n) => n.max(1),
+        };
+        if self.flush_every.swap(every, Ordering::AcqRel) != every {
+            tracing::info!(partition = ?self, ?policy, "flush policy changed");
+            self.flush_wanted.notify_one();
+        }
+        Ok(())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
@@ -505,7 +534,7 @@ impl Partition {
         let now = now_ms();
         let info = blocking(move || log.append(&records, epoch, now)).await??;
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
-        match self.policy {
+        match self.policy() {
             FlushPolicy::BeforeAck => self.flush_wanted.notify_one(),
             FlushPolicy::EveryMessages(n) => {
                 self.update_leader_hw();
@@ -755,10 +784,48 @@ impl Partition {
         Ok(true)
     }
 
+    /// As follower: drops the whole log and starts it, empty, at `offset`
+    /// (the leader's log start, past everything this replica holds).
+    pub async fn restart_as_follower(&self, leader: i32, epoch: i32, offset: i64) -> Result<bool> {
+        let mut producers = self.producers.lock().await;
+        if self.role() != (Role::Follower { leader }) || self.leader_epoch() != epoch {
+            return Ok(false);
+        }
+        let log = self.log.clone();
+        blocking(move || log.truncate_fully_and_start_at(offset)).await??;
+        producers.truncate_from(i64::MIN);
+        let log = self.log.clone();
+        blocking(move || remove_snapshots(log.dir(), |_| true)).await??;
+        self.mark.send_modify(|m| m.hw = offset);
+        Ok(true)
+    }
+
+    /// Moves the log start offset up to `offset` (DeleteRecords on the
+    /// leader, or the leader's start on a follower): never past the HW.
+    /// The new start.
+    pub async fn advance_log_start(&self, offset: i64) -> Result<i64> {
+        let offset = offset.min(self.high_watermark().max(self.log.start_offset()));
+        let log = self.log.clone();
+        let d = blocking(move || log.advance_start(offset)).await??;
+        Ok(d.start)
+    }
+
+    /// Retention on this replica: deletes the closed segments past the
+    /// limits, wholly below the HW.
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+        limits: crate::log::RetentionLimits,
+    ) -> Result<crate::log::Deleted> {
+        let log = self.log.clone();
+        let hw = self.high_watermark();
+        Ok(blocking(move || log.delete_expired(hw, now_ms, limits)).await??)
+    }
+
     /// What this replica holds durably: the fsynced offset, or the log end
     /// under flush-later.
     pub fn durable_offset(&self) -> i64 {
-        match self.policy {
+        match self.policy() {
             FlushPolicy::BeforeAck => self.log.flushed_offset(),
             FlushPolicy::EveryMessages(_) => self.log.end_offset(),
         }
@@ -767,7 +834,7 @@ impl Partition {
     /// As follower: fsyncs what was appended, then takes the leader's HW
     /// (never beyond what this replica holds durably).
     pub async fn sync_as_follower(&self, leader_hw: i64) -> Result<i64> {
-        let flushed = match self.policy {
+        let flushed = match self.policy() {
             // Nothing appended since the last fsync (an idle round): no
             // trip to the blocking pool.
             FlushPolicy::BeforeAck if self.log.flushed_offset() >= self.log.end_offset() => {

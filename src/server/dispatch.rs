@@ -48,6 +48,13 @@ pub const ROUTES: &[(ApiKey, Handler)] = &[
     (ApiKey::DescribeGroups, handlers::describe_groups::handle),
     (ApiKey::DeleteGroups, handlers::delete_groups::handle),
     (ApiKey::OffsetDelete, handlers::offset_delete::handle),
+    (ApiKey::DeleteRecords, handlers::delete_records::handle),
+    (ApiKey::DescribeConfigs, handlers::describe_configs::handle),
+    (ApiKey::AlterConfigs, handlers::alter_configs::handle),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        handlers::incremental_alter_configs::handle,
+    ),
 ];
 
 pub async fn handle(ctx: Arc<Ctx>, req: Request) -> Reply {

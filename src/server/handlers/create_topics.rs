@@ -160,14 +160,23 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                         .with_num_partitions(assignments.len() as i32)
                         .with_replication_factor(assignments.first().map_or(0, |a| a.len() as i16));
                     if version >= 5 {
+                        // Every topic config as it now applies, as Kafka
+                        // answers (KIP-525).
+                        let image = ctx.controller.image();
+                        let resolver = crate::config::dynamic::Resolver::new(
+                            ctx.config.node_id,
+                            &ctx.config.raw,
+                            &image.configs,
+                        );
                         r = r.with_configs(Some(
-                            configs
-                                .into_iter()
-                                .map(|(k, v)| {
+                            crate::config::topic::KEYS
+                                .iter()
+                                .map(|k| {
+                                    let v = resolver.topic(k, &configs);
                                     CreatableTopicConfigs::default()
-                                        .with_name(super::str(k))
-                                        .with_value(Some(super::str(v)))
-                                        .with_config_source(1)
+                                        .with_name(super::str(k.name))
+                                        .with_value(Some(super::str(v.value)))
+                                        .with_config_source(v.source as i8)
                                 })
                                 .collect(),
                         ));

@@ -11,9 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceResponse, ResponseKind};
 
+use crate::config::topic::TopicSettings;
 use crate::protocol::batch;
 use crate::protocol::Request;
 use crate::replication::partition::Acks;
@@ -92,6 +95,31 @@ async fn produce_one(
             None,
         );
     }
+    let settings = ctx.broker.topic_settings(t.id);
+    let (records, append_time) = match apply_topic_rules(&settings, records, &summary) {
+        Ok(r) => r,
+        Err(Refusal {
+            code,
+            message,
+            records: failed,
+        }) => {
+            tracing::debug!(topic, partition = index, error = %message, "rejected produce");
+            metrics::counter!("runnel_produce_rejected_total").increment(1);
+            // KIP-467: which records of the batch were at fault.
+            let record_errors = failed
+                .into_iter()
+                .map(|i| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(i)
+                        .with_batch_index_error_message(Some(super::str(message.clone())))
+                })
+                .collect();
+            return (
+                error(index, code, Some(message.clone())).with_record_errors(record_errors),
+                None,
+            );
+        }
+    };
     let required = if acks == -1 { Acks::All } else { Acks::Leader };
     match partition.append(records, &summary, required).await {
         Ok((done, epoch)) => {
@@ -102,7 +130,7 @@ async fn produce_one(
             let resp = PartitionProduceResponse::default()
                 .with_index(index)
                 .with_base_offset(done.first_offset())
-                .with_log_append_time_ms(-1)
+                .with_log_append_time_ms(append_time)
                 .with_log_start_offset(partition.log_start_offset());
             let end_offset = done.last_offset() + 1;
             (
@@ -124,6 +152,100 @@ async fn produce_one(
             (error(index, code, msg), None)
         }
     }
+}
+
+/// A batch the topic's rules refuse.
+struct Refusal {
+    code: ResponseError,
+    message: String,
+    /// The indexes of the records at fault, if some are and others are not.
+    records: Vec<i32>,
+}
+
+impl From<(ResponseError, String)> for Refusal {
+    fn from((code, message): (ResponseError, String)) -> Self {
+        Refusal {
+            code,
+            message,
+            records: Vec::new(),
+        }
+    }
+}
+
+/// The topic's rules for what it stores: a compacted topic refuses
+/// records without a key; with CreateTime, timestamps must lie within
+/// `message.timestamp.before.max.ms`/`after.max.ms` of the broker's clock;
+/// LogAppendTime stamps the batch; a `compression.type` other than
+/// `producer` recompresses it. The batch to append, and the append time
+/// (-1 unless LogAppendTime) for the response.
+fn apply_topic_rules(
+    s: &TopicSettings,
+    records: Bytes,
+    summary: &batch::BatchesSummary,
+) -> Result<(Bytes, i64), Refusal> {
+    use crate::config::topic::{TimestampType, TopicCompression};
+    use crate::protocol::rewrite;
+    let h = summary.first;
+    let recompress = match s.compression {
+        TopicCompression::Producer => None,
+        TopicCompression::None => Some(batch::Compression::None),
+        TopicCompression::Gzip => Some(batch::Compression::Gzip),
+        TopicCompression::Snappy => Some(batch::Compression::Snappy),
+        TopicCompression::Lz4 => Some(batch::Compression::Lz4),
+        TopicCompression::Zstd => Some(batch::Compression::Zstd),
+    }
+    .filter(|c| h.compression() != Some(*c));
+    let check_times = s.timestamp_type == TimestampType::CreateTime
+        && (s.timestamp_before_max_ms < i64::MAX || s.timestamp_after_max_ms < i64::MAX);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut out = records;
+    if s.cleanup_policy.compact || check_times || recompress.is_some() {
+        let invalid = |e: batch::Error| Refusal::from((error_code::batch(&e), e.to_string()));
+        let r = rewrite::records(&out).map_err(invalid)?;
+        if s.cleanup_policy.compact {
+            let keyless: Vec<i32> = (0..r.records.len() as i32)
+                .filter(|i| r.records[*i as usize].key.is_none())
+                .collect();
+            if !keyless.is_empty() {
+                return Err(Refusal {
+                    code: ResponseError::InvalidRecord,
+                    message: "Compacted topic cannot accept message without key".into(),
+                    records: keyless,
+                });
+            }
+        }
+        if check_times {
+            for x in &r.records {
+                let behind = now.saturating_sub(x.timestamp);
+                let ahead = x.timestamp.saturating_sub(now);
+                if behind > s.timestamp_before_max_ms || ahead > s.timestamp_after_max_ms {
+                    return Err(Refusal::from((
+                        ResponseError::InvalidTimestamp,
+                        format!(
+                            "timestamp {} of the record at offset delta {} is out of range (broker time {now}, message.timestamp.before.max.ms {}, after.max.ms {})",
+                            x.timestamp,
+                            x.offset - h.base_offset,
+                            s.timestamp_before_max_ms,
+                            s.timestamp_after_max_ms
+                        ),
+                    )));
+                }
+            }
+        }
+        if let Some(codec) = recompress {
+            let all: Vec<_> = r.records.iter().map(|x| x.span.clone()).collect();
+            out = Bytes::from(rewrite::rebuild(&r.header, &r.plain, &all, codec).map_err(invalid)?);
+        }
+    }
+    if s.timestamp_type == TimestampType::LogAppendTime {
+        let mut b = out.to_vec();
+        rewrite::stamp_log_append_time(&mut b, now)
+            .map_err(|e| Refusal::from((error_code::batch(&e), e.to_string())))?;
+        return Ok((Bytes::from(b), now));
+    }
+    Ok((out, -1))
 }
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
