@@ -349,8 +349,12 @@ impl Broker {
             }
         };
         let settings = self.topic_settings(topic.id);
-        p.set_settings(self.log_config(&settings), flush_policy(&settings))
-            .map_err(|e| anyhow::anyhow!("partition {p:?}: {e:#}"))?;
+        p.set_settings(
+            self.log_config(&settings),
+            flush_policy(&settings),
+            settings.flush_ms,
+        )
+        .map_err(|e| anyhow::anyhow!("partition {p:?}: {e:#}"))?;
         let before = (p.role(), p.leader_epoch());
         p.apply(a)
             .await
@@ -444,6 +448,7 @@ impl Broker {
             segment_ms: s.segment_ms,
             index_interval_bytes: s.index_interval_bytes,
             max_batch_bytes: s.max_message_bytes,
+            segment_index_bytes: s.segment_index_bytes,
         }
     }
 

@@ -121,6 +121,11 @@ impl<E: Entry> IndexFile<E> {
         &self.entries
     }
 
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn last(&self) -> Option<E> {
         self.entries.last().copied()
     }

@@ -84,6 +84,9 @@ pub struct LogConfig {
     pub index_interval_bytes: usize,
     /// `message.max.bytes`: the largest batch accepted.
     pub max_batch_bytes: usize,
+    /// `segment.index.bytes`: a segment rolls once its offset index holds
+    /// this many bytes of entries (8 each), as Kafka's does when full.
+    pub segment_index_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -93,6 +96,7 @@ impl Default for LogConfig {
             segment_ms: 7 * 24 * 60 * 60 * 1000,
             index_interval_bytes: 4096,
             max_batch_bytes: 1_048_588,
+            segment_index_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -557,7 +561,8 @@ impl Log {
             .rolling_base_ms
             .is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms);
         let too_many_offsets = active.next_offset + offsets - 1 - active.base > i64::from(u32::MAX);
-        too_big || too_old || too_many_offsets
+        let index_full = active.index.len() * 8 >= config.segment_index_bytes.max(8);
+        too_big || too_old || too_many_offsets || index_full
     }
 
     fn roll(&self, g: &mut Inner, base: i64) -> Result<()> {

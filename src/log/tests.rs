@@ -46,6 +46,7 @@ fn small_config() -> LogConfig {
         segment_ms: 1 << 40,
         index_interval_bytes: 256,
         max_batch_bytes: 1 << 20,
+        segment_index_bytes: 1 << 20,
     }
 }
 
@@ -785,5 +786,24 @@ fn a_moved_log_start_survives_a_crash_and_an_emptied_first_segment_stays() -> Te
     ensure!(log.read(30, 1 << 20, end)?.first_offset.is_some());
     // Never past the end, never back.
     ensure!(log.advance_start(10)?.start == 30);
+    Ok(())
+}
+
+#[test]
+fn a_full_offset_index_rolls_the_segment() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = LogConfig {
+        segment_bytes: 1 << 30,
+        index_interval_bytes: 0,
+        // Two entries of 8 bytes.
+        segment_index_bytes: 16,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config)?;
+    for _ in 0..6 {
+        log.append(&batch(1, 10), 0, 1_000)?;
+    }
+    let segments = segment_files(dir.path())?.len();
+    ensure!(segments >= 3, "{segments} segments");
     Ok(())
 }

@@ -219,6 +219,9 @@ pub struct Partition {
     /// `FlushPolicy` as `flush.messages`: 0 is `BeforeAck` (changes with
     /// the topic's config).
     flush_every: AtomicU64,
+    /// `flush.ms` under flush-later: unflushed data is fsynced at least this
+    /// often (ms; 0 or very large: never on time alone).
+    flush_ms: AtomicU64,
     unflushed_messages: AtomicU64,
     /// The write lock: held across every change to the log (leader
     /// appends with their sequence checks, follower appends, truncation,
@@ -297,6 +300,7 @@ impl Partition {
                 FlushPolicy::BeforeAck => 0,
                 FlushPolicy::EveryMessages(n) => n.max(1),
             }),
+            flush_ms: AtomicU64::new(u64::MAX),
             unflushed_messages: AtomicU64::new(0),
             producers: tokio::sync::Mutex::new(producers),
             snapshot_base: AtomicI64::new(-1),
@@ -325,8 +329,17 @@ impl Partition {
     /// (a config change, which needs no restart). A partition leaving
     /// flush-later fsyncs what it holds before its HW counts only fsynced
     /// data again; the HW never moves back.
-    pub fn set_settings(&self, config: LogConfig, policy: FlushPolicy) -> Result<()> {
+    pub fn set_settings(
+        &self,
+        config: LogConfig,
+        policy: FlushPolicy,
+        flush_ms: i64,
+    ) -> Result<()> {
         self.log.set_config(config)?;
+        self.flush_ms.store(
+            u64::try_from(flush_ms).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
         let every = match policy {
             FlushPolicy::BeforeAck => 0,
             FlushPolicy::EveryMessages(n) => n.max(1),
@@ -1028,8 +1041,27 @@ fn rebuild_producers(log: &Log) -> Result<ProducerStates> {
 /// starts the next round at once.
 async fn flusher(p: std::sync::Weak<Partition>, wanted: Arc<Notify>) {
     loop {
-        wanted.notified().await;
+        // Under flush-later with `flush.ms`, unflushed data is also
+        // fsynced on time.
+        let timer = p.upgrade().and_then(|part| {
+            let ms = part.flush_ms.load(Ordering::Acquire);
+            let later = matches!(part.policy(), FlushPolicy::EveryMessages(_));
+            (later && ms > 0 && ms < 1 << 40).then(|| Duration::from_millis(ms))
+        });
+        match timer {
+            Some(every) => {
+                tokio::select! {
+                    _ = wanted.notified() => {}
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+            None => wanted.notified().await,
+        }
         let Some(part) = p.upgrade() else { return };
+        if part.log.flushed_offset() >= part.log.end_offset() {
+            part.update_leader_hw();
+            continue;
+        }
         let log = part.log.clone();
         match blocking(move || log.flush()).await {
             Ok(Ok(_)) => part.update_leader_hw(),
