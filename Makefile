@@ -42,6 +42,7 @@ bench: build
 	$(CARGO) bench --bench failover
 	$(CARGO) bench --bench commits
 	$(CARGO) bench --bench partitions
+	$(CARGO) bench --bench cleaner
 
 # The comparison suite (benches/suite.rs): ceilings of this machine, then the
 # produce, end-to-end latency and backlog-consume workloads, warm-up plus

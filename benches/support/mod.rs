@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each bench uses a different subset.
 
+pub mod acks;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
