@@ -406,6 +406,25 @@ fn configs_act_at_once_survive_a_full_restart_and_refuse_bad_values() {
         );
     };
     check(&c);
+    // The default acts at once: orders is now compacted (and deletes), so
+    // a record without a key is refused.
+    let keyless = build::encode(
+        &[build::record(
+            0,
+            1_700_000_000_000,
+            None,
+            Some(Bytes::from("v")),
+        )],
+        Compression::None,
+    )
+    .unwrap();
+    let addr = leader_addr(&c, "orders");
+    eventually(TIMEOUT, "INVALID_RECORD (87) for a keyless record", || {
+        let code = common::raw_produce(&addr, 8, "orders", 0, keyless.clone(), 10_000)
+            .map(|(code, _)| code)
+            .ok()?;
+        (code == 87).then_some(())
+    });
 
     step!("kill -9 every node and restart: every config is still there");
     c.restart_all(&[1, 2, 3]);

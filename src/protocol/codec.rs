@@ -112,7 +112,11 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded> {
     };
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(malformed)?;
-    let body = RequestKind::decode(api, &mut frame, version).map_err(malformed)?;
+    let body = match super::legacy::decode(api, version, &mut frame) {
+        Some(body) => body,
+        None => RequestKind::decode(api, &mut frame, version),
+    }
+    .map_err(malformed)?;
     if frame.has_remaining() {
         tracing::debug!(
             ?api,
@@ -154,7 +158,10 @@ pub fn encode_response(
         .with_correlation_id(correlation_id)
         .encode(&mut buf, header_version)
         .map_err(enc)?;
-    body.encode(&mut buf, version).map_err(enc)?;
+    match super::legacy::encode(api, version, body, &mut buf) {
+        Some(r) => r.map_err(enc)?,
+        None => body.encode(&mut buf, version).map_err(enc)?,
+    }
     let size = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())

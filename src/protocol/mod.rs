@@ -11,6 +11,7 @@ pub mod build;
 pub mod codec;
 pub mod consumer_protocol;
 pub mod decompress;
+pub mod legacy;
 pub mod offset_spec;
 pub mod rewrite;
 pub mod versions;

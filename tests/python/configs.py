@@ -53,7 +53,14 @@ def main():
     got = ck_configs(ck, ResourceType.TOPIC, topic)
     if got["retention.ms"] != ("3600000", ConfigSource.DYNAMIC_TOPIC_CONFIG.value):
         fail("confluent-kafka sees retention.ms %r" % (got["retention.ms"],))
-    print("describe: both clients see the override", flush=True)
+    # An old client (DescribeConfigs v0, kafka-python pinned to 0.11).
+    old = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=(0, 11),
+                           request_timeout_ms=30000)
+    e = old.describe_configs([KPResource(KPType.TOPIC, topic)], config_filter="all")["topic"][topic]
+    if e["retention.ms"].get("value") != "3600000" or "is_default" not in e["retention.ms"]:
+        fail("DescribeConfigs v0 answered %r" % (e.get("retention.ms"),))
+    old.close()
+    print("describe: both clients see the override, and so does DescribeConfigs v0", flush=True)
 
     # kafka-python alter_configs (the legacy API) replaces every override.
     kp.alter_configs([KPResource(KPType.TOPIC, topic,
