@@ -12,13 +12,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::Cluster;
-use common::eventually;
 use common::partition::{reader_config, wait_full_isr};
+use common::{eventually, now_ms, runnel_ok};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -26,32 +25,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use runnel::protocol::build;
 
-const BIN: &str = env!("CARGO_BIN_EXE_runnel");
 const TIMEOUT: Duration = Duration::from_secs(60);
 const TOPIC: &str = "cdc";
 const KEYS: usize = 20;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn cli_ok(args: &[&str]) {
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg(BIN)
-        .args(args)
-        .output()
-        .expect("spawn runnel");
-    assert!(
-        out.status.success(),
-        "runnel {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn value_of(round: usize, key: usize) -> Vec<u8> {
     let mut v = format!("round-{round}-key-{key}-").into_bytes();
@@ -229,7 +205,7 @@ fn on_disk(dir: &Path) -> Vec<(i64, String, Option<Vec<u8>>)> {
 fn compaction_keeps_the_latest_value_per_key_everywhere_and_survives_a_kill_mid_pass() {
     let mut c = Cluster::start_with(3, &["log.cleaner.backoff.ms=200"]);
     let bs = c.bootstrap_all();
-    cli_ok(&[
+    runnel_ok(&[
         "topics",
         "--bootstrap-server",
         &bs,
@@ -306,7 +282,7 @@ fn compaction_keeps_the_latest_value_per_key_everywhere_and_survives_a_kill_mid_
     }
 
     step!("slow the cleaner, write more, and kill a follower mid-pass");
-    cli_ok(&[
+    runnel_ok(&[
         "configs",
         "--bootstrap-server",
         &bs,
@@ -335,7 +311,7 @@ fn compaction_keeps_the_latest_value_per_key_everywhere_and_survives_a_kill_mid_
     std::thread::sleep(Duration::from_millis(300));
     c.kill9(follower);
     step!("killed node {follower} mid-pass; restarting it");
-    cli_ok(&[
+    runnel_ok(&[
         "configs",
         "--bootstrap-server",
         &c.node(st.leader).bootstrap(),

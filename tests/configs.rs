@@ -21,34 +21,9 @@ use common::{eventually, Node};
 use kafka_protocol::records::Compression;
 use runnel::protocol::build;
 
-const BIN: &str = env!("CARGO_BIN_EXE_runnel");
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `runnel <args>`, bounded by coreutils `timeout`.
-fn cli(args: &[&str]) -> Output {
-    Command::new("timeout")
-        .arg("60")
-        .arg(BIN)
-        .args(args)
-        .output()
-        .expect("spawn runnel")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs the CLI and expects success; its stdout.
-fn ok(args: &[&str]) -> String {
-    let out = cli(args);
-    assert!(out.status.success(), "runnel {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{output_text as text, runnel as cli, runnel_ok as ok};
 
 fn configs(bs: &str, rest: &[&str]) -> Output {
     let mut args = vec!["configs", "--bootstrap-server", bs];

@@ -11,12 +11,12 @@ mod common;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::Cluster;
 use common::partition::{partition_state, reader_config, wait_full_isr};
-use common::{eventually, RawConn};
+use common::{eventually, now_ms, runnel_ok, RawConn};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, ListOffsetsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -28,29 +28,6 @@ use runnel::protocol::build;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runnel");
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn cli_ok(args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg(BIN)
-        .args(args)
-        .output()
-        .expect("spawn runnel");
-    assert!(
-        out.status.success(),
-        "runnel {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `n` records of `size` bytes, stamped `ts`, acks=-1 to partition 0 at
 /// `addr`; the base offset.
@@ -128,7 +105,7 @@ fn create(bs: &str, topic: &str, configs: &[&str]) {
     for c in configs {
         args.extend_from_slice(&["--config", c]);
     }
-    cli_ok(&args);
+    runnel_ok(&args);
 }
 
 /// The first offset a consumer assigned at offset 0 receives, with
@@ -247,7 +224,7 @@ fn retention_by_time_and_size_and_delete_records_move_the_start_everywhere() {
         r#"{"partitions":[{"topic":"trimmed","partition":0,"offset":100}],"version":1}"#,
     )
     .unwrap();
-    let out = cli_ok(&[
+    let out = runnel_ok(&[
         "delete-records",
         "--bootstrap-server",
         &bs,

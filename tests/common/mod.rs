@@ -349,3 +349,42 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The wall clock in ms since the Unix epoch, as record timestamps are.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `runnel <args>` (the binary under test) as a user's script runs it,
+/// bounded by coreutils `timeout` so that a hung command fails the test.
+pub fn runnel(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_runnel"))
+        .args(args)
+        .output()
+        .expect("spawn runnel")
+}
+
+/// Status, stdout and stderr of a command, for assertion messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `runnel <args>`, which must succeed; its stdout.
+pub fn runnel_ok(args: &[&str]) -> String {
+    let out = runnel(args);
+    assert!(
+        out.status.success(),
+        "runnel {args:?}: {}",
+        output_text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
