@@ -3,16 +3,31 @@
 
 CARGO ?= cargo
 BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)/release/runnel
-APT_PACKAGES := libclang-dev clang kcat rapidjson-dev
+# vagrant and ruby: tests/deploy.rs runs `vagrant validate` on the Vagrantfile.
+APT_PACKAGES := libclang-dev clang kcat rapidjson-dev vagrant ruby
 PIP_PACKAGES := kafka-python==3.0.12 confluent-kafka
 
-.PHONY: run build test deps lint bench bench-suite librdkafka-suite
+.PHONY: run build dist image test deps lint bench bench-suite librdkafka-suite
 
-run: deps build
-	$(BIN) serve $(ARGS)
+run: deps dist
+	$(DIST) serve $(ARGS)
 
 build:
 	$(CARGO) build --release --bin runnel
+
+# The shipped binary: the release build without its debug info (the
+# release profile keeps line tables for tests and benches, which makes the
+# binary ~20 times larger). `make run`, the Vagrant lab and the container
+# image use it.
+DIST := dist/runnel
+dist: build
+	@mkdir -p dist
+	strip --strip-debug -o $(DIST).tmp $(BIN) && mv $(DIST).tmp $(DIST)
+	@ls -l $(DIST)
+
+# The container image, built offline FROM scratch (deploy/docker/build-image.sh).
+image: dist
+	bash deploy/docker/build-image.sh $(DIST)
 
 # Everything CI runs as tests: unit and integration tests with real clients,
 # then librdkafka's own test suite: its produce and idempotence lists against

@@ -1,14 +1,59 @@
-//! Tracing setup: human-readable lines on stderr, filtered by `RUST_LOG`
-//! (default `info`).
+//! Tracing setup: one line per event on stderr, filtered by `RUST_LOG`
+//! (default `info,openraft=warn`).
+//!
+//! * `Format::Text`: human-readable lines, with ANSI colour only when
+//!   stderr is a terminal (never in a file or the journal).
+//! * `Format::Json`: one JSON object per line (`timestamp`, `level`,
+//!   `fields` with the message, `target`, and the span fields), for log
+//!   shippers. `log.format=json`, or `RUNNEL_LOG_FORMAT=json`.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
+/// The environment variable that picks the format, over `log.format`.
+pub const FORMAT_ENV: &str = "RUNNEL_LOG_FORMAT";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl Format {
+    /// `text` or `json`, any case.
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(Format::Text),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    /// `RUNNEL_LOG_FORMAT` if it is set to a format, else `configured`.
+    pub fn from_env_or(configured: Format) -> Format {
+        std::env::var(FORMAT_ENV)
+            .ok()
+            .and_then(|v| Format::parse(&v))
+            .unwrap_or(configured)
+    }
+}
+
+pub fn init(format: Format) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        Format::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }

@@ -49,6 +49,8 @@ pub enum AdminCommand {
     Configs(super::configs::ConfigsArgs),
     /// Delete records below given offsets (as kafka-delete-records.sh).
     DeleteRecords(super::delete_records::DeleteRecordsArgs),
+    /// Ask a node's HTTP listener for /health (or /ready); exit 0 on HTTP 200 (for container healthchecks).
+    Healthcheck(super::healthcheck::HealthcheckArgs),
 }
 
 /// `kafka-metadata-quorum.sh` options: `--bootstrap-server X describe --status|--replication`.
@@ -249,6 +251,11 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::ConsumerGroups(args) => groups_cli::run(args).await,
         AdminCommand::Configs(args) => super::configs::run(args).await,
         AdminCommand::DeleteRecords(args) => super::delete_records::run(args).await,
+        AdminCommand::Healthcheck(args) => {
+            tokio::task::spawn_blocking(move || super::healthcheck::run(args))
+                .await
+                .unwrap_or(1)
+        }
         // librdkafka's calls block: keep them off the async workers.
         AdminCommand::ProducerPerfTest(args) => {
             tokio::task::spawn_blocking(move || perf::run_producer(args))

@@ -18,6 +18,7 @@ mod error_text;
 mod get_offsets;
 pub mod groups;
 mod groups_cli;
+pub mod healthcheck;
 pub mod murmur2;
 pub mod perf;
 mod producer;

@@ -58,9 +58,13 @@ enum Command {
     Admin(runnel::admin::cli::AdminCommand),
 }
 
+/// Where `runnel serve` with no file serves `/metrics`, `/health` and
+/// `/ready` unless `metrics.listener` says otherwise.
+const DEFAULT_METRICS_LISTENER: &str = "127.0.0.1:9644";
+
 fn main() -> anyhow::Result<()> {
+    use runnel::telemetry::{self, Format};
     let cli = Cli::parse();
-    runnel::telemetry::init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -70,8 +74,35 @@ fn main() -> anyhow::Result<()> {
     }) {
         Command::Serve { file, overrides } => {
             let config = Config::load(file.as_deref(), &overrides)?;
-            rt.block_on(serve(Arc::new(config)))
+            let format = Format::parse(&config.log_format).unwrap_or(Format::Text);
+            telemetry::init(Format::from_env_or(format));
+            config.log_ignored_keys();
+            // The zero-setup node serves its metrics on loopback by default;
+            // with a file (or an explicit key) it is the file's choice.
+            let metrics = match config.metrics_listener {
+                Some(addr) => Some(MetricsListener::Configured(addr)),
+                None if file.is_none()
+                    && !overrides
+                        .iter()
+                        .any(|o| o.trim_start().starts_with("metrics.listener")) =>
+                {
+                    Some(MetricsListener::Default(DEFAULT_METRICS_LISTENER.parse()?))
+                }
+                None => None,
+            };
+            rt.block_on(serve(Arc::new(config), metrics))
         }
+        cmd => {
+            telemetry::init(Format::from_env_or(Format::Text));
+            rt.block_on(run(cmd))
+        }
+    }
+}
+
+/// The commands other than `serve`.
+async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Serve { .. } => unreachable!("serve is run by main"),
         Command::Format {
             cluster_id,
             file,
@@ -80,14 +111,45 @@ fn main() -> anyhow::Result<()> {
             ignore_formatted,
         } => {
             let config = Config::load(file.or(config).as_deref(), &overrides)?;
-            rt.block_on(format(&config, &cluster_id, ignore_formatted))
+            config.log_ignored_keys();
+            format(&config, &cluster_id, ignore_formatted).await
         }
         Command::RandomUuid => {
             println!("{}", meta::random_cluster_id());
             Ok(())
         }
-        Command::Admin(cmd) => rt.block_on(runnel::admin::cli::run(cmd)),
+        Command::Admin(cmd) => runnel::admin::cli::run(cmd).await,
     }
+}
+
+/// Where the HTTP listener goes: a configured address must bind (or
+/// startup fails, naming it); the default is skipped with a warning when
+/// taken (another node on this machine has it).
+enum MetricsListener {
+    Configured(std::net::SocketAddr),
+    Default(std::net::SocketAddr),
+}
+
+/// Installs the metrics recorder and starts the HTTP listener.
+async fn start_metrics(
+    listener: Option<MetricsListener>,
+    readiness: Arc<runnel::metrics::Readiness>,
+) -> anyhow::Result<()> {
+    let handle = runnel::metrics::install_recorder()?;
+    match listener {
+        None => {}
+        Some(MetricsListener::Configured(addr)) => {
+            runnel::metrics::serve_http(addr, handle, readiness)
+                .await
+                .context("metrics.listener")?;
+        }
+        Some(MetricsListener::Default(addr)) => {
+            if let Err(e) = runnel::metrics::serve_http(addr, handle, readiness).await {
+                tracing::warn!(error = %e, "no metrics listener (set metrics.listener to choose one)");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn all_dirs(config: &Config) -> Vec<PathBuf> {
@@ -156,14 +218,20 @@ async fn format(config: &Config, cluster_id: &str, ignore_formatted: bool) -> an
     Ok(())
 }
 
-async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+async fn serve(config: Arc<Config>, metrics: Option<MetricsListener>) -> anyhow::Result<()> {
     let started = Instant::now();
     raise_open_file_limit();
-    runnel::metrics::install(config.metrics_listener)?;
+    // Up before anything waits for the quorum: /health answers at once,
+    // /ready says "starting" until the node serves.
+    let readiness = Arc::new(runnel::metrics::Readiness::default());
+    start_metrics(metrics, readiness.clone()).await?;
+    format_from_env(&config).await?;
     let cluster_id = ensure_cluster_id(&config)?;
     let quorum = Quorum::start(&config, &cluster_id).await?;
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if !config.roles.broker {
-        return serve_controller_only(&config, quorum, &cluster_id, started).await;
+        readiness.set(ready_check(&config, &quorum.controller, &stopping));
+        return serve_controller_only(&config, quorum, &cluster_id, started, &stopping).await;
     }
 
     // One batcher for the node's small metadata writes: offset commits and
@@ -172,15 +240,17 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let (broker, registration) = start_broker(&config, &quorum, &batcher).await?;
     let listeners = Listeners::start(
         &config,
-        Arc::new(Ctx {
+        Ctx {
             config: config.clone(),
+            listener: String::new(),
             broker: broker.clone(),
             controller: quorum.controller.clone(),
             groups: runnel::group::Coordinator::start(config.group_initial_rebalance_delay_ms),
             batcher,
-        }),
+        },
     )
     .await?;
+    readiness.set(ready_check(&config, &quorum.controller, &stopping));
     tracing::info!(
         node_id = config.node_id,
         %cluster_id,
@@ -189,6 +259,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     );
 
     wait_for_signal().await;
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down");
     // In this order:
     // 1. Controlled shutdown: fenced first (having stopped heartbeating
@@ -210,6 +281,29 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     quorum.shutdown().await
 }
 
+/// The environment variable that formats a node on its first start, as in
+/// the Apache Kafka container image.
+const CLUSTER_ID_ENV: &str = "CLUSTER_ID";
+
+/// With `CLUSTER_ID` set, formats the node's unformatted directories with
+/// it (as `runnel format --ignore-formatted` would) before it starts: a
+/// container's first start. Directories formatted for another cluster are
+/// still refused by `ensure_cluster_id`.
+async fn format_from_env(config: &Config) -> anyhow::Result<()> {
+    let Some(id) = std::env::var(CLUSTER_ID_ENV).ok().filter(|s| !s.is_empty()) else {
+        return Ok(());
+    };
+    let mut unformatted = false;
+    for d in all_dirs(config) {
+        unformatted |= meta::read(&d)?.is_none();
+    }
+    if unformatted && !config.is_single_node() {
+        tracing::info!(cluster_id = %id, "formatting the data directories from {CLUSTER_ID_ENV}");
+        format(config, &id, true).await?;
+    }
+    Ok(())
+}
+
 /// The cluster id in meta.properties of every data directory; a single
 /// node formats its directories with one (`cluster.id`, else a new one)
 /// on its first start.
@@ -217,6 +311,7 @@ fn ensure_cluster_id(config: &Config) -> anyhow::Result<String> {
     let fresh_id = config
         .cluster_id
         .clone()
+        .or_else(|| std::env::var(CLUSTER_ID_ENV).ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(meta::random_cluster_id);
     Ok(meta::ensure(
         &all_dirs(config),
@@ -256,11 +351,41 @@ fn raise_open_file_limit() {
     );
 }
 
+/// What `/ready` checks once the node is up: not shutting down, a Raft
+/// leader known, and, on a broker, this broker registered and unfenced in
+/// the metadata it has applied (the controller unfences a broker that
+/// heartbeats, and this broker has applied that record).
+fn ready_check(
+    config: &Config,
+    controller: &Controller,
+    stopping: &Arc<std::sync::atomic::AtomicBool>,
+) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
+    let (controller, stopping) = (controller.clone(), stopping.clone());
+    let (node_id, broker) = (config.node_id, config.roles.broker);
+    move || {
+        if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("shutting down".into());
+        }
+        if controller.leader_id().is_none() {
+            return Err("no active controller".into());
+        }
+        if broker {
+            match controller.image().brokers.get(&node_id) {
+                None => return Err("not registered".into()),
+                Some(b) if b.fenced => return Err("fenced".into()),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn serve_controller_only(
     config: &Config,
     quorum: Quorum,
     cluster_id: &str,
     started: Instant,
+    stopping: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<()> {
     start_controller_duties(config, &quorum.controller);
     tracing::info!(
@@ -270,6 +395,7 @@ async fn serve_controller_only(
         "Runnel controller started"
     );
     wait_for_signal().await;
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down");
     quorum.shutdown().await
 }
@@ -443,7 +569,7 @@ struct Listeners {
 
 impl Listeners {
     /// Binds every client listener (a port clash fails startup) and serves it.
-    async fn start(config: &Config, ctx: Arc<Ctx>) -> anyhow::Result<Listeners> {
+    async fn start(config: &Config, ctx: Ctx) -> anyhow::Result<Listeners> {
         let (stop, _) = tokio::sync::broadcast::channel(1);
         let mut tasks = Vec::new();
         for l in config.client_listeners() {
@@ -452,11 +578,11 @@ impl Listeners {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (listener {})", l.name))?;
             tracing::info!(listener = %l.name, %addr, "listening for Kafka clients");
-            tasks.push(tokio::spawn(server::serve(
-                ctx.clone(),
-                socket,
-                stop.subscribe(),
-            )));
+            let ctx = Arc::new(Ctx {
+                listener: l.name.clone(),
+                ..ctx.clone()
+            });
+            tasks.push(tokio::spawn(server::serve(ctx, socket, stop.subscribe())));
         }
         Ok(Listeners { stop, tasks })
     }

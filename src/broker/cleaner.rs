@@ -155,7 +155,8 @@ impl Broker {
                     metrics::counter!("runnel_log_cleaner_records_removed_total")
                         .increment(st.records_removed);
                     tracing::info!(
-                        partition = ?p,
+                        topic = %p.topic,
+                        partition = p.index,
                         dirty_ratio = format!("{ratio:.2}"),
                         first_dirty = st.first_dirty,
                         end_dirty = st.end_dirty,

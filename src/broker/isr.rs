@@ -52,6 +52,11 @@ impl Broker {
                         if let Err(e) = p.checkpoint_high_watermark().await {
                             tracing::warn!(partition = ?p, error = %e, "cannot checkpoint the high watermark");
                         }
+                        if let Ok((bytes, segments)) = p.log().size_and_segments() {
+                            let labels = [("topic", p.topic.clone()), ("partition", p.index.to_string())];
+                            metrics::gauge!("runnel_log_size_bytes", &labels).set(bytes as f64);
+                            metrics::gauge!("runnel_log_segments", &labels).set(segments as f64);
+                        }
                         let expired = p.expire_producers(idle).await;
                         if expired > 0 {
                             tracing::debug!(partition = ?p, expired, "forgot idle producers");
@@ -115,7 +120,21 @@ async fn propose_isr(batcher: Batcher, replicas: Arc<Replicas>, prop: IsrProposa
         Ok(MetadataResponse::Ok) => {
             let kind = if prop.expands { "expand" } else { "shrink" };
             metrics::counter!("runnel_isr_changes_total", "kind" => kind).increment(1);
-            tracing::info!(topic_id = %prop.topic_id, partition = prop.partition, isr = ?prop.isr, "ISR change committed");
+            let topic = replicas
+                .get(prop.topic_id, prop.partition)
+                .await
+                .map(|p| p.topic.clone())
+                .unwrap_or_default();
+            tracing::info!(
+                %topic,
+                topic_id = %prop.topic_id,
+                partition = prop.partition,
+                isr = ?prop.isr,
+                kind,
+                leader_epoch = prop.leader_epoch,
+                partition_epoch = prop.partition_epoch + 1,
+                "ISR changed"
+            );
         }
         Ok(other) => {
             tracing::info!(topic_id = %prop.topic_id, partition = prop.partition, isr = ?prop.isr, answer = ?other, "ISR change refused");

@@ -258,6 +258,10 @@ impl Broker {
             .filter(|p| p.leader < 0)
             .count();
         metrics::gauge!("runnel_offline_partitions").set(offline as f64);
+        let fenced = image.brokers.values().filter(|b| b.fenced).count();
+        metrics::gauge!("runnel_brokers", "state" => "fenced").set(fenced as f64);
+        metrics::gauge!("runnel_brokers", "state" => "unfenced")
+            .set((image.brokers.len() - fenced) as f64);
         // Changed topics, by id, and the partitions of them this broker
         // holds (which may be none now).
         let mut changed: HashMap<Uuid, HashSet<i32>> = HashMap::new();

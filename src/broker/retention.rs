@@ -41,6 +41,14 @@ impl Broker {
                     metrics::counter!("runnel_log_segments_deleted_total")
                         .increment(d.segments as u64);
                     metrics::counter!("runnel_log_bytes_deleted_total").increment(d.bytes);
+                    tracing::info!(
+                        topic = %p.topic,
+                        partition = p.index,
+                        segments = d.segments,
+                        bytes = d.bytes,
+                        log_start_offset = p.log_start_offset(),
+                        "retention deleted segments"
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(partition = ?p, error = %e, "retention failed"),

@@ -111,6 +111,8 @@ pub struct Config {
     pub log: LogDefaults,
     pub rack: Option<String>,
     pub metrics_listener: Option<SocketAddr>,
+    /// `log.format`: `text` or `json`.
+    pub log_format: String,
     pub cluster_id: Option<String>,
     pub broker_heartbeat_interval_ms: u64,
     pub broker_session_timeout_ms: u64,
@@ -221,6 +223,7 @@ const KEYS: &[(&str, &str, Read)] = &[
     ("message.max.bytes", "1048588", Usize(0, |c| &mut c.message_max_bytes)),
     ("log.segment.bytes", "1073741824", U64(14, |c| &mut c.log.segment_bytes)),
     ("metrics.listener", "", Field(|c, k, v| metrics_addr(k, v).map(|a| c.metrics_listener = a))),
+    ("log.format", "text", Field(log_format)),
     ("num.partitions", "1", I32(1, |c| &mut c.num_partitions)),
     ("default.replication.factor", "1", I16(1, |c| &mut c.default_replication_factor)),
     ("min.insync.replicas", "1", I32(1, |c| &mut c.min_insync_replicas)),
@@ -462,8 +465,7 @@ impl Config {
                 continue;
             }
             if ACCEPTED_NO_EFFECT.contains(&key.as_str()) {
-                tracing::warn!(key = %key, "configuration key accepted for compatibility; it has no effect in Runnel");
-                continue;
+                continue; // see `log_ignored_keys`
             }
             return Err(ConfigError::UnknownKey(key.clone()));
         }
@@ -528,6 +530,7 @@ impl Config {
             },
             rack: None,
             metrics_listener: None,
+            log_format: String::new(),
             cluster_id: None,
             broker_heartbeat_interval_ms: 0,
             broker_session_timeout_ms: 0,
@@ -555,6 +558,16 @@ impl Config {
         self.listeners
             .iter()
             .filter(|l| !self.controller_listener_names.contains(&l.name))
+    }
+
+    /// Logs each key given that Runnel accepts and ignores (Kafka's thread
+    /// counts, socket buffers…); once logging is set up.
+    pub fn log_ignored_keys(&self) {
+        for key in self.raw.keys() {
+            if ACCEPTED_NO_EFFECT.contains(&key.as_str()) {
+                tracing::warn!(key = %key, "configuration key accepted for compatibility; it has no effect in Runnel");
+            }
+        }
     }
 
     /// A node with no `controller.quorum.voters` is a one-node cluster.
@@ -588,6 +601,17 @@ fn parse_roles(key: &str, value: &str) -> Result<Roles> {
         return Err(invalid(key, value, "names no role"));
     }
     Ok(roles)
+}
+
+/// `log.format`: `text` or `json`.
+fn log_format(c: &mut Config, key: &str, value: &str) -> Result<()> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        v @ ("text" | "json") => {
+            c.log_format = v.to_string();
+            Ok(())
+        }
+        _ => Err(invalid(key, value, "expected text or json")),
+    }
 }
 
 fn metrics_addr(key: &str, value: &str) -> Result<Option<SocketAddr>> {

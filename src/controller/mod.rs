@@ -313,6 +313,7 @@ impl Controller {
             .collect();
         tracing::info!(node_id = cfg.node_id, dir = %cfg.dir.display(), "controller started");
         publish_applied_index(image.clone());
+        publish_raft_metrics(raft.metrics(), cfg.node_id, cfg.voters.len());
         Ok(Controller {
             inner: Arc::new(Inner {
                 node_id: cfg.node_id,
@@ -602,7 +603,19 @@ impl Controller {
                     .liveness
                     .decide(&this.image(), session, std::time::Instant::now())
                 {
-                    tracing::info!(?cmd, "broker liveness changed");
+                    match &cmd {
+                        MetadataCommand::FenceBroker { id, epoch } => tracing::info!(
+                            broker = id,
+                            broker_epoch = epoch,
+                            "broker fenced: no heartbeat within broker.session.timeout.ms"
+                        ),
+                        MetadataCommand::UnfenceBroker { id, epoch } => tracing::info!(
+                            broker = id,
+                            broker_epoch = epoch,
+                            "broker unfenced: heartbeating and caught up"
+                        ),
+                        other => tracing::info!(cmd = ?other, "broker liveness changed"),
+                    }
                     if let Err(e) = this.propose(cmd).await {
                         tracing::warn!(error = %e, "cannot record broker liveness");
                     }
@@ -975,6 +988,70 @@ impl Controller {
         tracing::info!(node_id = self.inner.node_id, "controller stopped");
         Ok(())
     }
+}
+
+/// Keeps the Raft gauges (`runnel_controller_active`, `runnel_raft_term`,
+/// `runnel_raft_commit_index`, `runnel_metadata_apply_lag_records`) at what
+/// openraft reports, and logs each change of leader (the active
+/// controller) this voter sees.
+fn publish_raft_metrics(
+    mut m: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    me: u64,
+    voters: usize,
+) {
+    tokio::spawn(async move {
+        let mut leader: Option<u64> = None;
+        loop {
+            {
+                let m = m.borrow_and_update();
+                let applied = m.last_applied.map_or(0, |l| l.index);
+                let last = m.last_log_index.unwrap_or(0);
+                // The leader knows the commit index: what a majority of
+                // the voters has matched. A follower applies what it learns
+                // is committed at once, so its applied index stands in.
+                let commit = match &m.replication {
+                    Some(r) => {
+                        let mut matched: Vec<u64> = r
+                            .iter()
+                            .filter(|(id, _)| **id != me)
+                            .map(|(_, l)| l.map_or(0, |l| l.index))
+                            .collect();
+                        matched.push(last);
+                        matched.sort_unstable_by(|a, b| b.cmp(a));
+                        matched.get(voters / 2).copied().unwrap_or(applied)
+                    }
+                    None => applied,
+                };
+                metrics::gauge!("runnel_controller_active").set(if m.current_leader == Some(me) {
+                    1.0
+                } else {
+                    0.0
+                });
+                metrics::gauge!("runnel_raft_term").set(m.current_term as f64);
+                metrics::gauge!("runnel_raft_commit_index").set(commit as f64);
+                metrics::gauge!("runnel_metadata_apply_lag_records")
+                    .set(commit.saturating_sub(applied) as f64);
+                if m.current_leader != leader {
+                    leader = m.current_leader;
+                    if let Some(l) = leader {
+                        metrics::counter!("runnel_raft_leader_changes_total").increment(1);
+                        tracing::info!(
+                            node_id = me,
+                            leader = l,
+                            term = m.current_term,
+                            active = l == me,
+                            "controller elected"
+                        );
+                    } else {
+                        tracing::info!(node_id = me, term = m.current_term, "no active controller");
+                    }
+                }
+            }
+            if m.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Keeps the `runnel_metadata_applied_index` gauge at the image's index.

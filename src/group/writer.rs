@@ -7,7 +7,7 @@
 //! `GroupOffsets::expired_offsets`). It never decides anything about a
 //! group's membership: that is this module's parent.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +64,9 @@ async fn run(ctx: &Writer, mut records: mpsc::UnboundedReceiver<GroupRecord>) {
     let mut retention =
         tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gauges = tokio::time::interval(GAUGES);
+    gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lag_series = HashSet::new();
     loop {
         let first = tokio::select! {
             r = records.recv() => match r {
@@ -77,6 +80,10 @@ async fn run(ctx: &Writer, mut records: mpsc::UnboundedReceiver<GroupRecord>) {
             }
             _ = retention.tick() => {
                 expire_offsets(ctx).await;
+                continue;
+            }
+            _ = gauges.tick() => {
+                publish_gauges(ctx, &mut lag_series).await;
                 continue;
             }
         };
@@ -105,6 +112,68 @@ async fn run(ctx: &Writer, mut records: mpsc::UnboundedReceiver<GroupRecord>) {
             }
         }
     }
+}
+
+/// How often the group gauges are refreshed.
+const GAUGES: Duration = Duration::from_secs(5);
+
+/// `runnel_groups{state}` for the groups coordinated here, and
+/// `runnel_group_lag_records{group,topic,partition}` for the partitions
+/// this broker leads: their high watermark minus each group's committed
+/// offset. A series this broker no longer reports (it stopped leading the
+/// partition, the offsets went) drops to 0, so that summing by group over
+/// the brokers stays right.
+async fn publish_gauges(ctx: &Writer, published: &mut HashSet<(String, String, i32)>) {
+    let mut by_state: BTreeMap<&'static str, u64> = [
+        "Empty",
+        "PreparingRebalance",
+        "CompletingRebalance",
+        "Stable",
+        "Dead",
+    ]
+    .into_iter()
+    .map(|s| (s, 0))
+    .collect();
+    for (_, _, state) in ctx.groups.list() {
+        *by_state.entry(state.name()).or_default() += 1;
+    }
+    for (state, n) in by_state {
+        metrics::gauge!("runnel_groups", "state" => state).set(n as f64);
+    }
+
+    let leaders: HashMap<(String, i32), i64> = ctx
+        .broker
+        .leader_partitions()
+        .await
+        .iter()
+        .map(|p| ((p.topic.clone(), p.index), p.high_watermark()))
+        .collect();
+    let image = ctx.controller.image();
+    let mut now = HashSet::new();
+    for (group, offsets) in image.groups.iter() {
+        for (topic, parts) in &offsets.offsets {
+            for (partition, committed) in parts {
+                let Some(hw) = leaders.get(&(topic.clone(), *partition)) else {
+                    continue;
+                };
+                let lag = (hw - committed.offset).max(0);
+                let key = (group.clone(), topic.clone(), *partition);
+                lag_gauge(&key).set(lag as f64);
+                now.insert(key);
+            }
+        }
+    }
+    for gone in published.difference(&now) {
+        lag_gauge(gone).set(0.0);
+    }
+    *published = now;
+}
+
+fn lag_gauge((group, topic, partition): &(String, String, i32)) -> metrics::Gauge {
+    metrics::gauge!("runnel_group_lag_records",
+        "group" => group.clone(),
+        "topic" => topic.clone(),
+        "partition" => partition.to_string())
 }
 
 /// Proposes the expiry of what has expired in the groups this broker

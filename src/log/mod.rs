@@ -602,9 +602,11 @@ impl Log {
             let dirty = self.dir_dirty.swap(false, Ordering::AcqRel);
             (g.active.next_offset, files, g.active.base, dirty)
         };
+        let started = std::time::Instant::now();
         for (file, path) in &files {
             file.sync_data().map_err(io_err("fsync", path))?;
         }
+        metrics::histogram!("runnel_log_fsync_duration_seconds").record(started.elapsed());
         if dir_dirty {
             if let Err(e) = checkpoint::sync_dir(&self.dir) {
                 self.dir_dirty.store(true, Ordering::Release);
@@ -626,6 +628,12 @@ impl Log {
     }
 
     /// Log start offset: the first offset still stored.
+    /// Bytes of whole batches in the log, and its number of segments.
+    pub fn size_and_segments(&self) -> Result<(u64, usize)> {
+        let g = self.shared()?;
+        Ok(g.segments().fold((0, 0), |(b, n), s| (b + s.size, n + 1)))
+    }
+
     pub fn start_offset(&self) -> i64 {
         self.start_offset.load(Ordering::Acquire)
     }

@@ -442,7 +442,16 @@ impl Partition {
                 .begin_epoch(&a.replicas, self.log.end_offset(), Instant::now());
             self.leader_epoch.store(a.leader_epoch, Ordering::Release);
             drop(st);
-            tracing::info!(partition = ?self, ?role, leader_epoch = a.leader_epoch, end_offset = self.log.end_offset(), "partition role changed");
+            tracing::info!(
+                topic = %self.topic,
+                partition = self.index,
+                ?role,
+                leader = a.leader,
+                leader_epoch = a.leader_epoch,
+                partition_epoch = a.partition_epoch,
+                end_offset = self.log.end_offset(),
+                "partition role changed"
+            );
             self.mark.send_modify(|m| m.epoch = a.leader_epoch);
             self.appended.send_modify(|n| *n = n.wrapping_add(1));
         }
@@ -589,7 +598,11 @@ impl Partition {
         epoch: i32,
         timeout: Duration,
     ) -> std::result::Result<(), AckError> {
-        match self.wait_for_hw(end_offset, epoch, timeout).await {
+        let waiting = metrics::gauge!("runnel_produce_waiting");
+        waiting.increment(1.0);
+        let hw = self.wait_for_hw(end_offset, epoch, timeout).await;
+        waiting.decrement(1.0);
+        match hw {
             HwWait::Reached => match self.too_few_replicas() {
                 None => Ok(()),
                 Some((isr, min)) => Err(AckError::NotEnoughReplicasAfterAppend { isr, min }),

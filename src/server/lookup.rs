@@ -64,16 +64,12 @@ pub fn not_coordinator(ctx: &Ctx, group: &str) -> Option<ResponseError> {
 }
 
 /// The host and port a broker advertises on the listener this request came
-/// in on; falls back to its first endpoint.
+/// in on (as Kafka answers: a client on `INTERNAL` gets every broker's
+/// `INTERNAL` address); falls back to its first endpoint.
 pub fn broker_endpoint(ctx: &Ctx, b: &BrokerRegistration) -> Option<(String, i32)> {
-    let listener = ctx
-        .config
-        .advertised_listeners
-        .first()
-        .map(|l| l.name.as_str());
     b.endpoints
         .iter()
-        .find(|e| Some(e.listener.as_str()) == listener)
+        .find(|e| e.listener == ctx.listener)
         .or(b.endpoints.first())
         .map(|e| (e.host.clone(), e.port as i32))
 }

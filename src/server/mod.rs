@@ -38,8 +38,12 @@ use crate::controller::Controller;
 use crate::protocol::{self, Decoded};
 
 /// What the handlers share.
+#[derive(Clone)]
 pub struct Ctx {
     pub config: Arc<Config>,
+    /// The listener this context serves (`PLAINTEXT`, `INTERNAL`, …):
+    /// Metadata answers with each broker's endpoint on the same listener.
+    pub listener: String,
     pub broker: Arc<Broker>,
     pub controller: Controller,
     pub groups: Arc<crate::group::Coordinator>,
@@ -132,11 +136,14 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, mut shutdown: broadcast
                 }
                 let (ctx, abandoned) = (ctx.clone(), abandoned.clone());
                 connections.spawn(async move {
-                    metrics::gauge!("runnel_connections").increment(1.0);
+                    let listener = ctx.listener.clone();
+                    metrics::counter!("runnel_connections_accepted_total", "listener" => listener.clone()).increment(1);
+                    let open = metrics::gauge!("runnel_connections", "listener" => listener);
+                    open.increment(1.0);
                     if let Err(e) = connection(ctx, stream, peer, stop, abandoned).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
                     }
-                    metrics::gauge!("runnel_connections").decrement(1.0);
+                    open.decrement(1.0);
                     drop(permit);
                 });
             }
@@ -336,9 +343,11 @@ async fn read_requests(
             }
         };
         let (api, version, correlation_id) = (req.api_key, req.version, req.header.correlation_id);
-        metrics::counter!("runnel_requests_total", "api" => format!("{api:?}")).increment(1);
+        let started = std::time::Instant::now();
+        let duration = request_metrics(api, version);
         let out = match dispatch::handle(ctx.clone(), req).await {
             Reply::Now(body) => {
+                duration.record(started.elapsed());
                 match protocol::encode_response(api, version, correlation_id, &body) {
                     Ok(b) => Outgoing::Ready(b),
                     Err(e) => {
@@ -351,7 +360,11 @@ async fn read_requests(
                 api,
                 version,
                 correlation_id,
-                fut: tokio::spawn(fut),
+                fut: tokio::spawn(async move {
+                    let body = fut.await;
+                    duration.record(started.elapsed());
+                    body
+                }),
             },
             Reply::Nothing => continue,
             Reply::Close(why) => {
@@ -365,6 +378,33 @@ async fn read_requests(
             return Ok(Stopped::BrokerClosed);
         }
     }
+}
+
+/// Counts a request of `api` v`version` (`runnel_requests_total`) and
+/// returns the histogram of its duration. The handles are cached per
+/// thread: a label set is formatted once, not per request.
+fn request_metrics(api: kafka_protocol::messages::ApiKey, version: i16) -> metrics::Histogram {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static HANDLES: RefCell<HashMap<(kafka_protocol::messages::ApiKey, i16), (metrics::Counter, metrics::Histogram)>> =
+            RefCell::new(HashMap::new());
+    }
+    HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        let (count, duration) = h.entry((api, version)).or_insert_with(|| {
+            let labels = [
+                ("api", format!("{api:?}")),
+                ("version", version.to_string()),
+            ];
+            (
+                metrics::counter!("runnel_requests_total", &labels),
+                metrics::histogram!("runnel_request_duration_seconds", &labels),
+            )
+        });
+        count.increment(1);
+        duration.clone()
+    })
 }
 
 /// Reads and discards what the client still sends, until it closes or

@@ -357,6 +357,9 @@ impl Node {
                 format!("listeners=PLAINTEXT://127.0.0.1:{}", self.kafka_port),
                 format!("log.dirs={}", self.data_dir.display()),
                 format!("node.id={}", self.id),
+                // No HTTP listener unless a test asks for one: `serve` with
+                // no file would take 127.0.0.1:9644 by default.
+                "metrics.listener=".to_string(),
             ];
         };
         let listeners = if self.role.is_broker() {
@@ -376,6 +379,7 @@ impl Node {
             // Short sessions so that fencing tests take seconds.
             "broker.heartbeat.interval.ms=300".to_string(),
             "broker.session.timeout.ms=3000".to_string(),
+            "metrics.listener=".to_string(),
         ]
     }
 
@@ -406,7 +410,7 @@ impl Node {
     }
 
     /// Starts `runnel serve` (stderr appended to the log); does not wait.
-    pub(super) fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         let log = OpenOptions::new()
             .create(true)
             .append(true)

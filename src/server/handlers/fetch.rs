@@ -116,6 +116,31 @@ async fn read_all(
     (out, total)
 }
 
+/// `runnel_topic_bytes_out_total`, for the answer that goes out.
+fn count_bytes_out(ctx: &Ctx, topics: &[FetchableTopicResponse]) {
+    let mut image = None;
+    for t in topics {
+        let bytes: usize = t
+            .partitions
+            .iter()
+            .filter_map(|p| p.records.as_ref().map(|r| r.len()))
+            .sum();
+        if bytes == 0 {
+            continue;
+        }
+        let name = if t.topic.0.is_empty() {
+            let image = image.get_or_insert_with(|| ctx.controller.image());
+            match image.topic_by_id(&t.topic_id) {
+                Some(topic) => topic.name.clone(),
+                None => continue,
+            }
+        } else {
+            t.topic.0.to_string()
+        };
+        metrics::counter!("runnel_topic_bytes_out_total", "topic" => name).increment(bytes as u64);
+    }
+}
+
 fn has_error(topics: &[FetchableTopicResponse]) -> bool {
     topics
         .iter()
@@ -139,6 +164,8 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         let deadline = Instant::now() + Duration::from_millis(body.max_wait_ms.max(0) as u64);
         let progress = ctx.broker.progress();
         Reply::Later(Box::pin(async move {
+            let waiting = metrics::gauge!("runnel_fetch_waiting");
+            waiting.increment(1.0);
             let topics = long_poll(deadline, progress, || async {
                 let (topics, total) = read_all(&ctx, &body.topics, version, max_bytes).await;
                 let done = total >= min_bytes.max(1)
@@ -147,8 +174,10 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                 ((topics, total), done)
             })
             .await;
+            waiting.decrement(1.0);
             let (topics, total) = topics;
             metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
+            count_bytes_out(&ctx, &topics);
             ResponseKind::Fetch(
                 FetchResponse::default()
                     .with_session_id(0)

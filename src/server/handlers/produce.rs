@@ -96,6 +96,7 @@ async fn produce_one(
         );
     }
     let settings = ctx.broker.topic_settings(t.id);
+    let batch_bytes = records.len();
     let (records, append_time) = match apply_topic_rules(&settings, records, &summary) {
         Ok(r) => r,
         Err(Refusal {
@@ -126,6 +127,11 @@ async fn produce_one(
             if matches!(done, replication::Appended::New(_)) {
                 metrics::counter!("runnel_produce_records_total")
                     .increment(summary.record_count as u64);
+                let topic = topic.to_string();
+                metrics::counter!("runnel_topic_messages_in_total", "topic" => topic.clone())
+                    .increment(summary.record_count as u64);
+                metrics::counter!("runnel_topic_bytes_in_total", "topic" => topic)
+                    .increment(batch_bytes as u64);
             }
             let resp = PartitionProduceResponse::default()
                 .with_index(index)
