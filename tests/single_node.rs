@@ -1184,3 +1184,69 @@ fn kafka_python_round_trips() {
     assert!(ok, "kafka-python round trip failed (output above)");
     assert!(out.contains("OK"), "the script did not report OK");
 }
+
+/// A node with two client listeners (as in a container: one name for the
+/// compose network, one for the host) answers Metadata and FindCoordinator
+/// with the advertised address of the listener the client came in on, as
+/// Kafka does; a client on the wrong one would be sent where it cannot go.
+#[test]
+fn metadata_answers_with_the_clients_own_listener() {
+    use kafka_protocol::messages::{
+        FindCoordinatorRequest, FindCoordinatorResponse, MetadataResponse,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (internal, external) = (common::free_port(), common::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .arg("serve")
+        .args(["--override", &format!("listeners=INTERNAL://127.0.0.1:{internal},EXTERNAL://127.0.0.1:{external}")])
+        .args(["--override", &format!("advertised.listeners=INTERNAL://node1.internal:{internal},EXTERNAL://localhost:{external}")])
+        .args(["--override", "listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"])
+        .args(["--override", &format!("log.dirs={}", dir.path().join("data").display())])
+        .args(["--override", "metrics.listener="])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.path().join("log")).unwrap()))
+        .spawn()
+        .expect("spawn runnel serve");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(child);
+    let ask = |port: u16| -> Option<(String, i32, String)> {
+        let mut conn = RawConn::connect(&format!("127.0.0.1:{port}")).ok()?;
+        let m: MetadataResponse = conn
+            .roundtrip(9, 1, &MetadataRequest::default().with_topics(Some(vec![])))
+            .ok()?;
+        let b = m.brokers.first()?;
+        let f: FindCoordinatorResponse = conn
+            .roundtrip(
+                3,
+                2,
+                &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+            )
+            .ok()?;
+        Some((b.host.to_string(), b.port, f.host.to_string()))
+    };
+    let on_internal =
+        common::eventually(TIMEOUT, "the node to answer on INTERNAL", || ask(internal));
+    assert_eq!(
+        on_internal,
+        (
+            "node1.internal".to_string(),
+            internal as i32,
+            "node1.internal".to_string()
+        )
+    );
+    let on_external = ask(external).expect("Metadata on EXTERNAL");
+    assert_eq!(
+        on_external,
+        (
+            "localhost".to_string(),
+            external as i32,
+            "localhost".to_string()
+        )
+    );
+}
