@@ -39,9 +39,19 @@ impl Format {
     }
 }
 
+/// The filter when `RUST_LOG` is not set.
+pub const DEFAULT_FILTER: &str = "info,openraft=warn";
+
 pub fn init(format: Format) {
+    init_with(format, DEFAULT_FILTER)
+}
+
+/// As `init`, with another filter for when `RUST_LOG` is not set (e.g. a
+/// command that starts Raft only to write its first entries, and has no
+/// use for its complaints about unreachable peers).
+pub fn init_with(format: Format, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -93,7 +93,13 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(serve(Arc::new(config), metrics))
         }
         cmd => {
-            telemetry::init(Format::from_env_or(Format::Text));
+            // `format` starts Raft only to write the first entries; its
+            // votes to peers that are not up yet are no news.
+            let filter = match cmd {
+                Command::Format { .. } => "info,openraft=off",
+                _ => telemetry::DEFAULT_FILTER,
+            };
+            telemetry::init_with(Format::from_env_or(Format::Text), filter);
             rt.block_on(run(cmd))
         }
     }
