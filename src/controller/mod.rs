@@ -616,8 +616,12 @@ impl Controller {
                         ),
                         other => tracing::info!(cmd = ?other, "broker liveness changed"),
                     }
-                    if let Err(e) = this.propose(cmd).await {
-                        tracing::warn!(error = %e, "cannot record broker liveness");
+                    match this.propose_as_leader(cmd).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => tracing::info!(
+                            "no longer the active controller: the liveness decision is dropped"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "cannot record broker liveness"),
                     }
                 }
             }
@@ -657,7 +661,7 @@ impl Controller {
                 if imbalanced {
                     tracing::info!("moving leadership back to preferred leaders");
                     let cmd = MetadataCommand::ElectPreferredLeaders { partitions: vec![] };
-                    if let Err(e) = this.propose(cmd).await {
+                    if let Err(e) = this.propose_as_leader(cmd).await {
                         tracing::warn!(error = %e, "preferred leader election failed");
                     }
                 }
@@ -835,6 +839,28 @@ impl Controller {
 
     /// One attempt to write `cmd` through this node's Raft.
     /// An observer never writes itself: it names the leader to forward to.
+    /// Proposes a decision this node made as the active controller (fence
+    /// a silent broker, move leaders): written to its own Raft log only,
+    /// never forwarded. None if it is no longer the leader, and so the
+    /// decision is dropped: a leader cut off from the quorum still believes
+    /// it leads and decides on what it no longer sees (every broker is
+    /// silent to it), and once it is back, forwarding those decisions to
+    /// the new leader would fence brokers that were healthy all along. An
+    /// entry it wrote while cut off never commits: the new leader's log
+    /// overwrites it.
+    pub async fn propose_as_leader(
+        &self,
+        cmd: MetadataCommand,
+    ) -> Result<Option<MetadataResponse>> {
+        match self
+            .write_here(cmd, Instant::now() + PROPOSE_TIMEOUT)
+            .await?
+        {
+            Written::Applied { response, .. } => Ok(Some(response)),
+            Written::NotLeader { .. } => Ok(None),
+        }
+    }
+
     async fn write_here(&self, cmd: MetadataCommand, deadline: Instant) -> Result<Written> {
         let Some(voter) = self.voter() else {
             return Ok(Written::NotLeader {
