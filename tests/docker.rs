@@ -48,6 +48,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::cluster::metadata_view;
+use common::disk::{batches_on_disk, DiskBatch};
 use common::partition::{consume_all, list_latest, partition_state, PState};
 use common::producer::{BgProducer, Report, Spec};
 use common::{eventually, free_port, output_text, runnel_ok, RawConn};
@@ -1036,7 +1037,7 @@ impl<'a> Compose<'a> {
             tp.p
         );
         self.docker.ok(&["cp", &src, &dest.to_string_lossy()]);
-        batches_in(&dest)
+        batches_on_disk(&dest)
     }
 
     /// Waits until the three replicas of `topic`/0 hold the same batches
@@ -1274,70 +1275,9 @@ impl std::fmt::Display for Tp {
     }
 }
 
-/// One record batch in a partition's log files, from its header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct DiskBatch {
-    base: i64,
-    last: i64,
-    crc: u32,
-    leader_epoch: i32,
-    /// batchLength: the bytes after that field.
-    len: i32,
-}
-
 /// The offset after the last batch.
 fn log_end(batches: &[DiskBatch]) -> i64 {
     batches.last().map_or(0, |b| b.last + 1)
-}
-
-/// The batches in every `.log` file of a partition directory, in offset
-/// order (file names are 20-digit base offsets), read from the v2 batch
-/// headers, each file up to its first incomplete or invalid batch (as
-/// tests/replication.rs reads them).
-fn batches_in(dir: &std::path::Path) -> Vec<DiskBatch> {
-    use std::os::unix::fs::FileExt;
-
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for path in files {
-        let f =
-            std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        let len = f.metadata().map_or(0, |m| m.len());
-        let mut pos = 0u64;
-        // baseOffset 8, batchLength 4, partitionLeaderEpoch 4, magic 1,
-        // crc 4, attributes 2, lastOffsetDelta 4.
-        let mut h = [0u8; 27];
-        while pos + 61 <= len {
-            if f.read_exact_at(&mut h, pos).is_err() {
-                break;
-            }
-            let be4 = |r: std::ops::Range<usize>| -> [u8; 4] { h[r].try_into().expect("4 bytes") };
-            let base = i64::from_be_bytes(h[0..8].try_into().expect("8 bytes"));
-            let blen = i32::from_be_bytes(be4(8..12));
-            let leader_epoch = i32::from_be_bytes(be4(12..16));
-            let magic = h[16] as i8;
-            let crc = u32::from_be_bytes(be4(17..21));
-            let delta = i32::from_be_bytes(be4(23..27));
-            if magic != 2 || blen < 49 || pos + 12 + blen as u64 > len || delta < 0 {
-                break;
-            }
-            out.push(DiskBatch {
-                base,
-                last: base + i64::from(delta),
-                crc,
-                leader_epoch,
-                len: blen,
-            });
-            pos += 12 + blen as u64;
-        }
-    }
-    out
 }
 
 /// `RUNNEL_DOCKER_KEEP=1`: a failed run leaves its cluster and image for a

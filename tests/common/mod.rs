@@ -7,6 +7,7 @@
 //! * `partition`: what the nodes say about a partition (leader, ISR, high
 //!   watermark), and reading it back.
 //! * `topics`: creating topics, committed offsets.
+//! * `disk`: the batches in a partition's log files, read from disk.
 //! * `producer`: a background rdkafka producer recording every delivery.
 //! * here: the step log, raw connections and frames, `eventually`.
 //!
@@ -16,6 +17,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 pub mod cluster;
+pub mod disk;
 pub mod node;
 pub mod partition;
 pub mod producer;
