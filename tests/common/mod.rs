@@ -56,10 +56,23 @@ pub fn elapsed() -> String {
 
 /// A free loopback port. The listener is dropped before the broker binds, so
 /// another process could take it in between; `Node::start` and
-/// `Cluster::start` retry on that.
+/// `Cluster::start` retry on that. Within this test process no port is handed
+/// out twice: the kernel readily returns a just-released ephemeral port to
+/// the next `bind(0)`, and two nodes of one cluster given the same Kafka port
+/// both look ready through whichever of them bound it.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A blocking Kafka connection that sends hand-built frames, for tests that
