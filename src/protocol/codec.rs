@@ -185,7 +185,7 @@ pub fn advertised_api_versions() -> Vec<ApiVersion> {
         .map(|r| {
             ApiVersion::default()
                 .with_api_key(r.key as i16)
-                .with_min_version(r.advertised_min)
+                .with_min_version(r.min)
                 .with_max_version(r.max)
         })
         .collect()

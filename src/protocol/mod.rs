@@ -12,6 +12,7 @@ pub mod codec;
 pub mod consumer_protocol;
 pub mod decompress;
 pub mod legacy;
+pub mod message_set;
 pub mod offset_spec;
 pub mod rewrite;
 pub mod versions;

@@ -33,6 +33,8 @@ pub struct StoredRecord {
     pub key: Option<Range<usize>>,
     /// A null value: a tombstone in a compacted topic.
     pub tombstone: bool,
+    /// `None`: a null value (a tombstone).
+    pub value: Option<Range<usize>>,
 }
 
 /// The records section of a batch in plain bytes, and its records.
@@ -45,6 +47,10 @@ pub struct Records {
 impl Records {
     pub fn key(&self, r: &StoredRecord) -> Option<&[u8]> {
         r.key.clone().map(|k| &self.plain[k])
+    }
+
+    pub fn value(&self, r: &StoredRecord) -> Option<&[u8]> {
+        r.value.clone().map(|v| &self.plain[v])
     }
 }
 
@@ -147,6 +153,10 @@ fn walk(plain: &[u8], h: &BatchHeader, mut f: impl FnMut(Walked) -> ControlFlow<
         if value_len >= 0 && value_len as usize > body.len() {
             return Err(bad("value beyond the record"));
         }
+        let value = (value_len >= 0).then(|| {
+            let at = end - body.len();
+            at..at + value_len as usize
+        });
         if f(Walked {
             record: StoredRecord {
                 span: start..end,
@@ -154,6 +164,7 @@ fn walk(plain: &[u8], h: &BatchHeader, mut f: impl FnMut(Walked) -> ControlFlow<
                 timestamp: 0,
                 key,
                 tombstone: value_len < 0,
+                value,
             },
             offset_delta,
             timestamp_delta,
@@ -267,6 +278,18 @@ pub fn rebuild(
     let crc = compute_crc(&out);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
+}
+
+/// Sets a whole batch's `maxTimestamp` (and so its CRC).
+pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) -> Result<()> {
+    let h = parse_header(batch)?;
+    if h.size() > batch.len() {
+        return Err(Error::Corrupt("batch truncated".into()));
+    }
+    batch[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = compute_crc(&batch[..h.size()]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
 /// Stamps a whole batch with the broker's clock (`message.timestamp.type

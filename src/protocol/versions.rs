@@ -4,49 +4,41 @@
 
 use kafka_protocol::messages::ApiKey;
 
-/// One served API. `advertised_min` may be below `min` where clients need to
-/// see old versions advertised that the broker nevertheless rejects
-/// (KAFKA-18659: Produce v0-2 are advertised, not served).
+/// One served API: every version from `min` to `max` is decoded, routed
+/// and answered.
 #[derive(Clone, Copy, Debug)]
 pub struct ApiRange {
     pub key: ApiKey,
-    pub advertised_min: i16,
     pub min: i16,
     pub max: i16,
 }
 
 const fn api(key: ApiKey, min: i16, max: i16) -> ApiRange {
-    ApiRange {
-        key,
-        advertised_min: min,
-        min,
-        max,
-    }
+    ApiRange { key, min, max }
 }
 
-/// Ranges from `COMPAT.md` (Kafka 4.x minimums after KIP-896).
+/// The versions Kafka 3.9 served for these APIs, from its oldest (which
+/// Kafka 4 dropped, KIP-896, and `protocol::legacy` codes by hand) up. See
+/// `COMPAT.md`.
 pub const SUPPORTED: &[ApiRange] = &[
-    ApiRange {
-        key: ApiKey::Produce,
-        advertised_min: 0,
-        min: 3,
-        max: 11,
-    },
-    api(ApiKey::Fetch, 4, 16),
-    api(ApiKey::ListOffsets, 1, 8),
-    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::Produce, 0, 11),
+    api(ApiKey::Fetch, 0, 16),
+    api(ApiKey::ListOffsets, 0, 8),
+    api(ApiKey::OffsetForLeaderEpoch, 0, 4),
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 4),
-    api(ApiKey::CreateTopics, 2, 7),
-    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::CreateTopics, 0, 7),
+    api(ApiKey::DeleteTopics, 0, 6),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::DescribeLogDirs, 1, 4),
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::DescribeQuorum, 0, 2),
-    api(ApiKey::OffsetCommit, 2, 9),
-    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::OffsetCommit, 0, 9),
+    api(ApiKey::OffsetFetch, 0, 9),
     api(ApiKey::FindCoordinator, 0, 6),
     api(ApiKey::JoinGroup, 0, 9),
     api(ApiKey::Heartbeat, 0, 4),
@@ -57,7 +49,6 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DeleteRecords, 0, 2),
-    // v0 is coded by hand (`protocol::legacy`).
     api(ApiKey::DescribeConfigs, 0, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -77,30 +68,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn served_ranges_fit_the_codec() {
+    fn served_ranges_fit_the_codec_or_are_hand_coded() {
+        use crate::protocol::legacy::is_hand_coded;
         for r in SUPPORTED {
             let codec = r.key.valid_versions();
-            assert!(r.advertised_min <= r.min && r.min <= r.max, "{:?}", r.key);
-            let min = (r.min..r.max)
-                .find(|v| !crate::protocol::legacy::is_hand_coded(r.key, *v))
-                .unwrap_or(r.min);
-            assert!(
-                min >= codec.min && r.max <= codec.max,
-                "{:?} {}..{} outside codec {}..{}",
-                r.key,
-                r.min,
-                r.max,
-                codec.min,
-                codec.max
-            );
+            assert!(r.min <= r.max && r.max <= codec.max, "{:?}", r.key);
+            for v in r.min..=r.max {
+                assert!(
+                    v >= codec.min || is_hand_coded(r.key, v),
+                    "{:?} v{v} is neither in the codec ({}..{}) nor hand-coded",
+                    r.key,
+                    codec.min,
+                    codec.max
+                );
+                assert!(
+                    !(v >= codec.min && is_hand_coded(r.key, v)),
+                    "{:?} v{v} is hand-coded though the codec has it",
+                    r.key
+                );
+            }
         }
     }
 
     #[test]
-    fn produce_v0_to_v2_advertised_but_not_served() {
-        assert!(!is_served(ApiKey::Produce, 2));
-        assert!(is_served(ApiKey::Produce, 3));
-        assert_eq!(range(ApiKey::Produce).map(|r| r.advertised_min), Some(0));
+    fn kafka_3_9_minimums_are_served() {
+        for key in [
+            ApiKey::Produce,
+            ApiKey::Fetch,
+            ApiKey::ListOffsets,
+            ApiKey::OffsetCommit,
+            ApiKey::OffsetFetch,
+            ApiKey::CreateTopics,
+            ApiKey::DeleteTopics,
+            ApiKey::OffsetForLeaderEpoch,
+        ] {
+            assert!(is_served(key, 0), "{key:?} v0");
+        }
         assert!(!is_served(ApiKey::Metadata, 13));
     }
 }

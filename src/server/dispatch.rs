@@ -35,6 +35,11 @@ pub const ROUTES: &[(ApiKey, Handler)] = &[
         handlers::create_partitions::handle,
     ),
     (ApiKey::DescribeCluster, handlers::describe_cluster::handle),
+    (ApiKey::DescribeLogDirs, handlers::describe_log_dirs::handle),
+    (
+        ApiKey::DescribeTopicPartitions,
+        handlers::describe_topic_partitions::handle,
+    ),
     (ApiKey::InitProducerId, handlers::init_producer_id::handle),
     (ApiKey::DescribeQuorum, handlers::describe_quorum::handle),
     (ApiKey::FindCoordinator, handlers::find_coordinator::handle),

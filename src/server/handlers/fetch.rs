@@ -1,5 +1,7 @@
-//! Fetch (1), v4-16 (topic ids from v13). Consumers only: records below the
-//! high watermark. Long poll: answers once `min_bytes` are available or
+//! Fetch (1), v0-16 (topic ids from v13). Consumers only: records below the
+//! high watermark. v0-3 get them down-converted to the message set of magic
+//! 0 (v0-1) or 1 (v2-3); a topic with `compression.type=zstd` is refused
+//! below v10 (UNSUPPORTED_COMPRESSION_TYPE), as Kafka refuses it. Long poll: answers once `min_bytes` are available or
 //! `max_wait_ms` has passed, waking whenever a local HW moves. Sessionless
 //! (KIP-227 session id 0: every fetch is a full fetch).
 
@@ -13,7 +15,8 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchResponse, ResponseKind, TopicName};
 use tokio::time::Instant;
 
-use crate::protocol::Request;
+use crate::controller::image::TopicImage;
+use crate::protocol::{message_set, Request};
 use crate::replication::wait::long_poll;
 use crate::server::error_code;
 use crate::server::lookup::leader_replica_in_epoch;
@@ -64,6 +67,10 @@ async fn read_all(
                     continue;
                 }
             };
+            if version < 10 && zstd_topic(ctx, topic) {
+                parts.push(pd.with_error_code(ResponseError::UnsupportedCompressionType.code()));
+                continue;
+            }
             let hw = p.high_watermark();
             pd = pd
                 .with_high_watermark(hw)
@@ -82,7 +89,23 @@ async fn read_all(
                 continue;
             }
             match p.read(fp.fetch_offset, limit.max(1)).await {
-                Ok(r) => {
+                Ok(mut r) => {
+                    if version <= 3 {
+                        let magic = message_set::fetch_magic(version);
+                        match message_set::down_convert(
+                            &r.records,
+                            magic,
+                            fp.fetch_offset,
+                            limit.max(1),
+                        ) {
+                            Ok(set) => r.records = set,
+                            Err(e) => {
+                                tracing::warn!(partition = ?p, error = %e, "cannot down-convert stored batches");
+                                parts.push(pd.with_error_code(error_code::batch(&e).code()));
+                                continue;
+                            }
+                        }
+                    }
                     // KIP-74: only the first non-empty partition may exceed
                     // the limits, so that a large batch still makes progress.
                     if !first && r.records.len() > limit {
@@ -114,6 +137,12 @@ async fn read_all(
         );
     }
     (out, total)
+}
+
+/// Whether the topic is set to `compression.type=zstd`.
+fn zstd_topic(ctx: &Ctx, topic: Option<&TopicImage>) -> bool {
+    use crate::config::topic::TopicCompression;
+    topic.is_some_and(|t| ctx.broker.topic_settings(t.id).compression == TopicCompression::Zstd)
 }
 
 /// `runnel_topic_bytes_out_total`, for the answer that goes out.

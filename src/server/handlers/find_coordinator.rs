@@ -1,6 +1,10 @@
 //! FindCoordinator (10), v0-6 (v4+ batches `coordinator_keys`). Group keys
-//! map to the broker chosen by rendezvous hashing over the unfenced brokers;
-//! there is no transaction coordinator yet.
+//! map to the broker chosen by rendezvous hashing over the unfenced brokers.
+//! There is no transaction coordinator yet: a transaction key gets a
+//! non-retriable error with a message saying so, so that a transactional
+//! producer fails at once (the Java client's `initTransactions` throws
+//! "Could not find a coordinator with type TRANSACTION ... due to unexpected
+//! error: <message>") instead of retrying until `max.block.ms`.
 
 use std::sync::Arc;
 
@@ -18,12 +22,18 @@ use crate::server::{Ctx, Reply};
 /// Kafka's `CoordinatorType`: 0 group, 1 transaction.
 const KEY_TYPE_GROUP: i8 = 0;
 
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// What a transactional client is told.
+pub const NO_TRANSACTIONS: &str =
+    "transactions are not supported by this cluster (Runnel has no transaction coordinator yet)";
+
 /// (error, node id, host, port) for one key.
 fn find(ctx: &Ctx, key_type: i8, key: &str) -> (ResponseError, i32, String, i32) {
     let none = |e| (e, -1, String::new(), -1);
     if key_type != KEY_TYPE_GROUP {
-        return none(if key_type == 1 {
-            ResponseError::CoordinatorNotAvailable
+        return none(if key_type == KEY_TYPE_TRANSACTION {
+            ResponseError::UnsupportedVersion
         } else {
             ResponseError::InvalidRequest
         });
@@ -37,6 +47,10 @@ fn find(ctx: &Ctx, key_type: i8, key: &str) -> (ResponseError, i32, String, i32)
         Some((id, host, port)) => (ResponseError::UnknownServerError, id, host, port),
         None => none(ResponseError::CoordinatorNotAvailable),
     }
+}
+
+fn message(ok: bool, key_type: i8) -> Option<kafka_protocol::protocol::StrBytes> {
+    (!ok && key_type == KEY_TYPE_TRANSACTION).then(|| str(NO_TRANSACTIONS.to_string()))
 }
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
@@ -54,7 +68,8 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                         .with_node_id(BrokerId(id))
                         .with_host(str(host))
                         .with_port(port)
-                        .with_error_code(if ok { 0 } else { e.code() }),
+                        .with_error_code(if ok { 0 } else { e.code() })
+                        .with_error_message(message(ok, body.key_type)),
                 );
             }
         } else {
@@ -62,6 +77,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             let ok = id >= 0;
             resp = resp
                 .with_error_code(if ok { 0 } else { e.code() })
+                .with_error_message(message(ok, body.key_type))
                 .with_node_id(BrokerId(id))
                 .with_host(str(host))
                 .with_port(port);

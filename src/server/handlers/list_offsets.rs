@@ -1,5 +1,11 @@
-//! ListOffsets (2), v1-8: earliest (-2), latest (-1, the high watermark),
+//! ListOffsets (2), v0-8: earliest (-2), latest (-1, the high watermark),
 //! max timestamp (-3, v7+), earliest local (-4, v8+), and by timestamp.
+//!
+//! v0 answers an `offsets` array (`protocol::legacy`) of at most one
+//! offset, whatever `max_num_offsets` asks. By timestamp it is v1's answer,
+//! the first offset whose record is at or after the time, or the high
+//! watermark when none is: where Kafka 0.9 answered the base offsets of the
+//! segments last written before the time, which log segments no longer tell.
 
 use std::sync::Arc;
 
@@ -80,6 +86,9 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     continue;
                 };
                 parts.push(match lookup(&p, spec).await {
+                    Ok((_, -1)) if version == 0 && matches!(spec, OffsetSpec::Timestamp(_)) => {
+                        resp.with_offset(p.high_watermark())
+                    }
                     Ok((ts, off)) => resp
                         .with_timestamp(ts)
                         .with_offset(off)

@@ -1,7 +1,10 @@
-//! Produce (0), v3-11 (v0-2 advertised, rejected: KAFKA-18659).
+//! Produce (0), v0-11.
 //!
-//! In order: resolve, validate each partition's batches (CRC, sizes, magic),
-//! check leadership and `min.insync.replicas`, append. Then acks=1 answers
+//! In order: resolve; convert a v0-2 request's message set (magic 0 or 1)
+//! to a v2 batch; validate each partition's batch (CRC, sizes, magic, no
+//! zstd before v7); set its max timestamp from its records, as Kafka does;
+//! apply the topic's rules; check leadership and `min.insync.replicas`;
+//! append. Then acks=1 answers
 //! at once, acks=-1 waits in the background until the high watermark passes
 //! the last appended offset (or `timeout_ms`), acks=0 never answers.
 
@@ -17,8 +20,8 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceResponse, ResponseKind};
 
 use crate::config::topic::TopicSettings;
-use crate::protocol::batch;
 use crate::protocol::Request;
+use crate::protocol::{batch, message_set};
 use crate::replication::partition::Acks;
 use crate::replication::{self, Partition, PartitionError};
 use crate::server::error_code;
@@ -41,6 +44,7 @@ fn error(index: i32, code: ResponseError, msg: Option<String>) -> PartitionProdu
 
 async fn produce_one(
     ctx: &Ctx,
+    version: i16,
     topic: &str,
     index: i32,
     records: Option<Bytes>,
@@ -73,16 +77,35 @@ async fn produce_one(
             None,
         );
     };
-    let summary = match batch::validate_batches(&records, ctx.broker.max_message_bytes(t)) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(topic, partition = index, error = %e, "rejected produce");
-            metrics::counter!("runnel_produce_rejected_total").increment(1);
-            return (
-                error(index, error_code::batch(&e), Some(e.to_string())),
-                None,
-            );
+    let rejected = |e: batch::Error| {
+        tracing::debug!(topic, partition = index, error = %e, "rejected produce");
+        metrics::counter!("runnel_produce_rejected_total").increment(1);
+        (
+            error(index, error_code::batch(&e), Some(e.to_string())),
+            None,
+        )
+    };
+    // Produce v0-2 carries a message set of magic 0 or 1 (or, from newer
+    // clients, a v2 batch); the log stores v2 batches only.
+    let records = if version < 3 && message_set::is_message_set(&records) {
+        match message_set::up_convert(&records) {
+            Ok(up) => up.batch,
+            Err(e) => return rejected(e),
         }
+    } else {
+        records
+    };
+    let mut summary = match batch::validate_batches(&records, ctx.broker.max_message_bytes(t)) {
+        Ok(s) => s,
+        Err(e) => return rejected(e),
+    };
+    if version < 7 && summary.first.compression() == Some(batch::Compression::Zstd) {
+        // Kafka's ProduceRequest.validateRecords: zstd needs v7 (KIP-110).
+        return rejected(batch::Error::UnsupportedCompression(4));
+    }
+    let records = match max_timestamp_from_records(records, &mut summary) {
+        Ok(r) => r,
+        Err(e) => return rejected(e),
     };
     if summary.batch_count != 1 {
         // Kafka's ProduceRequest.validateRecords: v3+ carries one batch.
@@ -90,7 +113,7 @@ async fn produce_one(
             error(
                 index,
                 ResponseError::InvalidRecord,
-                Some("Produce v3 and later carries exactly one record batch per partition".into()),
+                Some("a produce request carries exactly one record batch per partition".into()),
             ),
             None,
         );
@@ -158,6 +181,34 @@ async fn produce_one(
             (error(index, code, msg), None)
         }
     }
+}
+
+/// Sets a CreateTime batch's max timestamp to the largest its records hold,
+/// as Kafka's `LogValidator` does, rather than trusting the producer's
+/// header (Sarama leaves it at -1, which hid its records from ListOffsets by
+/// timestamp). The batch is copied only when the header was wrong.
+fn max_timestamp_from_records(
+    records: Bytes,
+    summary: &mut batch::BatchesSummary,
+) -> Result<Bytes, batch::Error> {
+    use std::ops::ControlFlow;
+    if summary.first.timestamp_type() == batch::TimestampType::LogAppend {
+        return Ok(records);
+    }
+    let mut max = -1i64;
+    batch::for_each_record(&records, |r| {
+        max = max.max(r.timestamp);
+        ControlFlow::Continue(())
+    })?;
+    if max == summary.first.max_timestamp {
+        return Ok(records);
+    }
+    let mut b = records.to_vec();
+    crate::protocol::rewrite::set_max_timestamp(&mut b, max)?;
+    summary.max_timestamp = max;
+    summary.first.max_timestamp = max;
+    summary.last.max_timestamp = max;
+    Ok(Bytes::from(b))
 }
 
 /// A batch the topic's rules refuse.
@@ -256,6 +307,7 @@ fn apply_topic_rules(
 
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
+        let version = req.version;
         let body = super::body!(req, Produce);
         let acks = body.acks;
         if !matches!(acks, -1..=1) {
@@ -295,7 +347,7 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             let results = join_all(
                 t.partition_data
                     .into_iter()
-                    .map(|p| produce_one(&ctx, &name, p.index, p.records, acks)),
+                    .map(|p| produce_one(&ctx, version, &name, p.index, p.records, acks)),
             )
             .await;
             let mut parts = Vec::with_capacity(results.len());
