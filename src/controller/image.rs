@@ -277,6 +277,9 @@ impl MetadataImage {
             MetadataCommand::ElectPreferredLeaders { partitions } => {
                 self.elect_preferred_leaders(partitions)
             }
+            MetadataCommand::ElectUncleanLeaders { partitions } => {
+                self.elect_unclean_leaders(partitions)
+            }
             MetadataCommand::AllocateProducerIds {
                 broker_id: _,
                 count,
@@ -484,6 +487,35 @@ impl MetadataImage {
                         p.leader = p.replicas[0];
                         p.leader_epoch += 1;
                         p.partition_epoch += 1;
+                    }
+                }
+            },
+        );
+        MetadataResponse::Ok
+    }
+
+    /// `partitions` (every partition when empty) without a leader get one:
+    /// an ISR member if one is alive, else any live replica.
+    fn elect_unclean_leaders(&mut self, partitions: &[(Uuid, i32)]) -> MetadataResponse {
+        let alive = self.alive();
+        let wanted = |t: &TopicImage, i: usize, p: &PartitionImage| {
+            (partitions.is_empty() || partitions.contains(&(t.id, i as i32))) && p.leader < 0
+        };
+        self.update_topics(
+            |t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .any(|(i, p)| wanted(t, i, p))
+            },
+            |t| {
+                for i in 0..t.partitions.len() {
+                    if wanted(t, i, &t.partitions[i]) {
+                        let p = &mut t.partitions[i];
+                        elect(p, &alive, true);
+                        if p.leader >= 0 {
+                            p.partition_epoch += 1;
+                        }
                     }
                 }
             },

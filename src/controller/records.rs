@@ -73,6 +73,14 @@ pub enum MetadataCommand {
         /// (topic id, partition); empty means every partition.
         partitions: Vec<(Uuid, i32)>,
     },
+    /// Gives a leader to each of `partitions` that has none, choosing any
+    /// live replica when no ISR member is alive (which then becomes the
+    /// whole ISR): unclean election on demand, which may lose acknowledged
+    /// records, as `kafka-leader-election.sh --election-type UNCLEAN` asks.
+    ElectUncleanLeaders {
+        /// (topic id, partition); empty means every partition.
+        partitions: Vec<(Uuid, i32)>,
+    },
     /// Hands a broker the next block of producer ids, so that ids are
     /// unique cluster-wide without a Raft round trip per producer.
     AllocateProducerIds {

@@ -1,9 +1,12 @@
-//! ElectLeaders (43), v0-2: preferred leader election (election type 0),
-//! as `kafka-leader-election.sh --election-type PREFERRED` sends it. The
-//! controller moves each partition's leadership to its first replica where
-//! that replica is alive and in the ISR. Unclean election on demand
-//! (election type 1) is refused; a topic opts into unclean election with
-//! `unclean.leader.election.enable`.
+//! ElectLeaders (43), v0-2, as `kafka-leader-election.sh` sends it.
+//!
+//! * Preferred (election type 0): the controller moves each partition's
+//!   leadership to its first replica where that replica is alive and in
+//!   the ISR.
+//! * Unclean (type 1, v1+): a partition without a leader gets one, any live
+//!   replica when no ISR member is alive, whatever the topic's
+//!   `unclean.leader.election.enable`; a partition with a leader needs no
+//!   election (ELECTION_NOT_NEEDED), as in Kafka.
 
 use std::sync::Arc;
 
@@ -26,6 +29,9 @@ type Outcome = (String, i32, i16, Option<String>);
 /// The error code of an outcome still waiting for the election.
 const PENDING: i16 = i16::MIN;
 
+const PREFERRED: i8 = 0;
+const UNCLEAN: i8 = 1;
+
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let version = req.version;
@@ -35,14 +41,18 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
         let (mut results, wanted) = triage(&image, body.election_type, asked);
         let mut top_error = 0;
         if !wanted.is_empty() {
-            let cmd = MetadataCommand::ElectPreferredLeaders { partitions: wanted };
+            let cmd = if body.election_type == UNCLEAN {
+                MetadataCommand::ElectUncleanLeaders { partitions: wanted }
+            } else {
+                MetadataCommand::ElectPreferredLeaders { partitions: wanted }
+            };
             if let Err((code, _msg)) = super::propose(&ctx, cmd).await {
                 // v0 has no top-level error; the partitions then say it.
                 if version >= 1 {
                     top_error = code.code();
                 }
             }
-            settle(&ctx.controller.image(), &mut results);
+            settle(&ctx.controller.image(), body.election_type, &mut results);
         }
         Reply::Now(ResponseKind::ElectLeaders(
             ElectLeadersResponse::default()
@@ -92,13 +102,18 @@ fn triage(
                 ResponseError::UnknownTopicOrPartition.code(),
                 None,
             )),
-            Some(_) if election_type != 0 => results.push((
+            Some(_) if election_type != PREFERRED && election_type != UNCLEAN => results.push((
                 topic,
                 p,
                 ResponseError::InvalidRequest.code(),
-                Some("only preferred leader election (type 0) is served".into()),
+                Some(format!("unknown election type {election_type}")),
             )),
-            Some((_, pi)) if pi.replicas.first() == Some(&pi.leader) => {
+            Some((_, pi)) if election_type == UNCLEAN && pi.leader >= 0 => {
+                results.push((topic, p, ResponseError::ElectionNotNeeded.code(), None));
+            }
+            Some((_, pi))
+                if election_type == PREFERRED && pi.replicas.first() == Some(&pi.leader) =>
+            {
                 results.push((topic, p, ResponseError::ElectionNotNeeded.code(), None));
             }
             Some((id, _)) => {
@@ -111,7 +126,7 @@ fn triage(
 }
 
 /// Answers the `PENDING` outcomes from the image after the election.
-fn settle(after: &MetadataImage, results: &mut [Outcome]) {
+fn settle(after: &MetadataImage, election_type: i8, results: &mut [Outcome]) {
     for (topic, p, code, msg) in results {
         if *code != PENDING {
             continue;
@@ -121,6 +136,14 @@ fn settle(after: &MetadataImage, results: &mut [Outcome]) {
             .get(topic.as_str())
             .and_then(|t| t.partitions.get(*p as usize));
         match pi {
+            Some(pi) if election_type == UNCLEAN => {
+                if pi.leader >= 0 {
+                    *code = 0;
+                } else {
+                    *code = ResponseError::EligibleLeadersNotAvailable.code();
+                    *msg = Some("no replica of the partition is alive".into());
+                }
+            }
             Some(pi) if pi.replicas.first() == Some(&pi.leader) => {
                 *code = 0;
             }
