@@ -4,7 +4,10 @@
 CARGO ?= cargo
 BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)/release/runnel
 # vagrant and ruby: tests/deploy.rs runs `vagrant validate` on the Vagrantfile.
-APT_PACKAGES := libclang-dev clang kcat rapidjson-dev vagrant ruby
+# python3-kafka (kafka-python 2.0.2, what the Vagrant lab installs), golang-go
+# and Sarama 1.22.1: tests/old_clients.rs runs them against the broker. The
+# JDK: tests/java_client.rs compiles tests/java/RunnelCheck.java.
+APT_PACKAGES := libclang-dev clang kcat rapidjson-dev vagrant ruby python3-kafka golang-go golang-github-shopify-sarama-dev openjdk-17-jdk-headless
 PIP_PACKAGES := kafka-python==3.0.12 confluent-kafka
 
 .PHONY: run build dist image test deps lint bench bench-suite librdkafka-suite
@@ -58,6 +61,7 @@ bench: build
 	$(CARGO) bench --bench commits
 	$(CARGO) bench --bench partitions
 	$(CARGO) bench --bench cleaner
+	$(CARGO) bench --bench legacy_formats
 
 # The comparison suite (benches/suite.rs): ceilings of this machine, then the
 # produce, end-to-end latency and backlog-consume workloads, warm-up plus

@@ -266,7 +266,11 @@ fn gzip_and_zstd_bombs_are_refused_within_bounded_memory() {
     assert_eq!(list_offsets(&node, t_gzip + 1).0, (0, t_gzip + 1, 6));
     assert_eq!(list_offsets(&node, -2).0 .2, 0, "earliest");
     assert_eq!(list_offsets(&node, -1).0 .2, 9, "latest");
-    assert_eq!(list_offsets(&node, -3).0, (0, t_gzip + 2, 7), "MAX_TIMESTAMP");
+    assert_eq!(
+        list_offsets(&node, -3).0,
+        (0, t_gzip + 2, 7),
+        "MAX_TIMESTAMP"
+    );
 
     step!("every record is still there: fetch offsets 0-8");
     let batches = fetch_all(&node, 9);
