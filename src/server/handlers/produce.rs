@@ -87,7 +87,8 @@ async fn produce_one(
     };
     // Produce v0-2 carries a message set of magic 0 or 1 (or, from newer
     // clients, a v2 batch); the log stores v2 batches only.
-    let records = if version < 3 && message_set::is_message_set(&records) {
+    let converted = version < 3 && message_set::is_message_set(&records);
+    let records = if converted {
         match message_set::up_convert(&records) {
             Ok(up) => up.batch,
             Err(e) => return rejected(e),
@@ -97,14 +98,6 @@ async fn produce_one(
     };
     let mut summary = match batch::validate_batches(&records, ctx.broker.max_message_bytes(t)) {
         Ok(s) => s,
-        Err(e) => return rejected(e),
-    };
-    if version < 7 && summary.first.compression() == Some(batch::Compression::Zstd) {
-        // Kafka's ProduceRequest.validateRecords: zstd needs v7 (KIP-110).
-        return rejected(batch::Error::UnsupportedCompression(4));
-    }
-    let records = match max_timestamp_from_records(records, &mut summary) {
-        Ok(r) => r,
         Err(e) => return rejected(e),
     };
     if summary.batch_count != 1 {
@@ -118,6 +111,19 @@ async fn produce_one(
             None,
         );
     }
+    if version < 7 && summary.first.compression() == Some(batch::Compression::Zstd) {
+        // Kafka's ProduceRequest.validateRecords: zstd needs v7 (KIP-110).
+        return rejected(batch::Error::UnsupportedCompression(4));
+    }
+    // A converted batch was built here from its records: its header is right.
+    let records = if converted {
+        records
+    } else {
+        match max_timestamp_from_records(records, &mut summary) {
+            Ok(r) => r,
+            Err(e) => return rejected(e),
+        }
+    };
     let settings = ctx.broker.topic_settings(t.id);
     let batch_bytes = records.len();
     let (records, append_time) = match apply_topic_rules(&settings, records, &summary) {
