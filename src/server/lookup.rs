@@ -74,6 +74,35 @@ pub fn broker_endpoint(ctx: &Ctx, b: &BrokerRegistration) -> Option<(String, i32
         .map(|e| (e.host.clone(), e.port as i32))
 }
 
+/// Who leads a partition as the metadata image says (KIP-951): (leader id,
+/// leader epoch), for a NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH answer
+/// to carry, so that a client redirects without a Metadata round trip.
+/// `None` when the partition is unknown or has no leader.
+pub fn current_leader(topic: Option<&TopicImage>, index: i32) -> Option<(i32, i32)> {
+    let p = topic?.partitions.get(usize::try_from(index).ok()?)?;
+    (p.leader >= 0).then_some((p.leader, p.leader_epoch))
+}
+
+/// The endpoints of `ids` (deduplicated, in order) on this request's
+/// listener, for a response's `node_endpoints` (KIP-951): (id, host, port,
+/// rack). Unknown or fenced brokers are left out.
+pub fn node_endpoints(
+    ctx: &Ctx,
+    ids: impl IntoIterator<Item = i32>,
+) -> Vec<(i32, String, i32, Option<String>)> {
+    let image = ctx.controller.image();
+    let mut ids: Vec<i32> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .filter_map(|id| {
+            let b = image.brokers.get(&id).filter(|b| !b.fenced)?;
+            let (host, port) = broker_endpoint(ctx, b)?;
+            Some((id, host, port, b.rack.clone()))
+        })
+        .collect()
+}
+
 /// The active controller as clients see it: the Raft leader's node id when
 /// that node is also a live broker; otherwise (a controller-only leader,
 /// which clients cannot reach) this broker, which forwards admin requests

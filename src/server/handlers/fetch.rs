@@ -1,9 +1,14 @@
-//! Fetch (1), v0-16 (topic ids from v13). Consumers only: records below the
-//! high watermark. v0-3 get them down-converted to the message set of magic
-//! 0 (v0-1) or 1 (v2-3); a topic with `compression.type=zstd` is refused
-//! below v10 (UNSUPPORTED_COMPRESSION_TYPE), as Kafka refuses it. Long poll: answers once `min_bytes` are available or
+//! Fetch (1), v0-16 (topic ids from v13). Consumers only: records below
+//! the high watermark. Long poll: answers once `min_bytes` are available or
 //! `max_wait_ms` has passed, waking whenever a local HW moves. Sessionless
 //! (KIP-227 session id 0: every fetch is a full fetch).
+//!
+//! v0-3 get the records down-converted to the message set of magic 0
+//! (v0-1) or 1 (v2-3); a topic with `compression.type=zstd` is refused
+//! below v10 (UNSUPPORTED_COMPRESSION_TYPE), as Kafka refuses it. A
+//! partition led elsewhere answers NOT_LEADER_OR_FOLLOWER with the leader
+//! and, from v16, its endpoint (KIP-951), so that the client redirects at
+//! once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,15 +16,17 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchResponse, ResponseKind, TopicName};
 use tokio::time::Instant;
 
 use crate::controller::image::TopicImage;
 use crate::protocol::{message_set, Request};
 use crate::replication::wait::long_poll;
 use crate::server::error_code;
-use crate::server::lookup::leader_replica_in_epoch;
+use crate::server::lookup::{current_leader, leader_replica_in_epoch, node_endpoints};
 use crate::server::{Ctx, Reply};
 
 /// The most one partition read may return, whatever the client asks for:
@@ -63,7 +70,21 @@ async fn read_all(
             {
                 Ok(p) => p,
                 Err(e) => {
-                    parts.push(pd.with_error_code(e.code()));
+                    let mut pd = pd.with_error_code(e.code());
+                    if matches!(
+                        e,
+                        ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch
+                    ) {
+                        // KIP-951 (v12+ carries it): where to go instead.
+                        if let Some((leader, epoch)) = current_leader(topic, fp.partition) {
+                            pd = pd.with_current_leader(
+                                LeaderIdAndEpoch::default()
+                                    .with_leader_id(BrokerId(leader))
+                                    .with_leader_epoch(epoch),
+                            );
+                        }
+                    }
+                    parts.push(pd);
                     continue;
                 }
             };
@@ -207,10 +228,26 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             let (topics, total) = topics;
             metrics::counter!("runnel_fetch_bytes_total").increment(total as u64);
             count_bytes_out(&ctx, &topics);
+            let leaders = topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.current_leader.leader_id.0)
+                .filter(|id| *id >= 0);
+            let endpoints = node_endpoints(&ctx, leaders)
+                .into_iter()
+                .map(|(id, host, port, rack)| {
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(super::str(host))
+                        .with_port(port)
+                        .with_rack(rack.map(super::str))
+                })
+                .collect();
             ResponseKind::Fetch(
                 FetchResponse::default()
                     .with_session_id(0)
-                    .with_responses(topics),
+                    .with_responses(topics)
+                    .with_node_endpoints(endpoints),
             )
         }))
     })

@@ -15,16 +15,17 @@ use bytes::Bytes;
 use futures::future::{join_all, BoxFuture};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceResponse, ResponseKind};
+use kafka_protocol::messages::{BrokerId, ProduceResponse, ResponseKind};
 
 use crate::config::topic::TopicSettings;
 use crate::protocol::Request;
 use crate::protocol::{batch, message_set};
 use crate::replication::partition::Acks;
 use crate::replication::{self, Partition, PartitionError};
-use crate::server::error_code;
+use crate::server::{error_code, lookup};
 use crate::server::{Ctx, Reply};
 
 struct Appended {
@@ -64,8 +65,19 @@ async fn produce_one(
         );
     };
     let _ = meta;
+    let not_leader = || {
+        let resp = error(index, ResponseError::NotLeaderOrFollower, None);
+        match lookup::current_leader(Some(t), index) {
+            Some((leader, epoch)) => resp.with_current_leader(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch),
+            ),
+            None => resp,
+        }
+    };
     let Some(partition) = ctx.broker.leader_partition(t.id, index).await else {
-        return (error(index, ResponseError::NotLeaderOrFollower, None), None);
+        return (not_leader(), None);
     };
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return (
@@ -177,6 +189,7 @@ async fn produce_one(
                 }),
             )
         }
+        Err(PartitionError::NotLeader) => (not_leader(), None),
         Err(e) => {
             let code = error_code::partition(&e);
             if code == ResponseError::KafkaStorageError {
@@ -311,6 +324,27 @@ fn apply_topic_rules(
     Ok((out, -1))
 }
 
+/// The endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers
+/// (KIP-951; only v10+ carries them).
+fn redirects(ctx: &Ctx, topics: &[TopicProduceResponse]) -> Vec<NodeEndpoint> {
+    let leaders = topics
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .filter(|p| p.error_code == ResponseError::NotLeaderOrFollower.code())
+        .map(|p| p.current_leader.leader_id.0)
+        .filter(|id| *id >= 0);
+    lookup::node_endpoints(ctx, leaders)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(super::str(host))
+                .with_port(port)
+                .with_rack(rack.map(super::str))
+        })
+        .collect()
+}
+
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let version = req.version;
@@ -369,10 +403,13 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     .with_partition_responses(parts),
             );
         }
+        let endpoints = redirects(&ctx, &topics);
         match acks {
             0 => Reply::Nothing,
             1 => Reply::Now(ResponseKind::Produce(
-                ProduceResponse::default().with_responses(topics),
+                ProduceResponse::default()
+                    .with_responses(topics)
+                    .with_node_endpoints(endpoints),
             )),
             _ => Reply::Later(Box::pin(async move {
                 let done = join_all(
@@ -389,7 +426,11 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
                     p.error_message = Some(super::str(e.to_string()));
                     p.base_offset = -1;
                 }
-                ResponseKind::Produce(ProduceResponse::default().with_responses(topics))
+                ResponseKind::Produce(
+                    ProduceResponse::default()
+                        .with_responses(topics)
+                        .with_node_endpoints(endpoints),
+                )
             })),
         }
     })
