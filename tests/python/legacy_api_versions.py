@@ -29,8 +29,9 @@ Usage: legacy_api_versions.py BOOTSTRAP API_VERSION   (e.g. 0.9, 0.10.0, 0.10.2,
 import logging
 import sys
 import time
-import traceback
 import uuid
+
+from checks import FAILURES, check, expect, failed, note, passed
 
 import kafka
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -43,42 +44,10 @@ PER_PARTITION = 10
 COMMIT_AT = 6
 TIMEOUT = 30
 
-FAILURES = []
 BOOTSTRAP = None
 API = None          # the pinned api_version tuple
 LABEL = None        # as given on the command line
 HAS_TS = False      # message format v1 or v2: records carry timestamps
-
-
-def passed(name):
-    print("PASS %s" % name, flush=True)
-
-
-def failed(name, msg):
-    print("FAIL %s: %s" % (name, msg), flush=True)
-    FAILURES.append(name)
-
-
-def note(msg):
-    print("NOTE %s" % msg, flush=True)
-
-
-def check(name, fn):
-    """Runs one check; an exception is its failure. Returns fn's value (True if None) or None."""
-    try:
-        value = fn()
-    except Exception as e:  # noqa: BLE001 - every error is a failed check
-        failed(name, "%s: %s" % (type(e).__name__, e))
-        traceback.print_exc(file=sys.stdout)
-        sys.stdout.flush()
-        return None
-    passed(name)
-    return value if value is not None else True
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def payload(tag, p, i):

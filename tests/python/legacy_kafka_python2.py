@@ -18,8 +18,9 @@ Usage: /usr/bin/python3 legacy_kafka_python2.py BOOTSTRAP
 import logging
 import sys
 import time
-import traceback
 import uuid
+
+from checks import FAILURES, check, expect, failed, note, passed
 
 import kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -31,39 +32,7 @@ PER_PARTITION = 10
 COMMIT_AT = 6
 TIMEOUT = 30
 
-FAILURES = []
 BOOTSTRAP = None
-
-
-def passed(name):
-    print("PASS %s" % name, flush=True)
-
-
-def failed(name, msg):
-    print("FAIL %s: %s" % (name, msg), flush=True)
-    FAILURES.append(name)
-
-
-def note(msg):
-    print("NOTE %s" % msg, flush=True)
-
-
-def check(name, fn):
-    """Runs one check; an exception is its failure. Returns fn's value or None."""
-    try:
-        value = fn()
-    except Exception as e:  # noqa: BLE001 - every error is a failed check
-        failed(name, "%s: %s" % (type(e).__name__, e))
-        traceback.print_exc(file=sys.stdout)
-        sys.stdout.flush()
-        return None
-    passed(name)
-    return value if value is not None else True
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def payload(p, i):
