@@ -214,7 +214,7 @@ fn run_java(java: &JavaCheck, bootstrap: &str, rf: usize, brokers: usize) -> Run
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                step!("java | {line}");
+                uncaptured(&format!("java | {line}"));
                 stdout_lines.push(line);
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -242,6 +242,15 @@ fn run_java(java: &JavaCheck, bootstrap: &str, rf: usize, brokers: usize) -> Run
     }
 }
 
+/// Writes a step line straight to the process's stderr, past the test
+/// harness's capture (which only takes `print!`/`eprint!`), so that each
+/// Java check's PASS/FAIL line is in the CI log even when the test passes.
+fn uncaptured(msg: &str) {
+    use std::io::Write;
+    let line = format!("[{}] {msg}\n", common::elapsed());
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// Runs RunnelCheck and asserts that it ran to the end and every check
 /// passed; reports each failure (and the transactional check either way)
 /// first.
@@ -254,12 +263,12 @@ fn assert_all_checks_pass(label: &str, bootstrap: &str, rf: usize, brokers: usiz
         .filter_map(|l| CheckLine::parse(l))
         .collect();
     let failed: Vec<&CheckLine> = checks.iter().filter(|c| !c.passed).collect();
-    step!(
+    uncaptured(&format!(
         "{label}: {} of {} checks passed in {:.1?}",
         checks.len() - failed.len(),
         checks.len(),
         run.took
-    );
+    ));
     if let Some(txn) = checks
         .iter()
         .find(|c| c.name == "transactional_producer_fails_fast")
