@@ -32,8 +32,10 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Kafka's REQUEST_TIMED_OUT, what a proposal without a quorum answers.
 const REQUEST_TIMED_OUT: i16 = 7;
 
-/// Waits until every node in `ids` answers Metadata with all three
-/// brokers, the cluster id, and one controller they agree on; returns it.
+/// Waits until every node in `ids` answers Metadata listing the brokers
+/// in `ids`, the cluster id, and one controller they agree on; returns it.
+/// (A killed broker leaves Metadata once it is fenced, half a second
+/// after its death: `ids` are the live ones.)
 fn agreed_controller(c: &Cluster, ids: &[i32]) -> i32 {
     eventually(TIMEOUT, "the nodes to agree on a controller", || {
         let views: Vec<ClusterView> = ids
@@ -44,7 +46,7 @@ fn agreed_controller(c: &Cluster, ids: &[i32]) -> i32 {
         let agreed = (1..=3).contains(&first)
             && views.iter().all(|v| {
                 v.controller_id == first
-                    && v.broker_ids == [1, 2, 3]
+                    && v.broker_ids == ids
                     && v.cluster_id.as_deref() == Some(CLUSTER_ID)
             });
         agreed.then_some(first)

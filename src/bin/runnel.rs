@@ -194,6 +194,7 @@ fn controller_config(config: &Config) -> ControllerConfig {
     ControllerConfig {
         snapshot_interval: config.metadata_snapshot_interval_records,
         retained_after_snapshot: config.metadata_log_retained_records,
+        election_timeout_ms: config.controller_quorum_election_timeout_ms,
         ..ControllerConfig::new(
             config.node_id as u64,
             config.metadata_log_dir.join("__cluster_metadata-0"),
@@ -521,7 +522,10 @@ impl Quorum {
 /// if enabled, move leaderships back to preferred replicas. Every voter
 /// runs them; they act only while it leads.
 fn start_controller_duties(config: &Config, controller: &Controller) {
-    controller.start_fencing(Duration::from_millis(config.broker_session_timeout_ms));
+    controller.start_fencing(
+        Duration::from_millis(config.broker_session_timeout_ms),
+        Duration::from_millis(config.broker_session_grace_ms),
+    );
     if config.auto_leader_rebalance_enable {
         controller.start_leader_rebalance(Duration::from_millis(
             config.leader_imbalance_check_interval_ms,

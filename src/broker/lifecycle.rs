@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 
 use super::Broker;
 use crate::config::Config;
-use crate::controller::liveness::{Heartbeat, HeartbeatReply};
+use crate::controller::liveness::{
+    Heartbeat, HeartbeatReply, SessionItem, SessionOpen, SESSION_KEEPALIVE,
+};
 use crate::controller::records::Endpoint;
 use crate::controller::records::{MetadataCommand, MetadataResponse};
 use crate::controller::{self, Controller};
@@ -32,6 +34,12 @@ const REREGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const PARKED_FETCH_MARGIN: Duration = Duration::from_millis(100);
 /// The pause between attempts while the quorum is unavailable.
 const RETRY: Duration = Duration::from_millis(200);
+/// The pause before opening a session again: short against
+/// `broker.session.grace.ms`, which a dropped connection must beat.
+const SESSION_RETRY: Duration = Duration::from_millis(20);
+/// How often a broker with a session checks that its leader still is the
+/// one it knows.
+const SESSION_LEADER_CHECK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -85,6 +93,7 @@ pub struct Registration {
     epoch: Arc<AtomicI64>,
     broker: Arc<Broker>,
     heartbeats: JoinHandle<()>,
+    session: JoinHandle<()>,
 }
 
 impl Registration {
@@ -105,12 +114,18 @@ impl Registration {
             broker.clone(),
             epoch.clone(),
         ));
+        let session = tokio::spawn(hold_session(
+            config.node_id,
+            controller.clone(),
+            epoch.clone(),
+        ));
         Ok(Registration {
             config,
             controller,
             epoch,
             broker,
             heartbeats,
+            session,
         })
     }
 
@@ -158,6 +173,10 @@ impl Registration {
                 "controlled shutdown: the controller did not answer within {FENCE_TIMEOUT:?}"
             ),
         }
+        // The session last: its end fences too, and must not come before
+        // this broker stopped following (see above).
+        self.session.abort();
+        let _ = self.session.await;
     }
 }
 
@@ -278,5 +297,56 @@ async fn heartbeats(
             }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
+    }
+}
+
+/// Holds this broker's session with the active controller until aborted:
+/// opens it, reads the leader's keepalives, and opens it again, at once,
+/// when the stream ends, breaks, goes quiet, or the leader changes. The
+/// controller fences a broker whose session is gone for longer than
+/// `broker.session.grace.ms` (see `controller::liveness`).
+async fn hold_session(node_id: i32, controller: Controller, epoch: Arc<AtomicI64>) {
+    let quiet_limit = SESSION_KEEPALIVE * 3;
+    let mut held_before = false;
+    loop {
+        let open = SessionOpen {
+            broker_id: node_id,
+            broker_epoch: epoch.load(Ordering::Acquire),
+        };
+        match controller.open_session(open).await {
+            Ok((leader, mut session)) => {
+                let mut check = tokio::time::interval(SESSION_LEADER_CHECK);
+                let end = loop {
+                    tokio::select! {
+                        item = tokio::time::timeout(quiet_limit, session.next()) => match item {
+                            Ok(Some(SessionItem::Open)) => {
+                                if !held_before {
+                                    tracing::info!(controller = leader, "broker session open");
+                                    held_before = true;
+                                }
+                            }
+                            Ok(Some(SessionItem::NotLeader { leader: next })) => {
+                                break format!("controller {leader} no longer leads (leader: {next:?})")
+                            }
+                            Ok(Some(SessionItem::StaleEpoch)) => {
+                                // The heartbeat task registers again.
+                                tokio::time::sleep(RETRY).await;
+                                break "the controller does not know this registration".into();
+                            }
+                            Ok(None) => break format!("the session with controller {leader} ended"),
+                            Err(_) => break format!("controller {leader} went quiet for {quiet_limit:?}"),
+                        },
+                        _ = check.tick() => {
+                            if controller.leader_id() != Some(leader) {
+                                break format!("controller {leader} no longer leads");
+                            }
+                        }
+                    }
+                };
+                tracing::debug!(why = %end, "opening the broker session again");
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot open the broker session yet"),
+        }
+        tokio::time::sleep(SESSION_RETRY).await;
     }
 }

@@ -116,6 +116,9 @@ pub struct Config {
     pub cluster_id: Option<String>,
     pub broker_heartbeat_interval_ms: u64,
     pub broker_session_timeout_ms: u64,
+    /// `broker.session.grace.ms`: see `controller::liveness`.
+    pub broker_session_grace_ms: u64,
+    pub controller_quorum_election_timeout_ms: u64,
     /// How long a new group waits for more members before its first rebalance.
     pub group_initial_rebalance_delay_ms: u64,
     /// Committed offsets of a group that has been Empty this long (or,
@@ -241,6 +244,13 @@ const KEYS: &[(&str, &str, Read)] = &[
     ("cluster.id", "", Text(|c| &mut c.cluster_id)),
     ("broker.heartbeat.interval.ms", "2000", U64(10, |c| &mut c.broker_heartbeat_interval_ms)),
     ("broker.session.timeout.ms", "9000", U64(100, |c| &mut c.broker_session_timeout_ms)),
+    // Runnel's own: how long a broker whose session stream ended (its
+    // process died, or the connection dropped) has to open a new one.
+    // Kafka's key; Runnel's default is 400, not 1000 (see
+    // controller::DEFAULT_ELECTION_TIMEOUT_MS).
+    ("controller.quorum.election.timeout.ms", "400",
+        U64(40, |c| &mut c.controller_quorum_election_timeout_ms)),
+    ("broker.session.grace.ms", "500", U64(0, |c| &mut c.broker_session_grace_ms)),
     ("group.initial.rebalance.delay.ms", "3000",
         U64(0, |c| &mut c.group_initial_rebalance_delay_ms)),
     // Kafka's defaults: seven days, checked every ten minutes.
@@ -534,6 +544,8 @@ impl Config {
             cluster_id: None,
             broker_heartbeat_interval_ms: 0,
             broker_session_timeout_ms: 0,
+            broker_session_grace_ms: 0,
+            controller_quorum_election_timeout_ms: 0,
             group_initial_rebalance_delay_ms: 0,
             offsets_retention_ms: 0,
             offsets_retention_check_interval_ms: 0,

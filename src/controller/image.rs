@@ -32,6 +32,17 @@ pub struct BrokerRegistration {
     /// Raft index of the record that last fenced it (0: never).
     #[serde(default)]
     pub fenced_at: u64,
+    /// Whether it coordinates consumer groups: not from its registration
+    /// or its fencing until the controller admits it, once it has caught
+    /// up (`AdmitCoordinator`), so that a returning broker takes its
+    /// groups back only then, in one step. Images written before this
+    /// field existed had every unfenced broker coordinating.
+    #[serde(default = "coordinating_by_default")]
+    pub coordinator: bool,
+}
+
+fn coordinating_by_default() -> bool {
+    true
 }
 
 /// One partition's replica set and leadership.
@@ -259,6 +270,18 @@ impl MetadataImage {
             } => self.create_topic(name, *topic_id, assignments, configs),
             MetadataCommand::FenceBroker { id, epoch } => self.fence_broker(index, *id, *epoch),
             MetadataCommand::UnfenceBroker { id, epoch } => self.unfence_broker(*id, *epoch),
+            MetadataCommand::AdmitCoordinator { id, epoch } => {
+                match self.registration_mut(*id, *epoch) {
+                    Ok(b) if !b.fenced => {
+                        b.coordinator = true;
+                        MetadataResponse::Ok
+                    }
+                    Ok(_) => MetadataResponse::Rejected(MetadataError::StaleBrokerEpoch(format!(
+                        "broker {id} is fenced"
+                    ))),
+                    Err(e) => MetadataResponse::Rejected(e),
+                }
+            }
             MetadataCommand::AlterPartition {
                 topic_id,
                 partition,
@@ -383,6 +406,7 @@ impl MetadataImage {
                 rack: rack.map(str::to_string),
                 fenced: false,
                 fenced_at: 0,
+                coordinator: false,
             },
         );
         self.elect_offline();
@@ -446,6 +470,7 @@ impl MetadataImage {
         let was_fenced = b.fenced;
         b.fenced = true;
         b.fenced_at = index;
+        b.coordinator = false;
         if !was_fenced {
             self.move_away_from(id);
         }
@@ -762,9 +787,19 @@ impl MetadataImage {
     pub fn group_coordinator(&self, group: &str) -> Option<i32> {
         self.brokers
             .values()
-            .filter(|b| !b.fenced)
+            .filter(|b| !b.fenced && b.coordinator)
             .max_by_key(|b| (rendezvous_score(group, b.id), b.id))
             .map(|b| b.id)
+    }
+
+    /// Whether `broker` is in the ISR of every partition it replicates
+    /// that has a leader: it has caught up since it came back.
+    pub fn in_every_isr(&self, broker: i32) -> bool {
+        self.topics.values().all(|t| {
+            t.partitions
+                .iter()
+                .all(|p| p.leader < 0 || !p.replicas.contains(&broker) || p.isr.contains(&broker))
+        })
     }
 
     /// Registered, unfenced brokers.

@@ -26,6 +26,7 @@ pub mod observer;
 pub mod placement;
 pub mod records;
 pub mod service;
+pub mod session;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -95,6 +96,9 @@ const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(5);
 /// Snapshot chunk size: one InstallSnapshot message. JSON makes a chunk up
 /// to four times bigger, which must stay under `rpc::MAX_MESSAGE_BYTES`.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// How often the active controller looks at broker liveness: a fence
+/// follows a lost session within the grace period plus this.
+const FENCING_TICK: Duration = Duration::from_millis(50);
 /// How long `shutdown` waits for the storage tasks to release RocksDB.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -205,6 +209,10 @@ pub struct ControllerConfig {
     /// Entries kept in the log behind the latest snapshot, so that a voter
     /// a little behind catches up from the log rather than a snapshot.
     pub retained_after_snapshot: u64,
+    /// `controller.quorum.election.timeout.ms`: a follower that hears no
+    /// leader for between 1.5 and 2 times this stands for election; the
+    /// leader heartbeats every quarter of it (see `raft_config`).
+    pub election_timeout_ms: u64,
 }
 
 impl ControllerConfig {
@@ -215,6 +223,7 @@ impl ControllerConfig {
             voters,
             snapshot_interval: 10_000,
             retained_after_snapshot: 1_000,
+            election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
         }
     }
 }
@@ -256,12 +265,24 @@ struct Observer {
     stop: watch::Sender<bool>,
 }
 
+/// The default of `controller.quorum.election.timeout.ms` (Kafka's is
+/// 1000). openraft stands a follower for election once it has heard no
+/// leader for the leader lease (`election_timeout_max`) plus its own random
+/// timeout (between `election_timeout_min` and `election_timeout_max`,
+/// drawn at start). With this as the maximum and half of it as the minimum,
+/// a dead leader is replaced after 0.6 to 0.8 s of silence, while the
+/// leader heartbeats every 100 ms: six missed heartbeats in a row before
+/// anyone stands, which a loaded 2-core machine does not do by accident
+/// (benches/stability.rs counts elections).
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 400;
+
 fn raft_config(cfg: &ControllerConfig) -> Result<Config> {
+    let election = cfg.election_timeout_ms.max(40);
     Config {
         cluster_name: "runnel-controller".into(),
-        heartbeat_interval: 150,
-        election_timeout_min: 600,
-        election_timeout_max: 1200,
+        heartbeat_interval: election / 4,
+        election_timeout_min: election / 2,
+        election_timeout_max: election,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_interval.max(1)),
         max_in_snapshot_log_to_keep: cfg.retained_after_snapshot,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
@@ -573,9 +594,10 @@ impl Controller {
     }
 
     /// Runs the leader's fencing loop: brokers silent for longer than
-    /// `session` are fenced, and unfenced when they are back and caught up.
-    /// A no-op on an observer, which never leads.
-    pub fn start_fencing(&self, session: Duration) {
+    /// `session`, or whose session ended and did not open again within
+    /// `grace`, are fenced, and unfenced when they are back and caught up
+    /// (see `liveness`). A no-op on an observer, which never leads.
+    pub fn start_fencing(&self, session: Duration, grace: Duration) {
         if !self.is_voter() {
             return;
         }
@@ -583,7 +605,8 @@ impl Controller {
         tokio::spawn(async move {
             let Some(voter) = this.voter() else { return };
             let mut was_leader = false;
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut tick = tokio::time::interval(FENCING_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 if voter.raft.metrics().borrow().running_state.is_err() {
@@ -599,22 +622,37 @@ impl Controller {
                 if !leader {
                     continue;
                 }
-                for cmd in voter
-                    .liveness
-                    .decide(&this.image(), session, std::time::Instant::now())
-                {
-                    match &cmd {
-                        MetadataCommand::FenceBroker { id, epoch } => tracing::info!(
-                            broker = id,
-                            broker_epoch = epoch,
-                            "broker fenced: no heartbeat within broker.session.timeout.ms"
-                        ),
-                        MetadataCommand::UnfenceBroker { id, epoch } => tracing::info!(
+                let now = std::time::Instant::now();
+                for decision in voter.liveness.decide(&this.image(), session, grace, now) {
+                    let cmd = decision.command;
+                    match (&cmd, decision.cause) {
+                        (MetadataCommand::FenceBroker { id, epoch }, Some(cause)) => {
+                            let why = match cause {
+                                liveness::FenceCause::SessionLost => {
+                                    "it has held no session with the active controller for broker.session.grace.ms"
+                                }
+                                liveness::FenceCause::Silent => {
+                                    "no heartbeat within broker.session.timeout.ms"
+                                }
+                            };
+                            metrics::counter!("runnel_broker_fencings_total", "cause" => match cause {
+                                liveness::FenceCause::SessionLost => "session_lost",
+                                liveness::FenceCause::Silent => "silent",
+                            })
+                            .increment(1);
+                            tracing::info!(broker = id, broker_epoch = epoch, "broker fenced: {why}")
+                        }
+                        (MetadataCommand::UnfenceBroker { id, epoch }, _) => tracing::info!(
                             broker = id,
                             broker_epoch = epoch,
                             "broker unfenced: heartbeating and caught up"
                         ),
-                        other => tracing::info!(cmd = ?other, "broker liveness changed"),
+                        (MetadataCommand::AdmitCoordinator { id, epoch }, _) => tracing::info!(
+                            broker = id,
+                            broker_epoch = epoch,
+                            "broker coordinates consumer groups again: in the ISR of all its partitions"
+                        ),
+                        (other, _) => tracing::info!(cmd = ?other, "broker liveness changed"),
                     }
                     match this.propose_as_leader(cmd).await {
                         Ok(Some(_)) => {}

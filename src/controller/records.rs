@@ -56,6 +56,13 @@ pub enum MetadataCommand {
         id: i32,
         epoch: i64,
     },
+    /// The registration is in the ISR of every partition it replicates, so
+    /// it coordinates its share of the consumer groups from now on (a
+    /// broker that registered or was unfenced coordinates none before).
+    AdmitCoordinator {
+        id: i32,
+        epoch: i64,
+    },
     /// A leader's ISR change (KIP-497 AlterPartition): accepted only from
     /// the current leader in its current leader epoch, against the
     /// partition epoch it last saw, so that a stale leader's word is lost.

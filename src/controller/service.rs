@@ -83,6 +83,23 @@ impl ControllerRpc for Service {
         }))
     }
 
+    type BrokerSessionStream = MetadataStream;
+
+    async fn broker_session(
+        &self,
+        request: Request<Envelope>,
+    ) -> Result<Response<Self::BrokerSessionStream>, Status> {
+        let open: super::liveness::SessionOpen =
+            decode("session open", &request.into_inner().payload)?;
+        let rx = self.controller.serve_session(open);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
+            Ok(Envelope {
+                payload: encode("session item", &item)?,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn quorum_status(
         &self,
         _request: Request<Envelope>,

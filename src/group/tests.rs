@@ -421,6 +421,7 @@ fn rendezvous_moves_only_the_lost_brokers_groups() {
                 rack: None,
                 fenced: false,
                 fenced_at: 0,
+                coordinator: true,
             },
         );
     }

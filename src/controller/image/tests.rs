@@ -102,6 +102,14 @@ fn three_brokers_and_topic(configs: &[(&str, &str)]) -> (MetadataImage, Uuid) {
             },
         );
     }
+    // Caught up (no partitions yet): each coordinates its share of groups.
+    for id in 1..=3 {
+        let epoch = img.brokers[&id].epoch;
+        assert_eq!(
+            img.apply(3, &MetadataCommand::AdmitCoordinator { id, epoch }),
+            MetadataResponse::Ok
+        );
+    }
     let topic_id = Uuid::new_v4();
     img.apply(
         4,
@@ -732,4 +740,42 @@ fn topic_names_follow_kafka_rules() {
     for bad in ["", ".", "..", "a b", "ä", &"x".repeat(250)] {
         assert!(validate_topic_name(bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn a_returning_broker_takes_its_groups_back_only_when_admitted() {
+    let (mut img, _) = three_brokers_and_topic(&[]);
+    let groups: Vec<String> = (0..60).map(|i| format!("g{i}")).collect();
+    let before: Vec<_> = groups.iter().map(|g| img.group_coordinator(g)).collect();
+    let gone = before[0].expect("a coordinator");
+    fence(&mut img, 10, gone);
+    // It restarts: a new registration, unfenced but not coordinating.
+    img.apply(
+        11,
+        &MetadataCommand::RegisterBroker {
+            id: gone,
+            incarnation_id: Uuid::new_v4(),
+            endpoints: vec![],
+            rack: None,
+        },
+    );
+    assert!(!img.brokers[&gone].fenced);
+    for g in &groups {
+        assert_ne!(img.group_coordinator(g), Some(gone), "{g} went back early");
+    }
+    assert!(!img.in_every_isr(gone), "it was taken out of the ISR");
+    let epoch = img.brokers[&gone].epoch;
+    assert_eq!(
+        img.apply(12, &MetadataCommand::AdmitCoordinator { id: gone, epoch }),
+        MetadataResponse::Ok
+    );
+    let after: Vec<_> = groups.iter().map(|g| img.group_coordinator(g)).collect();
+    assert_eq!(after, before, "every group is back where it was");
+    // A stale or fenced registration is not admitted.
+    fence(&mut img, 13, gone);
+    assert!(matches!(
+        img.apply(14, &MetadataCommand::AdmitCoordinator { id: gone, epoch }),
+        MetadataResponse::Rejected(_)
+    ));
+    assert!(!img.brokers[&gone].coordinator);
 }
