@@ -782,8 +782,9 @@ impl MetadataImage {
 
 impl MetadataImage {
     /// The broker that coordinates `group`: rendezvous hashing of the group
-    /// id over the unfenced brokers, so that losing a broker moves only its
-    /// own groups.
+    /// id over the unfenced brokers admitted as coordinators, so that losing
+    /// a broker moves only its own groups, and one that returns takes them
+    /// back only once admitted (`AdmitCoordinator`, when it has caught up).
     pub fn group_coordinator(&self, group: &str) -> Option<i32> {
         self.brokers
             .values()

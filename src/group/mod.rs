@@ -1,8 +1,9 @@
 //! The classic consumer-group coordinator: group membership and rebalances
 //! in this broker's memory (`state`), the choice of coordinator for a group
-//! (rendezvous hashing over the unfenced brokers), and the ticker that drives
-//! session and rebalance timers. Committed offsets are not kept here: they
-//! are Raft records in the metadata image.
+//! (rendezvous hashing over the unfenced brokers the controller admitted as
+//! coordinators), and the ticker that drives session and rebalance timers.
+//! Committed offsets are not kept here: they are Raft records in the
+//! metadata image.
 
 pub mod records;
 pub mod state;
@@ -28,8 +29,9 @@ pub use state::{
 /// How often session and rebalance timers are checked.
 const TICK: Duration = Duration::from_millis(100);
 
-/// The broker that coordinates `group`: the unfenced broker with the highest
-/// hash of (group, broker id), so that losing a broker moves only its groups.
+/// The broker that coordinates `group`: the admitted, unfenced broker with
+/// the highest hash of (group, broker id), so that losing a broker moves
+/// only its groups.
 pub fn coordinator_for(image: &MetadataImage, group: &str) -> Option<i32> {
     image.group_coordinator(group)
 }

@@ -1,5 +1,6 @@
 //! FindCoordinator (10), v0-6 (v4+ batches `coordinator_keys`). Group keys
-//! map to the broker chosen by rendezvous hashing over the unfenced brokers.
+//! map to the broker chosen by rendezvous hashing over the unfenced brokers
+//! admitted as coordinators (see `MetadataImage::group_coordinator`).
 //! There is no transaction coordinator yet: a transaction key gets a
 //! non-retriable error with a message saying so, so that a transactional
 //! producer fails at once (the Java client's `initTransactions` throws
