@@ -594,19 +594,20 @@ impl Log {
         }
         let (end, files, active_base, dir_dirty) = {
             let g = self.shared()?;
-            let files: Vec<(Arc<File>, PathBuf)> = g
+            let files: Vec<(Arc<File>, PathBuf, u64)> = g
                 .segments()
                 .filter(|s| s.next_offset > done)
-                .map(|s| (s.log.clone(), s.log_path().to_path_buf()))
+                .map(|s| (s.log.clone(), s.log_path().to_path_buf(), s.size))
                 .collect();
             let dirty = self.dir_dirty.swap(false, Ordering::AcqRel);
             (g.active.next_offset, files, g.active.base, dirty)
         };
         let started = std::time::Instant::now();
-        for (file, path) in &files {
+        for (file, path, _) in &files {
             file.sync_data().map_err(io_err("fsync", path))?;
         }
         metrics::histogram!("runnel_log_fsync_duration_seconds").record(started.elapsed());
+        sync_ledger::record(files.iter().map(|(_, path, len)| (path.as_path(), *len)));
         if dir_dirty {
             if let Err(e) = checkpoint::sync_dir(&self.dir) {
                 self.dir_dirty.store(true, Ordering::Release);
@@ -1072,5 +1073,46 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
 fn remove_quietly(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove leftover file");
+    }
+}
+
+/// A test hook for the fault suite's "lost unsynced writes": with
+/// `RUNNEL_TEST_SYNC_LEDGER=<file>` in the environment, every fsync of a
+/// segment appends `<segment path>\t<length known synced>` to that file, so
+/// that after a kill -9 the suite can cut each segment back to what a power
+/// loss would have left (tests/chaos/nemesis.rs). Without the variable it
+/// costs one check of a `OnceLock`.
+mod sync_ledger {
+    use std::fs::File;
+    use std::io::Write;
+    use std::path::Path;
+    use std::sync::{Mutex, OnceLock};
+
+    static LEDGER: OnceLock<Option<Mutex<File>>> = OnceLock::new();
+
+    pub fn record<'a>(synced: impl Iterator<Item = (&'a Path, u64)>) {
+        let ledger = LEDGER.get_or_init(|| {
+            let path = std::env::var_os("RUNNEL_TEST_SYNC_LEDGER")?;
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
+                Ok(f) => Some(Mutex::new(f)),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = ?path, "cannot open the sync ledger");
+                    None
+                }
+            }
+        });
+        let Some(ledger) = ledger else { return };
+        let mut lines = String::new();
+        for (path, len) in synced {
+            lines.push_str(&format!("{}\t{len}\n", path.display()));
+        }
+        let mut f = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        // Written before the flush is reported done: what the ledger says
+        // synced is on disk.
+        let _ = f.write_all(lines.as_bytes());
     }
 }
