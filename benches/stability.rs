@@ -1,6 +1,6 @@
 //! Are the failover timings safe? A three-node cluster with the default
-//! settings (Raft election timeout 400 ms, heartbeats every 100 ms, broker
-//! sessions 9 s with a 0.5 s grace) runs for a while idle and for a while
+//! settings (Raft election timeout 300 ms, heartbeats every 75 ms, broker
+//! sessions 9 s with a 0.25 s grace) runs for a while idle and for a while
 //! under an acks=all load that keeps this machine's cores busy, and nobody
 //! is killed: every controller election after the first and every broker
 //! fencing is spurious. Prints a progress line every minute and a table at

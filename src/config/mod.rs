@@ -246,11 +246,11 @@ const KEYS: &[(&str, &str, Read)] = &[
     ("broker.session.timeout.ms", "9000", U64(100, |c| &mut c.broker_session_timeout_ms)),
     // Runnel's own: how long a broker whose session stream ended (its
     // process died, or the connection dropped) has to open a new one.
-    // Kafka's key; Runnel's default is 400, not 1000 (see
+    // Kafka's key; Runnel's default is 300, not 1000 (see
     // controller::DEFAULT_ELECTION_TIMEOUT_MS).
-    ("controller.quorum.election.timeout.ms", "400",
+    ("controller.quorum.election.timeout.ms", "300",
         U64(40, |c| &mut c.controller_quorum_election_timeout_ms)),
-    ("broker.session.grace.ms", "500", U64(0, |c| &mut c.broker_session_grace_ms)),
+    ("broker.session.grace.ms", "250", U64(0, |c| &mut c.broker_session_grace_ms)),
     ("group.initial.rebalance.delay.ms", "3000",
         U64(0, |c| &mut c.group_initial_rebalance_delay_ms)),
     // Kafka's defaults: seven days, checked every ten minutes.

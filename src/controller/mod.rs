@@ -270,11 +270,11 @@ struct Observer {
 /// leader for the leader lease (`election_timeout_max`) plus its own random
 /// timeout (between `election_timeout_min` and `election_timeout_max`,
 /// drawn at start). With this as the maximum and half of it as the minimum,
-/// a dead leader is replaced after 0.6 to 0.8 s of silence, while the
-/// leader heartbeats every 100 ms: six missed heartbeats in a row before
+/// a dead leader is replaced after 0.45 to 0.6 s of silence, while the
+/// leader heartbeats every 75 ms: six missed heartbeats in a row before
 /// anyone stands, which a loaded 2-core machine does not do by accident
 /// (benches/stability.rs counts elections).
-pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 400;
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 300;
 
 fn raft_config(cfg: &ControllerConfig) -> Result<Config> {
     let election = cfg.election_timeout_ms.max(40);

@@ -5,12 +5,17 @@
 //! `runnel format` as a user would. Nodes can be killed with SIGKILL and
 //! restarted on the same dir and ports. Every step is printed; when a test
 //! panics, each node's log tail is printed and the directories are kept.
+//!
+//! `Cluster::start_in_netns` runs each node in a network namespace of its
+//! own (see `netns`), so that a test can partition the nodes (`cut`,
+//! `isolate`, `heal`) while it still reaches every one of them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 
+use super::netns::Netns;
 use super::node::Node;
 pub use super::node::Role;
 use super::{RawConn, STARTUP_TIMEOUT};
@@ -30,6 +35,10 @@ pub struct ClusterView {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     root: Option<tempfile::TempDir>,
+    /// The nodes' namespaces (`start_in_netns`). Last: dropped after the
+    /// nodes, whose processes live in them. Boxed to keep `try_start`'s
+    /// error (which carries the cluster) small.
+    netns: Option<Box<Netns>>,
 }
 
 impl Cluster {
@@ -79,26 +88,77 @@ impl Cluster {
             assert!(kv.contains('='), "override {kv:?} is not key=value");
         }
         for attempt in 1..=3 {
-            match Cluster::try_start(roles, extra, per_node) {
+            match Cluster::try_start(roles, extra, per_node, None) {
                 Ok(c) => return c,
                 Err((c, e)) if attempt < 3 => {
                     step!("cluster did not start ({e}); retrying on other ports");
                     drop(c);
                 }
-                Err((mut c, e)) => {
-                    let tails: Vec<String> = c.nodes.iter().map(|n| n.log_tail(40)).collect();
-                    c.nodes.iter_mut().for_each(Node::tail_shown);
-                    panic!("cluster did not start: {e}\n{}", tails.join("\n"));
-                }
+                Err((c, e)) => c.did_not_start(&e),
             }
         }
         unreachable!("the last attempt returns or panics")
+    }
+
+    /// As `start_with`, each node (broker and voter) in a network
+    /// namespace of its own with its own address (see `netns`): the
+    /// listeners, the voter set and `bootstrap()` use that address, and the
+    /// test (in the root namespace) reaches every node whatever is cut
+    /// between them. Partition with `cut`, `isolate`, `heal`.
+    pub fn start_in_netns(n: usize, extra: &[&str]) -> Cluster {
+        for kv in extra {
+            assert!(kv.contains('='), "override {kv:?} is not key=value");
+        }
+        let netns = Netns::create(n);
+        // No retry on other ports: nothing else binds in these namespaces.
+        let c = match Cluster::try_start(
+            &vec![Role::Combined; n],
+            extra,
+            &|_| Vec::new(),
+            Some(netns),
+        ) {
+            Ok(c) => c,
+            Err((c, e)) => c.did_not_start(&e),
+        };
+        // `ip netns exec` must have exec'd runnel in the namespace: signals
+        // (kill -9, SIGSTOP) to the pid reach runnel itself.
+        let netns = c.netns().expect("started in netns");
+        let runnel = std::fs::canonicalize(env!("CARGO_BIN_EXE_runnel")).expect("runnel binary");
+        for node in &c.nodes {
+            let pid = node.pid().expect("a started node has a pid");
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| {
+                p.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            });
+            assert_eq!(
+                exe.as_deref().ok(),
+                runnel.to_str(),
+                "node {} (pid {pid}) runs {exe:?}, not runnel",
+                node.id
+            );
+            assert!(
+                netns.holds_pid(node.id as usize, pid),
+                "node {} (pid {pid}) is not in namespace {}",
+                node.id,
+                netns.name(node.id as usize)
+            );
+        }
+        c
+    }
+
+    /// Panics with every node's log tail.
+    fn did_not_start(mut self, e: &str) -> ! {
+        let tails: Vec<String> = self.nodes.iter().map(|n| n.log_tail(40)).collect();
+        self.nodes.iter_mut().for_each(Node::tail_shown);
+        panic!("cluster did not start: {e}\n{}", tails.join("\n"));
     }
 
     fn try_start(
         roles: &[Role],
         extra: &[&str],
         per_node: &dyn Fn(i32) -> Vec<String>,
+        netns: Option<Netns>,
     ) -> Result<Cluster, (Cluster, String)> {
         let root = tempfile::Builder::new()
             .prefix("runnel-cluster.")
@@ -115,13 +175,18 @@ impl Cluster {
                     .map(|s| s.to_string())
                     .chain(per_node(id))
                     .collect();
-                Node::member(id, role, root.path().join(format!("node{id}")), overrides)
+                let mut node =
+                    Node::member(id, role, root.path().join(format!("node{id}")), overrides);
+                if let Some(ns) = &netns {
+                    node.place_in_netns(ns.addr(id as usize), ns.exec_prefix(id as usize));
+                }
+                node
             })
             .collect();
         let voters = nodes
             .iter()
             .filter(|n| n.role.is_voter())
-            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .map(|n| format!("{}@{}", n.id, n.controller_addr()))
             .collect::<Vec<_>>()
             .join(",");
         for node in &mut nodes {
@@ -130,6 +195,7 @@ impl Cluster {
         let mut c = Cluster {
             nodes,
             root: Some(root),
+            netns: netns.map(Box::new),
         };
         step!("formatting {n} nodes ({roles:?}), controller.quorum.voters={voters}");
         if !extra.is_empty() {
@@ -271,6 +337,37 @@ impl Cluster {
     /// Node `id`'s directory (its log, and its data in `data`).
     pub fn dir(&self, id: i32) -> &Path {
         self.node(id).dir()
+    }
+
+    /// The nodes' network namespaces, if started with `start_in_netns`.
+    pub fn netns(&self) -> Option<&Netns> {
+        self.netns.as_deref()
+    }
+
+    fn netns_or_panic(&self) -> &Netns {
+        self.netns
+            .as_ref()
+            .expect("a partition needs a cluster from Cluster::start_in_netns")
+    }
+
+    /// Cuts nodes `a` and `b` apart (both directions; see `Netns::cut`).
+    pub fn cut(&self, a: i32, b: i32) {
+        self.netns_or_panic().cut(a as usize, b as usize);
+    }
+
+    /// Cuts node `id` from every other node; the test still reaches it.
+    pub fn isolate(&self, id: i32) {
+        self.netns_or_panic().isolate(id as usize);
+    }
+
+    /// Restores every link between nodes.
+    pub fn heal(&self) {
+        self.netns_or_panic().heal();
+    }
+
+    /// Whether nodes `a` and `b` are cut apart.
+    pub fn is_cut(&self, a: i32, b: i32) -> bool {
+        self.netns_or_panic().is_cut(a as usize, b as usize)
     }
 
     /// Every broker's Kafka listener, comma-separated, for

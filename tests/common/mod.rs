@@ -8,6 +8,8 @@
 //!   watermark), and reading it back.
 //! * `topics`: creating topics, committed offsets.
 //! * `disk`: the batches in a partition's log files, read from disk.
+//! * `netns`: a network namespace per node, for partitions between nodes
+//!   (`Cluster::start_in_netns`).
 //! * `producer`: a background rdkafka producer recording every delivery.
 //! * here: the step log, raw connections and frames, `eventually`.
 //!
@@ -18,6 +20,7 @@
 
 pub mod cluster;
 pub mod disk;
+pub mod netns;
 pub mod node;
 pub mod partition;
 pub mod producer;

@@ -7,6 +7,10 @@
 //! happens and, when the test panics, the tail of the broker's stderr, so
 //! that a failing test reads like a script and explains itself. The process
 //! is killed when the `Node` drops; on a panic its directory is kept.
+//!
+//! A cluster member can run in a network namespace of its own
+//! (`Cluster::start_in_netns`): it then listens on its own address instead
+//! of 127.0.0.1, and its commands run behind `ip netns exec`.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -75,6 +79,12 @@ pub struct Node {
     tmp: Option<tempfile::TempDir>,
     /// Set once a panic message already carries the log tail.
     tail_shown: bool,
+    /// The address the listeners bind and advertise: 127.0.0.1, or the
+    /// node's own in a network namespace (`place_in_netns`).
+    host: String,
+    /// Put in front of every command (`ip netns exec <ns>`); empty unless
+    /// the node runs in a network namespace.
+    exec_prefix: Vec<String>,
 }
 
 impl Node {
@@ -159,7 +169,35 @@ impl Node {
             log_mark: 0,
             tmp: None,
             tail_shown: false,
+            host: "127.0.0.1".to_string(),
+            exec_prefix: Vec::new(),
         }
+    }
+
+    /// Runs the node in a network namespace: its listeners bind and
+    /// advertise `host`, and its commands run behind `exec_prefix` (e.g.
+    /// `ip netns exec <ns>`, which execs: the pid is still runnel's). Set
+    /// before the first command.
+    pub(super) fn place_in_netns(&mut self, host: String, exec_prefix: Vec<String>) {
+        assert!(self.child.is_none(), "{} is running already", self.label);
+        self.host = host;
+        self.exec_prefix = exec_prefix;
+    }
+
+    /// The address the listeners bind and advertise (no port).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// What every command of the node runs behind (`ip netns exec <ns>`),
+    /// empty outside a network namespace.
+    pub fn exec_prefix(&self) -> &[String] {
+        &self.exec_prefix
+    }
+
+    /// "host:port" of the controller listener, as the voter set names it.
+    pub fn controller_addr(&self) -> String {
+        format!("{}:{}", self.host, self.controller_port)
     }
 
     /// `controller.quorum.voters` of a cluster member.
@@ -168,9 +206,10 @@ impl Node {
         self.voters = Some(voters.to_string());
     }
 
-    /// "127.0.0.1:port" of the Kafka listener, for `bootstrap.servers`.
+    /// "127.0.0.1:port" (in a network namespace: the node's address) of
+    /// the Kafka listener, for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
+        format!("{}:{}", self.host, self.kafka_port)
     }
 
     /// The Kafka listener's port.
@@ -354,7 +393,7 @@ impl Node {
     fn base_overrides(&self) -> Vec<String> {
         let Some(voters) = &self.voters else {
             return vec![
-                format!("listeners=PLAINTEXT://127.0.0.1:{}", self.kafka_port),
+                format!("listeners=PLAINTEXT://{}:{}", self.host, self.kafka_port),
                 format!("log.dirs={}", self.data_dir.display()),
                 format!("node.id={}", self.id),
                 // No HTTP listener unless a test asks for one: `serve` with
@@ -364,11 +403,13 @@ impl Node {
         };
         let listeners = if self.role.is_broker() {
             format!(
-                "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-                self.kafka_port, self.controller_port
+                "listeners=PLAINTEXT://{host}:{},CONTROLLER://{host}:{}",
+                self.kafka_port,
+                self.controller_port,
+                host = self.host
             )
         } else {
-            format!("listeners=CONTROLLER://127.0.0.1:{}", self.controller_port)
+            format!("listeners=CONTROLLER://{}", self.controller_addr())
         };
         vec![
             format!("node.id={}", self.id),
@@ -383,9 +424,18 @@ impl Node {
         ]
     }
 
-    /// `runnel <sub>` with this node's base settings.
+    /// `runnel <sub>` with this node's base settings (behind the exec
+    /// prefix, if any).
     fn command(&self, sub: &str) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runnel"));
+        let runnel = env!("CARGO_BIN_EXE_runnel");
+        let mut cmd = match self.exec_prefix.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(runnel);
+                cmd
+            }
+            None => Command::new(runnel),
+        };
         cmd.arg(sub);
         for kv in self.base_overrides() {
             cmd.arg("--override").arg(kv);
@@ -429,7 +479,7 @@ impl Node {
             .stderr(Stdio::from(log));
         let child = cmd.spawn().expect("spawn runnel serve");
         step!(
-            "{} ({:?}) started: pid {}, kafka {}, controller {}, data {}",
+            "{} ({:?}) started: pid {}, kafka {}, controller {}, data {}{}",
             self.label,
             self.role,
             child.id(),
@@ -441,9 +491,13 @@ impl Node {
             if self.controller_port == 0 {
                 "-".into()
             } else {
-                format!("127.0.0.1:{}", self.controller_port)
+                self.controller_addr()
             },
-            self.data_dir.display()
+            self.data_dir.display(),
+            self.exec_prefix
+                .last()
+                .map(|ns| format!(", netns {ns}"))
+                .unwrap_or_default()
         );
         self.child = Some(child);
     }
