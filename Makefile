@@ -10,7 +10,7 @@ BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | pyth
 APT_PACKAGES := libclang-dev clang iproute2 kcat rapidjson-dev vagrant ruby python3-kafka golang-go golang-github-shopify-sarama-dev openjdk-17-jdk-headless
 PIP_PACKAGES := kafka-python==3.0.12 confluent-kafka
 
-.PHONY: run build dist image test deps lint bench bench-suite librdkafka-suite
+.PHONY: run build dist image test deps lint bench bench-suite librdkafka-suite chaos
 
 run: deps dist
 	$(DIST) serve $(ARGS)
@@ -68,3 +68,16 @@ bench: build
 # SUITE_REPS (3) runs each; SUITE_SCALE=0.05 for a smoke run, SUITE_ONLY to pick.
 bench-suite: build
 	$(CARGO) bench --bench suite
+
+# The fault suite (tests/chaos/): rdkafka producers and consumers against a
+# 3-node cluster while a seeded nemesis kills, pauses and restarts nodes,
+# then a check of the history. CHAOS_DURATION seconds of faults (CI's
+# `cargo test` runs 240); CHAOS_SEED empty: random, printed; CHAOS_NEMESES
+# empty: every kind. The history, summary.json and the node logs go to
+# CHAOS_OUT (default: a fresh directory under the temp dir, printed).
+CHAOS_DURATION ?= 1800
+CHAOS_SEED ?=
+CHAOS_NEMESES ?=
+chaos:
+	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_NEMESES=$(CHAOS_NEMESES) \
+		$(CARGO) test --release --test chaos

@@ -26,22 +26,29 @@ const DEFAULTS: &[&str] = &[
     "min.insync.replicas=2",
 ];
 
-/// Elections and fencings in every node's log so far.
+/// Elections (distinct terms won) and fencings in every node's log so far.
+/// A restarted voter logs its old term's leadership again before it hears
+/// the new one, so terms, not lines, are counted.
 fn count(c: &Cluster) -> (usize, usize) {
-    let mut elections = 0;
+    let mut terms = std::collections::BTreeSet::new();
     let mut fencings = 0;
     for n in &c.nodes {
         for line in n.log().lines() {
-            // Each voter logs the leader it sees; count the winner's own line.
             if line.contains("controller elected") && line.contains("active=true") {
-                elections += 1;
+                if let Some(term) = line.split("term=").nth(1).and_then(|t| {
+                    t.split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse::<u64>().ok())
+                }) {
+                    terms.insert(term);
+                }
             }
             if line.contains("broker fenced") {
                 fencings += 1;
             }
         }
     }
-    (elections, fencings)
+    (terms.len(), fencings)
 }
 
 fn main() {

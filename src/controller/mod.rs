@@ -624,39 +624,19 @@ impl Controller {
                 }
                 let now = std::time::Instant::now();
                 for decision in voter.liveness.decide(&this.image(), session, grace, now) {
-                    let cmd = decision.command;
-                    match (&cmd, decision.cause) {
-                        (MetadataCommand::FenceBroker { id, epoch }, Some(cause)) => {
-                            let why = match cause {
-                                liveness::FenceCause::SessionLost => {
-                                    "it has held no session with the active controller for broker.session.grace.ms"
-                                }
-                                liveness::FenceCause::Silent => {
-                                    "no heartbeat within broker.session.timeout.ms"
-                                }
-                            };
-                            metrics::counter!("runnel_broker_fencings_total", "cause" => match cause {
-                                liveness::FenceCause::SessionLost => "session_lost",
-                                liveness::FenceCause::Silent => "silent",
-                            })
-                            .increment(1);
-                            tracing::info!(broker = id, broker_epoch = epoch, "broker fenced: {why}")
-                        }
-                        (MetadataCommand::UnfenceBroker { id, epoch }, _) => tracing::info!(
-                            broker = id,
-                            broker_epoch = epoch,
-                            "broker unfenced: heartbeating and caught up"
-                        ),
-                        (MetadataCommand::AdmitCoordinator { id, epoch }, _) => tracing::info!(
-                            broker = id,
-                            broker_epoch = epoch,
-                            "broker coordinates consumer groups again: in the ISR of all its partitions"
-                        ),
-                        (other, _) => tracing::info!(cmd = ?other, "broker liveness changed"),
-                    }
+                    let cmd = decision.command.clone();
+                    // Logged (and counted) once committed: a deposed leader
+                    // that wakes from a pause decides on stale silence, and
+                    // its decision is dropped.
                     match this.propose_as_leader(cmd).await {
-                        Ok(Some(_)) => {}
+                        Ok(Some(MetadataResponse::Ok)) => log_liveness(&decision),
+                        Ok(Some(other)) => tracing::info!(
+                            cmd = ?decision.command,
+                            answer = ?other,
+                            "liveness decision refused"
+                        ),
                         Ok(None) => tracing::info!(
+                            cmd = ?decision.command,
                             "no longer the active controller: the liveness decision is dropped"
                         ),
                         Err(e) => tracing::warn!(error = %e, "cannot record broker liveness"),
@@ -1051,6 +1031,37 @@ impl Controller {
         }
         tracing::info!(node_id = self.inner.node_id, "controller stopped");
         Ok(())
+    }
+}
+
+/// The log line (and, for a fence, the metric) of a committed liveness
+/// decision.
+fn log_liveness(decision: &liveness::Decision) {
+    match (&decision.command, decision.cause) {
+        (MetadataCommand::FenceBroker { id, epoch }, Some(cause)) => {
+            let (why, label) = match cause {
+                liveness::FenceCause::SessionLost => (
+                    "it has held no session with the active controller for broker.session.grace.ms",
+                    "session_lost",
+                ),
+                liveness::FenceCause::Silent => {
+                    ("no heartbeat within broker.session.timeout.ms", "silent")
+                }
+            };
+            metrics::counter!("runnel_broker_fencings_total", "cause" => label).increment(1);
+            tracing::info!(broker = id, broker_epoch = epoch, "broker fenced: {why}")
+        }
+        (MetadataCommand::UnfenceBroker { id, epoch }, _) => tracing::info!(
+            broker = id,
+            broker_epoch = epoch,
+            "broker unfenced: heartbeating and caught up"
+        ),
+        (MetadataCommand::AdmitCoordinator { id, epoch }, _) => tracing::info!(
+            broker = id,
+            broker_epoch = epoch,
+            "broker coordinates consumer groups again: in the ISR of all its partitions"
+        ),
+        (other, _) => tracing::info!(cmd = ?other, "broker liveness changed"),
     }
 }
 
