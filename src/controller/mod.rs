@@ -456,14 +456,10 @@ impl Controller {
             liveness::HeartbeatReply::NotLeader {
                 leader: Some(leader),
             } => {
-                let Some(node) = self.inner.voters.get(&leader) else {
+                if !self.inner.voters.contains_key(&leader) {
                     return Ok(liveness::HeartbeatReply::NotLeader { leader: None });
-                };
-                let mut client = self
-                    .inner
-                    .channels
-                    .client(&node.addr)
-                    .map_err(|e| Error::Unavailable(e.to_string()))?;
+                }
+                let mut client = self.controller_client(leader)?;
                 let payload =
                     rpc::encode("heartbeat", &hb).map_err(|e| Error::Unavailable(e.to_string()))?;
                 let reply = tokio::time::timeout(
@@ -493,16 +489,7 @@ impl Controller {
         let leader = self
             .leader_id()
             .ok_or_else(|| Error::Unavailable("the controller quorum has no leader".into()))?;
-        let node = self
-            .inner
-            .voters
-            .get(&leader)
-            .ok_or_else(|| Error::Unavailable(format!("no address for controller {leader}")))?;
-        let mut client = self
-            .inner
-            .channels
-            .client(&node.addr)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut client = self.controller_client(leader)?;
         let reply = tokio::time::timeout(
             Duration::from_secs(2),
             client.quorum_status(rpc::pb::Envelope { payload: vec![] }),
@@ -513,6 +500,20 @@ impl Controller {
         let st: Option<QuorumStatus> = rpc::decode("quorum status", &reply.into_inner().payload)
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         st.ok_or_else(|| Error::Unavailable(format!("controller {leader} no longer leads")))
+    }
+
+    /// A gRPC client for voter `id` (the active controller, to the callers),
+    /// over the channels the Raft transport shares.
+    pub(crate) fn controller_client(&self, id: u64) -> Result<rpc::Client> {
+        let node = self
+            .inner
+            .voters
+            .get(&id)
+            .ok_or_else(|| Error::Unavailable(format!("no address for controller {id}")))?;
+        self.inner
+            .channels
+            .client(&node.addr)
+            .map_err(|e| Error::Unavailable(e.to_string()))
     }
 
     /// The quorum status if this node leads, from its Raft metrics.

@@ -55,16 +55,7 @@ impl Controller {
         if leader == self.inner.node_id {
             return Ok((leader, Session::Local(self.serve_session(open))));
         }
-        let node = self
-            .inner
-            .voters
-            .get(&leader)
-            .ok_or_else(|| Error::Unavailable(format!("no address for controller {leader}")))?;
-        let mut client = self
-            .inner
-            .channels
-            .client(&node.addr)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut client = self.controller_client(leader)?;
         let payload =
             rpc::encode("session open", &open).map_err(|e| Error::Unavailable(e.to_string()))?;
         let stream = tokio::time::timeout(
