@@ -91,7 +91,6 @@ pub async fn auto_create(
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let version = req.version;
-        let producer = req.producer_connection;
         let body = super::body!(req, Metadata);
         let mut image = ctx.controller.image();
         // v0: an empty list means all topics; v1+: null means all.
@@ -152,10 +151,10 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             }
         }
 
-        let brokers = ctx
-            .listing
-            .listed(&image, std::time::Instant::now(), producer)
-            .into_iter()
+        let brokers = image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
             .filter_map(|b| {
                 broker_endpoint(&ctx, b).map(|(host, port)| {
                     MetadataResponseBroker::default()
