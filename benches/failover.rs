@@ -153,7 +153,14 @@ fn main() {
         }
     }
     if want("pause") {
-        let timeout = [("request.timeout.ms", "5000")];
+        // A paused broker closes nothing: an idempotent librdkafka
+        // producer drains the requests in flight to it before it produces
+        // to the new leader, and they end only at the socket timeout (60 s
+        // by default), whatever request.timeout.ms says.
+        let timeout = [
+            ("request.timeout.ms", "5000"),
+            ("socket.timeout.ms", "5000"),
+        ];
         let feed = Feed::start(&c.bootstrap_all(), TOPIC, PARTITIONS, "s", &timeout);
         rows.push(leader_pauses(&mut c, &feed, runs));
         match check_feed(&mut c, feed) {

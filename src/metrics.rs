@@ -176,6 +176,12 @@ pub const CATALOGUE: &[(&str, Kind, &str, &str)] = &[
         "one group-committed fsync of a partition log",
     ),
     (
+        "runnel_log_storage_errors_total",
+        Kind::Counter,
+        "",
+        "partition log writes and fsyncs that failed for the disk's sake (full, I/O error)",
+    ),
+    (
         "runnel_log_segments_deleted_total",
         Kind::Counter,
         "",

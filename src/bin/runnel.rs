@@ -254,6 +254,7 @@ async fn serve(config: Arc<Config>, metrics: Option<MetricsListener>) -> anyhow:
             controller: quorum.controller.clone(),
             groups: runnel::group::Coordinator::start(config.group_initial_rebalance_delay_ms),
             batcher,
+            listing: Default::default(),
         },
     )
     .await?;

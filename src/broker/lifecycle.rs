@@ -19,7 +19,7 @@ use crate::controller::liveness::{
     Heartbeat, HeartbeatReply, SessionItem, SessionOpen, SESSION_KEEPALIVE,
 };
 use crate::controller::records::Endpoint;
-use crate::controller::records::{MetadataCommand, MetadataResponse};
+use crate::controller::records::{FenceCause, MetadataCommand, MetadataResponse};
 use crate::controller::{self, Controller};
 
 /// How long a controlled shutdown waits for the controller to fence this
@@ -160,6 +160,7 @@ impl Registration {
         let fence = MetadataCommand::FenceBroker {
             id: self.config.node_id,
             epoch: self.epoch.load(Ordering::Acquire),
+            cause: Some(FenceCause::Shutdown),
         };
         match tokio::time::timeout(FENCE_TIMEOUT, self.controller.propose(fence)).await {
             Ok(Ok(MetadataResponse::Ok)) => tracing::info!("fenced by the controller for shutdown"),

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::records::{
-    ConfigResource, Endpoint, MetadataCommand, MetadataError, MetadataResponse, OffsetCommit,
-    StoredGroup,
+    ConfigResource, Endpoint, FenceCause, MetadataCommand, MetadataError, MetadataResponse,
+    OffsetCommit, StoredGroup,
 };
 use crate::config::dynamic::{validate_broker_entry, DynamicConfigs, Resolver};
 use crate::config::topic::validate_entry;
@@ -39,6 +39,10 @@ pub struct BrokerRegistration {
     /// field existed had every unfenced broker coordinating.
     #[serde(default = "coordinating_by_default")]
     pub coordinator: bool,
+    /// Why the fence that took it down from unfenced came (`None`: unknown,
+    /// or never fenced in this registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_cause: Option<FenceCause>,
 }
 
 fn coordinating_by_default() -> bool {
@@ -268,7 +272,9 @@ impl MetadataImage {
                 assignments,
                 configs,
             } => self.create_topic(name, *topic_id, assignments, configs),
-            MetadataCommand::FenceBroker { id, epoch } => self.fence_broker(index, *id, *epoch),
+            MetadataCommand::FenceBroker { id, epoch, cause } => {
+                self.fence_broker(index, *id, *epoch, *cause)
+            }
             MetadataCommand::UnfenceBroker { id, epoch } => self.unfence_broker(*id, *epoch),
             MetadataCommand::AdmitCoordinator { id, epoch } => {
                 match self.registration_mut(*id, *epoch) {
@@ -407,6 +413,7 @@ impl MetadataImage {
                 fenced: false,
                 fenced_at: 0,
                 coordinator: false,
+                fence_cause: None,
             },
         );
         self.elect_offline();
@@ -462,7 +469,13 @@ impl MetadataImage {
         }
     }
 
-    fn fence_broker(&mut self, index: u64, id: i32, epoch: i64) -> MetadataResponse {
+    fn fence_broker(
+        &mut self,
+        index: u64,
+        id: i32,
+        epoch: i64,
+        cause: Option<FenceCause>,
+    ) -> MetadataResponse {
         let b = match self.registration_mut(id, epoch) {
             Ok(b) => b,
             Err(e) => return MetadataResponse::Rejected(e),
@@ -472,6 +485,7 @@ impl MetadataImage {
         b.fenced_at = index;
         b.coordinator = false;
         if !was_fenced {
+            b.fence_cause = cause;
             self.move_away_from(id);
         }
         MetadataResponse::Ok

@@ -105,20 +105,12 @@ pub struct Liveness {
     next_token: std::sync::atomic::AtomicU64,
 }
 
-/// Why the leader fences a broker, for its log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FenceCause {
-    /// Its session ended and none opened within the grace period.
-    SessionLost,
-    /// No heartbeat within the session timeout.
-    Silent,
-}
+pub use super::records::FenceCause;
 
-/// A decision of the leader's: the record to write and, for a fence, why.
+/// A decision of the leader's: the record to write (a fence carries why).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub command: MetadataCommand,
-    pub cause: Option<FenceCause>,
 }
 
 impl Liveness {
@@ -256,12 +248,12 @@ impl Liveness {
                     command: MetadataCommand::FenceBroker {
                         id: b.id,
                         epoch: b.epoch,
+                        cause: Some(if lost {
+                            FenceCause::SessionLost
+                        } else {
+                            FenceCause::Silent
+                        }),
                     },
-                    cause: Some(if lost {
-                        FenceCause::SessionLost
-                    } else {
-                        FenceCause::Silent
-                    }),
                 });
             } else if b.fenced
                 && !silent
@@ -274,7 +266,6 @@ impl Liveness {
                         id: b.id,
                         epoch: b.epoch,
                     },
-                    cause: None,
                 });
             } else if !b.fenced && !b.coordinator && sess.open && image.in_every_isr(b.id) {
                 out.push(Decision {
@@ -282,7 +273,6 @@ impl Liveness {
                         id: b.id,
                         epoch: b.epoch,
                     },
-                    cause: None,
                 });
             }
         }
@@ -322,6 +312,7 @@ mod tests {
                 fenced,
                 fenced_at,
                 coordinator: true,
+                fence_cause: None,
             },
         );
         img
@@ -356,7 +347,16 @@ mod tests {
         })
     }
 
-    const FENCE: MetadataCommand = MetadataCommand::FenceBroker { id: 1, epoch: 10 };
+    const SILENT: MetadataCommand = MetadataCommand::FenceBroker {
+        id: 1,
+        epoch: 10,
+        cause: Some(FenceCause::Silent),
+    };
+    const LOST: MetadataCommand = MetadataCommand::FenceBroker {
+        id: 1,
+        epoch: 10,
+        cause: Some(FenceCause::SessionLost),
+    };
     const UNFENCE: MetadataCommand = MetadataCommand::UnfenceBroker { id: 1, epoch: 10 };
 
     #[test]
@@ -369,8 +369,7 @@ mod tests {
         assert!(commands(&l, &live, t0 + ms(2000)).is_empty());
         let d = l.decide(&live, SESSION, GRACE, t0 + ms(4000));
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].command, FENCE);
-        assert_eq!(d[0].cause, Some(FenceCause::Silent));
+        assert_eq!(d[0].command, SILENT);
         let fenced = image(true, 50);
         // Heard again, but it has not applied its own fencing yet.
         heartbeat(&l, 10, 49, t0 + ms(5000));
@@ -391,7 +390,7 @@ mod tests {
         assert!(commands(&l, &live, t0).is_empty());
         heartbeat(&l, 9, 0, t0 + ms(2000));
         assert!(commands(&l, &live, t0 + ms(2500)).is_empty());
-        assert_eq!(commands(&l, &live, t0 + ms(4000)), vec![FENCE]);
+        assert_eq!(commands(&l, &live, t0 + ms(4000)), vec![SILENT]);
     }
 
     #[test]
@@ -406,8 +405,7 @@ mod tests {
         assert!(commands(&l, &live, t0 + ms(599)).is_empty());
         let d = l.decide(&live, SESSION, GRACE, t0 + ms(600));
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].command, FENCE);
-        assert_eq!(d[0].cause, Some(FenceCause::SessionLost));
+        assert_eq!(d[0].command, LOST);
         // Fenced, heartbeating and caught up, but with no session: it stays
         // fenced until it opens one.
         let fenced = image(true, 50);
@@ -430,7 +428,7 @@ mod tests {
         l.session_closed(1, first, t0 + ms(200));
         assert!(commands(&l, &live, t0 + ms(2000)).is_empty());
         l.session_closed(1, second, t0 + ms(2100));
-        assert_eq!(commands(&l, &live, t0 + ms(2600)), vec![FENCE]);
+        assert_eq!(commands(&l, &live, t0 + ms(2600)), vec![LOST]);
     }
 
     #[test]
@@ -476,7 +474,7 @@ mod tests {
         let live = image(false, 0);
         l.reset(&live, t0);
         assert!(commands(&l, &live, t0 + ms(499)).is_empty());
-        assert_eq!(commands(&l, &live, t0 + ms(500)), vec![FENCE]);
+        assert_eq!(commands(&l, &live, t0 + ms(500)), vec![LOST]);
         // One that does open in time stays.
         let l = Liveness::default();
         l.reset(&live, t0);

@@ -1038,8 +1038,12 @@ impl Controller {
 /// The log line (and, for a fence, the metric) of a committed liveness
 /// decision.
 fn log_liveness(decision: &liveness::Decision) {
-    match (&decision.command, decision.cause) {
-        (MetadataCommand::FenceBroker { id, epoch }, Some(cause)) => {
+    match &decision.command {
+        MetadataCommand::FenceBroker {
+            id,
+            epoch,
+            cause: Some(cause),
+        } => {
             let (why, label) = match cause {
                 liveness::FenceCause::SessionLost => (
                     "it has held no session with the active controller for broker.session.grace.ms",
@@ -1048,21 +1052,22 @@ fn log_liveness(decision: &liveness::Decision) {
                 liveness::FenceCause::Silent => {
                     ("no heartbeat within broker.session.timeout.ms", "silent")
                 }
+                liveness::FenceCause::Shutdown => ("its controlled shutdown", "shutdown"),
             };
             metrics::counter!("runnel_broker_fencings_total", "cause" => label).increment(1);
             tracing::info!(broker = id, broker_epoch = epoch, "broker fenced: {why}")
         }
-        (MetadataCommand::UnfenceBroker { id, epoch }, _) => tracing::info!(
+        MetadataCommand::UnfenceBroker { id, epoch } => tracing::info!(
             broker = id,
             broker_epoch = epoch,
             "broker unfenced: heartbeating and caught up"
         ),
-        (MetadataCommand::AdmitCoordinator { id, epoch }, _) => tracing::info!(
+        MetadataCommand::AdmitCoordinator { id, epoch } => tracing::info!(
             broker = id,
             broker_epoch = epoch,
             "broker coordinates consumer groups again: in the ISR of all its partitions"
         ),
-        (other, _) => tracing::info!(cmd = ?other, "broker liveness changed"),
+        other => tracing::info!(cmd = ?other, "broker liveness changed"),
     }
 }
 

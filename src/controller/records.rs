@@ -18,6 +18,21 @@ pub struct Endpoint {
     pub security_protocol: String,
 }
 
+/// Why a broker was fenced. Metadata answers differ a little by cause (see
+/// `server::lookup::Listing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FenceCause {
+    /// Its session with the active controller ended (the connection closed:
+    /// a killed process's kernel closes its sockets) and none opened within
+    /// `broker.session.grace.ms`.
+    SessionLost,
+    /// No heartbeat within `broker.session.timeout.ms` (a paused process, a
+    /// network cut: nothing closed).
+    Silent,
+    /// The broker's own controlled shutdown.
+    Shutdown,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
     /// Written once, by the node that bootstraps the quorum.
@@ -46,10 +61,14 @@ pub enum MetadataCommand {
         expected_count: usize,
         new_assignments: Vec<Vec<i32>>,
     },
-    /// The active controller stopped hearing from this registration.
+    /// The active controller stopped hearing from this registration, or
+    /// the broker asked for it (a controlled shutdown).
     FenceBroker {
         id: i32,
         epoch: i64,
+        /// Why; `None` in records written before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<FenceCause>,
     },
     /// The fenced registration heartbeats again and has caught up.
     UnfenceBroker {

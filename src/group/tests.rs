@@ -422,6 +422,7 @@ fn rendezvous_moves_only_the_lost_brokers_groups() {
                 fenced: false,
                 fenced_at: 0,
                 coordinator: true,
+                fence_cause: None,
             },
         );
     }

@@ -27,7 +27,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// readers rebuild it then).
 pub(crate) fn replace(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
-    fs::write(&tmp, contents).map_err(io_err("write", &tmp))?;
+    if let Err(e) = fs::write(&tmp, contents) {
+        // A full disk: leave no partial file taking room.
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("write", &tmp)(e));
+    }
     fs::rename(&tmp, dir.join(name)).map_err(io_err("rename", &tmp))
 }
 
@@ -35,8 +39,12 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()
     let tmp = dir.join(format!("{name}.tmp"));
     let dest = dir.join(name);
     let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(contents).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    if let Err(e) = f.write_all(contents).and_then(|()| f.sync_all()) {
+        // A full disk: leave no partial file taking room.
+        drop(f);
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("write", &tmp)(e));
+    }
     drop(f);
     fs::rename(&tmp, &dest).map_err(io_err("rename", &tmp))?;
     sync_dir(dir)

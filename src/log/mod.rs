@@ -10,6 +10,15 @@
 //! watermark is the caller's `upper_bound`) and it does no async I/O:
 //! callers run it on a blocking pool.
 //!
+//! A failed write (a full disk, an I/O error) is all or nothing: the bytes
+//! it wrote are cut off again, and the end offset, the indexes and the
+//! epoch cache stay as they were (a roll that cannot create its segment
+//! changes nothing either), so no read and no recovery finds a part of it;
+//! the next append retries the disk. A failed fsync is different: the
+//! kernel may have dropped the pages it could not write, so a later fsync
+//! proves nothing; the log then refuses writes and never counts that data
+//! durable ([`Error::FsyncFailed`]) until a restart recovers it from disk.
+//!
 //! Locking: one `RwLock` over the segments (appends and truncation write,
 //! reads and flush snapshots read), plus a flush mutex held during fsync so
 //! that appends proceed while the disk syncs. Lock order: flush, then
@@ -36,6 +45,8 @@ use crate::protocol::batch::{self, BatchHeader, HEADER_LEN};
 use checkpoint::CLEAN_SHUTDOWN_FILE;
 use epochs::EpochCache;
 pub use retention::{Deleted, RetentionLimits, SegmentSummary};
+#[cfg(test)]
+pub(crate) use segment::faults;
 use segment::{io_err, OpenMode, Segment};
 
 /// Errors of the log. `OffsetOutOfRange` is the only one a client causes;
@@ -69,6 +80,24 @@ pub enum Error {
     /// A thread panicked while holding the log's lock.
     #[error("the log's lock is poisoned by a panic")]
     Poisoned,
+    /// An fsync of a segment failed: what was written since the last good
+    /// one may not be on disk even if a later fsync succeeds (the kernel
+    /// may have dropped the dirty pages), so the log takes no more writes
+    /// and never counts that data durable. A restart recovers it from
+    /// what is on disk.
+    #[error("an fsync of {} failed; the log takes no writes until the broker restarts", .0.display())]
+    FsyncFailed(PathBuf),
+}
+
+impl Error {
+    /// Whether the disk (or the files) failed, as opposed to the caller's
+    /// input or offsets: what a Kafka client sees as KAFKA_STORAGE_ERROR.
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. } | Error::Corrupt { .. } | Error::FsyncFailed(_)
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -230,6 +259,8 @@ pub struct Log {
     flushed: AtomicI64,
     /// Segment files were created or removed since the last directory fsync.
     dir_dirty: AtomicBool,
+    /// The segment fsynced last failed (see [`Error::FsyncFailed`]).
+    fsync_failed: AtomicBool,
     /// Held by whatever replaces or removes closed segments (the cleaner's
     /// swap, retention, truncation), so that none removes a file another
     /// just put in place. Lock order: this, flush, segments.
@@ -319,6 +350,7 @@ impl Log {
             end_offset: AtomicI64::new(end),
             flushed: AtomicI64::new(end),
             dir_dirty: AtomicBool::new(false),
+            fsync_failed: AtomicBool::new(false),
             maintenance: Mutex::new(()),
             epochs: Mutex::new(epochs),
             epochs_dirty: AtomicBool::new(epochs_dirty),
@@ -368,14 +400,8 @@ impl Log {
         let mut buf = batches.to_vec();
 
         let mut g = self.exclusive()?;
-        if g.closed_cleanly {
-            return Err(Error::Closed(self.dir.clone()));
-        }
+        self.check_writable(&g)?;
         let first_offset = g.active.next_offset;
-        self.assign_epoch(leader_epoch, first_offset)?;
-        if self.should_roll(&g.active, buf.len(), offset_count, now_ms) {
-            self.roll(&mut g, first_offset)?;
-        }
         let mut next = first_offset;
         let mut max = (i64::MIN, first_offset);
         for (at, h) in &mut headers {
@@ -388,7 +414,8 @@ impl Log {
             }
             next = h.last_offset() + 1;
         }
-        g.active.append(&buf, &headers, now_ms)?;
+        let epochs = [(leader_epoch, first_offset)];
+        self.write(&mut g, &buf, &headers, &epochs, offset_count, now_ms)?;
         self.end_offset.store(next, Ordering::Release);
         Ok(AppendInfo {
             first_offset,
@@ -397,6 +424,55 @@ impl Log {
             offset_of_max_timestamp: max.1,
             log_start_offset: g.start_offset(),
         })
+    }
+
+    fn check_writable(&self, g: &Inner) -> Result<()> {
+        if g.closed_cleanly {
+            return Err(Error::Closed(self.dir.clone()));
+        }
+        if self.fsync_failed.load(Ordering::Acquire) {
+            return Err(Error::FsyncFailed(self.dir.clone()));
+        }
+        Ok(())
+    }
+
+    /// Writes stamped batches at the log end: assigns their epochs, rolls
+    /// if due, appends. All or nothing: on failure the files and the
+    /// in-memory state (segments, indexes, epoch cache, end offset) are as
+    /// they were, bar an empty new segment a roll may have left active.
+    fn write(
+        &self,
+        g: &mut Inner,
+        buf: &[u8],
+        headers: &[(usize, BatchHeader)],
+        epochs: &[(i32, i64)],
+        offsets: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        let before = self.epochs.lock().map_err(|_| Error::Poisoned)?.clone();
+        let written = (|| {
+            for &(epoch, offset) in epochs {
+                self.assign_epoch(epoch, offset)?;
+            }
+            if self.should_roll(&g.active, buf.len(), offsets, now_ms) {
+                let base = g.active.next_offset;
+                self.roll(g, base)?;
+            }
+            g.active.append(buf, headers, now_ms)
+        })();
+        if written.is_err() {
+            let mut c = self.epochs.lock().map_err(|_| Error::Poisoned)?;
+            if *c != before {
+                // The file may keep the entry (an open drops entries past
+                // the log end); the next flush writes the cache again.
+                *c = before;
+                if c.write(&self.dir, false).is_err() {
+                    tracing::debug!(dir = %self.dir.display(), "cannot rewrite the epoch checkpoint");
+                }
+                self.epochs_dirty.store(true, Ordering::Release);
+            }
+        }
+        written
     }
 
     /// Appends batches a leader already placed, as they are: offsets and
@@ -422,9 +498,7 @@ impl Log {
         };
         let (first, last) = (*first, *last);
         let mut g = self.exclusive()?;
-        if g.closed_cleanly {
-            return Err(Error::Closed(self.dir.clone()));
-        }
+        self.check_writable(&g)?;
         let end = g.active.next_offset;
         if first.base_offset < end {
             return Err(Error::OffsetMismatch {
@@ -432,20 +506,18 @@ impl Log {
                 got: first.base_offset,
             });
         }
-        for (_, h) in &headers {
-            self.assign_epoch(h.partition_leader_epoch, h.base_offset)?;
-        }
+        let epochs: Vec<(i32, i64)> = headers
+            .iter()
+            .map(|(_, h)| (h.partition_leader_epoch, h.base_offset))
+            .collect();
         let offsets = last.last_offset() + 1 - first.base_offset;
-        if self.should_roll(&g.active, batches.len(), offsets, now_ms) {
-            self.roll(&mut g, end)?;
-        }
         let mut max = (i64::MIN, end);
         for (_, h) in &headers {
             if h.max_timestamp > max.0 {
                 max = (h.max_timestamp, h.last_offset());
             }
         }
-        g.active.append(batches, &headers, now_ms)?;
+        self.write(&mut g, batches, &headers, &epochs, offsets, now_ms)?;
         let next = last.last_offset() + 1;
         self.end_offset.store(next, Ordering::Release);
         Ok(Some(AppendInfo {
@@ -565,14 +637,25 @@ impl Log {
         too_big || too_old || too_many_offsets || index_full
     }
 
+    /// Closes the active segment and starts a new one at `base`. On failure
+    /// (no room for the new files, say) nothing changes: the new segment's
+    /// files are removed and the active one stays as it was.
     fn roll(&self, g: &mut Inner, base: i64) -> Result<()> {
-        let new = Segment::create(&self.dir, base, self.config().index_interval_bytes)?;
+        let mut new = Segment::create(&self.dir, base, self.config().index_interval_bytes)?;
         self.dir_dirty.store(true, Ordering::Release);
-        let mut old = std::mem::replace(&mut g.active, new);
-        old.finalize();
         // The indexes of a closed segment never change again: sync them once
         // here (small files) so that flush only has to sync log files.
-        old.sync_indexes()?;
+        let kept = g.active.time_index.len();
+        g.active.finalize();
+        if let Err(e) = g.active.sync_indexes() {
+            let _ = g.active.time_index.truncate(kept);
+            if let Err(rm) = new.remove_files() {
+                tracing::warn!(dir = %self.dir.display(), error = %rm, "cannot remove a segment a failed roll made");
+            }
+            return Err(e);
+        }
+        std::mem::swap(&mut g.active, &mut new);
+        let old = new;
         tracing::debug!(dir = %self.dir.display(), old = old.base, new = base, "rolled segment");
         g.closed.insert(old.base, old);
         Ok(())
@@ -602,9 +685,17 @@ impl Log {
             let dirty = self.dir_dirty.swap(false, Ordering::AcqRel);
             (g.active.next_offset, files, g.active.base, dirty)
         };
+        if self.fsync_failed.load(Ordering::Acquire) {
+            return Err(Error::FsyncFailed(self.dir.clone()));
+        }
         let started = std::time::Instant::now();
         for (file, path, _) in &files {
-            file.sync_data().map_err(io_err("fsync", path))?;
+            if let Err(e) = segment::sync_data(file, path) {
+                // Never retried: a later success would not prove that
+                // what this one failed to write reached the disk.
+                self.fsync_failed.store(true, Ordering::Release);
+                return Err(io_err("fsync", path)(e));
+            }
         }
         metrics::histogram!("runnel_log_fsync_duration_seconds").record(started.elapsed());
         sync_ledger::record(files.iter().map(|(_, path, len)| (path.as_path(), *len)));

@@ -106,6 +106,41 @@ pub(crate) struct Segment {
     /// epoch than those before it in this segment: what a recovery gives
     /// the epoch cache.
     pub epoch_starts: Vec<(i32, i64)>,
+    /// A failed append could not cut what it wrote: the file may hold
+    /// bytes past `size`, which the next append cuts before it writes.
+    dirty_tail: bool,
+}
+
+/// Writes `buf` at `at` in the segment file at `path` (with the test hook
+/// that fails it part way).
+fn write_at(file: &File, path: &Path, buf: &[u8], at: u64) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(n) = faults::take(path, |a| a.write.take()) {
+        file.write_all_at(&buf[..n.min(buf.len())], at)?;
+        return Err(faults::enospc());
+    }
+    let _ = path;
+    file.write_all_at(buf, at)
+}
+
+fn cut_at(file: &File, path: &Path, len: u64) -> io::Result<()> {
+    #[cfg(test)]
+    if faults::take(path, |a| std::mem::take(&mut a.cut)) {
+        return Err(faults::eio());
+    }
+    let _ = path;
+    file.set_len(len)
+}
+
+/// fsyncs the data of the segment file at `path` (with the test hook that
+/// fails it).
+pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if faults::take(path, |a| std::mem::take(&mut a.fsync)) {
+        return Err(faults::eio());
+    }
+    let _ = path;
+    file.sync_data()
 }
 
 impl Segment {
@@ -119,9 +154,20 @@ impl Segment {
             .truncate(true)
             .open(&log_path)
             .map_err(io_err("create", &log_path))?;
-        let mut seg = Segment::from_parts(dir, base, interval, log_path, log, 0)?.0;
-        seg.reset_indexes()?;
-        Ok(seg)
+        let made = (|| {
+            #[cfg(test)]
+            if faults::take(&log_path, |a| std::mem::take(&mut a.create)) {
+                return Err(io_err("create", &log_path)(faults::enospc()));
+            }
+            let mut seg = Segment::from_parts(dir, base, interval, log_path.clone(), log, 0)?.0;
+            seg.reset_indexes()?;
+            Ok(seg)
+        })();
+        if made.is_err() {
+            // Leave no half-made segment behind for a restart to find.
+            let _ = remove_segment_files(dir, base);
+        }
+        made
     }
 
     fn from_parts(
@@ -153,6 +199,7 @@ impl Segment {
                 bytes_since_index: 0,
                 interval,
                 epoch_starts: Vec::new(),
+                dirty_tail: false,
             },
             index_ok && time_ok,
         ))
@@ -371,7 +418,11 @@ impl Segment {
     }
 
     /// Appends batches already stamped with their offsets; `headers` gives
-    /// each batch's position in `buf` and its header.
+    /// each batch's position in `buf` and its header. On failure nothing
+    /// changes: the bytes written are cut off again (or, if even that
+    /// fails, before the next append writes), and neither the size nor the
+    /// indexes moved, so no read, and no recovery after a restart, finds a
+    /// part of the failed write.
     pub fn append(
         &mut self,
         buf: &[u8],
@@ -379,9 +430,17 @@ impl Segment {
         now_ms: i64,
     ) -> Result<()> {
         let start = self.size;
-        if let Err(e) = self.log.write_all_at(buf, start) {
+        if self.dirty_tail {
+            cut_at(&self.log, &self.log_path, start).map_err(io_err("truncate", &self.log_path))?;
+            self.dirty_tail = false;
+        }
+        if let Err(e) = write_at(&self.log, &self.log_path, buf, start) {
             // Leave no partial batch behind for the next append to follow.
-            let _ = self.log.set_len(start);
+            if let Err(cut) = cut_at(&self.log, &self.log_path, start) {
+                tracing::warn!(segment = %self.log_path.display(), position = start, error = %cut,
+                    "cannot cut a failed write; the next append cuts it first");
+                self.dirty_tail = true;
+            }
             return Err(io_err("write", &self.log_path)(e));
         }
         if self.size == 0 {
@@ -392,6 +451,12 @@ impl Segment {
         }
         self.size += buf.len() as u64;
         Ok(())
+    }
+
+    /// The file's length, which may exceed `size` after a failed write.
+    #[cfg(test)]
+    pub fn file_len(&self) -> u64 {
+        self.log.metadata().map_or(0, |m| m.len())
     }
 
     pub fn read_header(&self, pos: u64) -> Result<BatchHeader> {
@@ -495,5 +560,58 @@ impl Segment {
             path: self.log_path.clone(),
             detail,
         }
+    }
+}
+
+/// Test hooks that make the next segment write, creation or fsync in a
+/// log directory fail as a full or broken disk would (armed per directory,
+/// so that they reach the blocking pool's threads and no other test's log).
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Armed {
+        /// The next segment write stores this many bytes, then fails with
+        /// ENOSPC.
+        pub write: Option<usize>,
+        /// The next cut of a failed write's bytes fails.
+        pub cut: bool,
+        /// The next segment creation fails after creating its log file.
+        pub create: bool,
+        /// The next fsync of a segment's log file fails with EIO.
+        pub fsync: bool,
+    }
+
+    static ARMED: Mutex<Option<HashMap<PathBuf, Armed>>> = Mutex::new(None);
+
+    /// Arms faults for the log in `dir`.
+    pub fn arm(dir: &Path, f: impl FnOnce(&mut Armed)) {
+        let mut g = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        f(g.get_or_insert_with(HashMap::new)
+            .entry(dir.to_path_buf())
+            .or_default());
+    }
+
+    /// Takes the armed fault `pick` chooses for the segment file at `path`.
+    pub fn take<T>(path: &Path, pick: impl FnOnce(&mut Armed) -> T) -> T {
+        let mut g = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = path.parent().unwrap_or(path).to_path_buf();
+        let mut none = Armed::default();
+        let a = g
+            .as_mut()
+            .and_then(|m| m.get_mut(&dir))
+            .unwrap_or(&mut none);
+        pick(a)
+    }
+
+    pub fn enospc() -> std::io::Error {
+        std::io::Error::from_raw_os_error(28)
+    }
+
+    pub fn eio() -> std::io::Error {
+        std::io::Error::from_raw_os_error(5)
     }
 }

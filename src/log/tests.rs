@@ -807,3 +807,202 @@ fn a_full_offset_index_rolls_the_segment() -> TestResult {
     ensure!(segments >= 3, "{segments} segments");
     Ok(())
 }
+
+/// Every file in the log's directory with its length, sorted.
+fn dir_listing(dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        v.push((
+            e.file_name().to_string_lossy().into_owned(),
+            e.metadata()?.len(),
+        ));
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Start, end, (bytes, segments), epochs, every byte.
+type Observed = (i64, i64, (u64, usize), Vec<(i32, i64)>, Vec<u8>);
+
+/// What a caller can see of a log: offsets, sizes, epochs, every byte.
+fn observed(log: &Log) -> anyhow::Result<Observed> {
+    Ok((
+        log.start_offset(),
+        log.end_offset(),
+        log.size_and_segments()?,
+        log.epoch_entries(),
+        read_all(log)?,
+    ))
+}
+
+/// The log's files and its observable state are exactly as before a
+/// failed append; the next append lands where the failed one would have;
+/// and a crash then (no clean close) recovers exactly what was appended.
+fn check_failed_append_left_no_trace(
+    dir: &Path,
+    log: Log,
+    mut expected: Vec<u8>,
+    before: Observed,
+    files_before: Vec<(String, u64)>,
+) -> TestResult {
+    assert_eq!(observed(&log)?, before, "state after the failed append");
+    let files_after: Vec<(String, u64)> = dir_listing(dir)?
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".log") || n.ends_with(".index") || n.ends_with(".timeindex"))
+        .collect();
+    let segment_files_before: Vec<(String, u64)> = files_before
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".log") || n.ends_with(".index") || n.ends_with(".timeindex"))
+        .collect();
+    assert_eq!(
+        files_after, segment_files_before,
+        "segment files after the failed append"
+    );
+    let end = log.end_offset();
+    let b = batch(2, 50);
+    let info = log.append(&b, 1, 0)?;
+    assert_eq!(info.first_offset, end);
+    expected.extend(stamped(&b, end, 1));
+    assert_eq!(read_all(&log)?, expected);
+    log.flush()?;
+    drop(log);
+    let log = Log::open(dir, small_config())?;
+    assert_eq!(log.end_offset(), end + 2);
+    assert_eq!(read_all(&log)?, expected, "recovered after a crash");
+    Ok(())
+}
+
+#[test]
+fn a_write_that_fails_part_way_is_cut_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = Log::open(dir.path(), small_config())?;
+    let expected = fill(&log, 5, 1)?;
+    let before = observed(&log)?;
+    let files = dir_listing(dir.path())?;
+    // 100 bytes of a batch reach the file, then the disk is full.
+    faults::arm(dir.path(), |a| a.write = Some(100));
+    let err = log
+        .append(&batch(3, 60), 1, 0)
+        .expect_err("the write fails");
+    assert!(err.is_storage(), "{err}");
+    check_failed_append_left_no_trace(dir.path(), log, expected, before, files)
+}
+
+#[test]
+fn a_failed_write_that_cannot_be_cut_is_cut_by_the_next_append() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = Log::open(dir.path(), small_config())?;
+    let expected = fill(&log, 3, 1)?;
+    let before = observed(&log)?;
+    let (size_before, _) = log.size_and_segments()?;
+    // The whole batch reaches the file; the write still fails (its
+    // length), and so does the cut.
+    faults::arm(dir.path(), |a| {
+        a.write = Some(usize::MAX);
+        a.cut = true;
+    });
+    assert!(log.append(&batch(2, 40), 1, 0).is_err());
+    let active_len = log.exclusive()?.active.file_len();
+    assert!(
+        active_len > size_before,
+        "the failed batch is still in the file"
+    );
+    // Nothing reads it...
+    assert_eq!(observed(&log)?, before);
+    // ...and the next append writes over it.
+    let end = log.end_offset();
+    let b = batch(1, 10);
+    let mut expected = expected;
+    assert_eq!(log.append(&b, 1, 0)?.first_offset, end);
+    expected.extend(stamped(&b, end, 1));
+    {
+        let g = log.exclusive()?;
+        assert_eq!(g.active.file_len(), g.active.size, "no stale bytes");
+    }
+    log.flush()?;
+    drop(log);
+    let log = Log::open(dir.path(), small_config())?;
+    assert_eq!(read_all(&log)?, expected);
+    Ok(())
+}
+
+#[test]
+fn a_failed_replica_append_forgets_the_epoch_it_brought() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let leader_dir = tempfile::tempdir()?;
+    let leader = Log::open(leader_dir.path(), small_config())?;
+    fill(&leader, 2, 1)?;
+    let follower = Log::open(dir.path(), small_config())?;
+    let first = leader.read(0, 1 << 20, i64::MAX)?;
+    follower.append_replica(&first.records, 0)?;
+    let expected = read_all(&follower)?;
+    // The leader moves to epoch 4 and writes; the follower's copy fails.
+    let end = leader.end_offset();
+    let b = batch(2, 30);
+    leader.append(&b, 4, 0)?;
+    let more = leader.read(end, 1 << 20, i64::MAX)?;
+    let before = observed(&follower)?;
+    let files = dir_listing(dir.path())?;
+    faults::arm(dir.path(), |a| a.write = Some(0));
+    assert!(follower.append_replica(&more.records, 0).is_err());
+    assert_eq!(follower.epoch_entries(), before.3, "epoch 4 wrote nothing");
+    assert_eq!(observed(&follower)?, before);
+    assert_eq!(dir_listing(dir.path())?.len(), files.len());
+    // Retried, it goes in with its epoch.
+    follower.append_replica(&more.records, 0)?;
+    assert_eq!(follower.epoch_entries().last(), Some(&(4, end)));
+    let mut expected = expected;
+    expected.extend(stamped(&b, end, 4));
+    assert_eq!(read_all(&follower)?, expected);
+    Ok(())
+}
+
+#[test]
+fn a_roll_that_cannot_create_its_segment_changes_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = Log::open(dir.path(), small_config())?;
+    // Fill the first segment to just under segment.bytes (2048).
+    let mut expected = Vec::new();
+    while log.size_and_segments()?.0 < 1700 {
+        let b = batch(1, 100);
+        let info = log.append(&b, 1, 0)?;
+        expected.extend(stamped(&b, info.first_offset, 1));
+    }
+    assert_eq!(log.size_and_segments()?.1, 1);
+    let before = observed(&log)?;
+    let files = dir_listing(dir.path())?;
+    faults::arm(dir.path(), |a| a.create = true);
+    let err = log
+        .append(&batch(4, 100), 1, 0)
+        .expect_err("the roll fails");
+    assert!(err.is_storage(), "{err}");
+    assert_eq!(log.size_and_segments()?.1, 1, "still one segment");
+    assert_eq!(
+        segment_files(dir.path())?.len(),
+        1,
+        "no half-made segment left"
+    );
+    check_failed_append_left_no_trace(dir.path(), log, expected, before, files)
+}
+
+#[test]
+fn a_failed_fsync_is_never_retried_into_durability() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = Log::open(dir.path(), small_config())?;
+    let expected = fill(&log, 3, 1)?;
+    log.flush()?;
+    let durable = log.flushed_offset();
+    fill(&log, 2, 1)?;
+    faults::arm(dir.path(), |a| a.fsync = true);
+    let err = log.flush().expect_err("the fsync fails");
+    assert!(err.is_storage(), "{err}");
+    // A second fsync might succeed and prove nothing: it is not tried.
+    assert!(matches!(log.flush(), Err(Error::FsyncFailed(_))));
+    assert_eq!(log.flushed_offset(), durable);
+    let refused = log.append(&batch(1, 10), 1, 0).expect_err("no more writes");
+    assert!(matches!(refused, Error::FsyncFailed(_)) && refused.is_storage());
+    // Reads of what was written go on.
+    assert_eq!(&read_all(&log)?[..expected.len()], &expected[..]);
+    Ok(())
+}

@@ -68,6 +68,11 @@ pub struct Request {
     /// The client's address as Kafka shows it (`/127.0.0.1`), filled in by
     /// the listener; empty when unknown.
     pub client_host: String,
+    /// Whether this request's connection has carried a Produce request
+    /// before (or is one), filled in by the listener: Metadata answers a
+    /// producer's connection a little differently (see
+    /// `server::lookup::Listing`).
+    pub producer_connection: bool,
     pub header: RequestHeader,
     pub api_key: ApiKey,
     pub version: i16,
@@ -127,6 +132,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded> {
     }
     Ok(Decoded::Request(Request {
         client_host: String::new(),
+        producer_connection: false,
         header,
         api_key: api,
         version,

@@ -181,6 +181,9 @@ impl Fetcher {
                 topic_id: p.topic_id.as_bytes().to_vec(),
                 partition: p.index,
                 durable_offset: p.durable_offset(),
+                // Its disk fails: the leader takes it out of the ISR now
+                // rather than after replica.lag.time.max.ms.
+                storage_error: p.storage_failing(),
                 fetch_offset: offset,
                 last_fetched_epoch: p.log().latest_epoch().unwrap_or(-1),
                 current_leader_epoch: epoch,
@@ -278,7 +281,13 @@ impl Fetcher {
                 }
             };
             if let Err(e) = outcome {
-                tracing::warn!(partition = ?p, leader, error = %e, "cannot apply the leader's answer");
+                if e.is_storage() {
+                    // The partition logs the episode once; the leader
+                    // hears of it with the next fetch.
+                    tracing::debug!(partition = ?p, leader, error = %e, "cannot append the leader's batches");
+                } else {
+                    tracing::warn!(partition = ?p, leader, error = %e, "cannot apply the leader's answer");
+                }
                 backoff = true;
             }
         }
@@ -295,7 +304,12 @@ impl Fetcher {
             let mut failed = false;
             for r in join_all(synced.iter().map(|(p, hw)| p.sync_as_follower(*hw))).await {
                 if let Err(e) = r {
-                    tracing::error!(error = %e, "fsync of replicated data failed");
+                    if e.is_storage() {
+                        // Counted and logged by the partition.
+                        tracing::debug!(error = %e, "fsync of replicated data failed");
+                    } else {
+                        tracing::error!(error = %e, "fsync of replicated data failed");
+                    }
                     failed = true;
                 }
             }

@@ -26,6 +26,11 @@
 //! * **Leaving the ISR**: a follower that has not been caught up (fetched
 //!   up to the leader's end, or held all the leader had at its previous
 //!   fetch) for `replica.lag.time.max.ms` leaves it.
+//! * **A failing follower**: one that reports its last append or fsync
+//!   failed (its disk is full or broken) is never caught up, a candidate
+//!   or proposed, and leaves the ISR at the next check instead of after
+//!   `replica.lag.time.max.ms`, as a Kafka replica on a failed log
+//!   directory goes offline and leaves it.
 //! * One ISR change at a time: a proposal is sent again only after
 //!   [`PROPOSAL_RETRY`] without the controller's answer.
 
@@ -48,6 +53,8 @@ pub struct Progress {
     /// The leader's log end at its last fetch; -1 before one.
     pub last_fetch_leader_leo: i64,
     pub last_caught_up: Instant,
+    /// Its last fetch said its storage fails.
+    pub storage_failed: bool,
 }
 
 impl Progress {
@@ -59,6 +66,7 @@ impl Progress {
             last_fetch: now,
             last_fetch_leader_leo: -1,
             last_caught_up: now,
+            storage_failed: false,
         }
     }
 }
@@ -71,6 +79,8 @@ pub struct FollowerFetch {
     pub fetch_offset: i64,
     /// What it has fsynced.
     pub durable_offset: i64,
+    /// Its last append or fsync of the partition failed.
+    pub storage_error: bool,
 }
 
 /// The replica sets of a partition and, as leader, each follower's
@@ -187,8 +197,22 @@ impl IsrState {
             follower,
             fetch_offset,
             durable_offset,
+            storage_error,
         } = fetch;
         let f = self.followers.get_mut(&follower).ok_or(NotAFollower)?;
+        f.storage_failed = storage_error;
+        if storage_error {
+            // Its offsets still count towards the HW while it is in the
+            // ISR (the shrink must be committed first), but it catches up
+            // to nothing and joins nothing.
+            f.leo = durable_offset.min(fetch_offset);
+            f.last_fetch = now;
+            f.last_fetch_leader_leo = -1;
+            if self.candidate.is_some_and(|(id, _)| id == follower) {
+                self.candidate = None;
+            }
+            return Ok(None);
+        }
         // It holds everything the leader had when it fetched last.
         let caught_up_before =
             f.last_fetch_leader_leo >= 0 && fetch_offset >= f.last_fetch_leader_leo;
@@ -246,9 +270,9 @@ impl IsrState {
             .copied()
             .filter(|r| *r != self.me)
             .filter(|r| {
-                self.followers
-                    .get(r)
-                    .is_none_or(|f| now.saturating_duration_since(f.last_caught_up) > max_lag)
+                self.followers.get(r).is_none_or(|f| {
+                    f.storage_failed || now.saturating_duration_since(f.last_caught_up) > max_lag
+                })
             })
             .collect();
         if lagging.is_empty() {
@@ -342,6 +366,7 @@ mod tests {
             follower,
             fetch_offset,
             durable_offset,
+            storage_error: false,
         }
     }
 
@@ -642,6 +667,49 @@ mod tests {
         s.set_replica_sets(&[1, 3], &[1, 3], t0);
         assert!(!s.followers.contains_key(&2));
         assert_eq!(s.lags(10), vec![(3, 10)]);
+    }
+
+    #[test]
+    fn a_follower_whose_storage_fails_leaves_the_isr_at_once_and_comes_back() {
+        let t0 = Instant::now();
+        let lag = ms(30_000);
+        let mut s = leader(&[1, 2, 3], t0);
+        s.record_fetch(fetch(2, 9, 9), 9, 9, t0).unwrap();
+        s.record_fetch(fetch(3, 9, 9), 9, 9, t0).unwrap();
+        assert_eq!(s.shrink(lag, t0 + ms(10)), None);
+        // 3's disk fills: it fetches on, and says so.
+        let failing = FollowerFetch {
+            storage_error: true,
+            ..fetch(3, 9, 9)
+        };
+        s.record_fetch(failing, 12, 9, t0 + ms(20)).unwrap();
+        assert_eq!(
+            s.shrink(lag, t0 + ms(30)),
+            Some((vec![3], vec![1, 2])),
+            "out at the next check, not after {lag:?}"
+        );
+        // Until the shrink is committed the HW still waits for it.
+        assert_eq!(s.high_watermark(12, t0 + ms(30)), Some(9));
+        s.set_replica_sets(&[1, 2, 3], &[1, 2], t0 + ms(40));
+        s.record_fetch(fetch(2, 12, 12), 12, 9, t0 + ms(40))
+            .unwrap();
+        assert_eq!(s.high_watermark(12, t0 + ms(40)), Some(12));
+        // Caught up while still failing: never proposed, never a candidate.
+        let caught_up = FollowerFetch {
+            storage_error: true,
+            ..fetch(3, 12, 12)
+        };
+        assert_eq!(
+            s.record_fetch(caught_up, 12, 12, t0 + ms(50)).unwrap(),
+            None
+        );
+        assert_eq!(s.candidate, None);
+        // Its disk has room again: it joins as any follower does.
+        assert_eq!(
+            s.record_fetch(fetch(3, 12, 12), 12, 12, t0 + ms(60))
+                .unwrap(),
+            Some(vec![1, 2, 3])
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! every that many messages.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,13 @@ pub enum PartitionError {
     /// was written.
     #[error("the ISR {isr:?} has fewer than min.insync.replicas={min} replicas")]
     NotEnoughReplicas { isr: Vec<i32>, min: i32 },
+}
+
+impl PartitionError {
+    /// The disk (or the log's files) failed: KAFKA_STORAGE_ERROR.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, PartitionError::Log(e) if e.is_storage())
+    }
 }
 
 /// Why an acks=-1 write, already in the leader's log, is not acknowledged.
@@ -235,6 +242,9 @@ pub struct Partition {
     progress: Arc<watch::Sender<u64>>,
     /// Bumped on every leader append: wakes followers' fetches.
     appended: Arc<watch::Sender<u64>>,
+    /// The last append, or an fsync since, failed for the disk's sake:
+    /// logged once when it starts and once when an append succeeds again.
+    storage_failing: AtomicBool,
 }
 
 /// The channels a partition signals through (shared by all partitions).
@@ -313,9 +323,51 @@ impl Partition {
             flush_wanted: Arc::new(Notify::new()),
             progress: signals.progress,
             appended: signals.appended,
+            storage_failing: AtomicBool::new(false),
         });
         tokio::spawn(flusher(Arc::downgrade(&p), p.flush_wanted.clone()));
         Ok(p)
+    }
+
+    /// Whether this replica's last append (or an fsync since) failed for
+    /// the disk's sake, until an append succeeds again.
+    pub fn storage_failing(&self) -> bool {
+        self.storage_failing.load(Ordering::Acquire)
+    }
+
+    /// Counts a storage failure of `op`, and logs it if it starts an
+    /// episode (the partition was healthy).
+    fn storage_failed(&self, op: &'static str, e: &PartitionError) {
+        // A log that refuses writes since an fsync failed was counted once,
+        // when it failed.
+        if !matches!(e, PartitionError::Log(crate::log::Error::FsyncFailed(_))) {
+            metrics::counter!("runnel_log_storage_errors_total").increment(1);
+        }
+        if !self.storage_failing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(partition = ?self, op, error = %e,
+                "storage error: refusing writes to this partition until the disk takes them again");
+        } else {
+            tracing::debug!(partition = ?self, op, error = %e, "storage error (still failing)");
+        }
+    }
+
+    /// An append succeeded: ends a storage failure episode.
+    fn storage_ok(&self) {
+        if self.storage_failing.load(Ordering::Acquire)
+            && self.storage_failing.swap(false, Ordering::AcqRel)
+        {
+            tracing::info!(partition = ?self, end_offset = self.log.end_offset(),
+                "storage recovered: appends succeed again");
+        }
+    }
+
+    /// Feeds the outcome of a log write to the storage episode.
+    fn track_storage<T>(&self, op: &'static str, r: &Result<T>) {
+        match r {
+            Ok(_) => self.storage_ok(),
+            Err(e) if e.is_storage() => self.storage_failed(op, e),
+            Err(_) => {}
+        }
     }
 
     fn policy(&self) -> FlushPolicy {
@@ -430,7 +482,8 @@ impl Partition {
         };
         if new_epoch {
             // No append may run in the old role once the new one starts.
-            let _w = self.producers.lock().await;
+            let mut w = self.producers.lock().await;
+            w.forget_failures();
             if role == Role::Leader {
                 let log = self.log.clone();
                 let epoch = a.leader_epoch;
@@ -526,9 +579,20 @@ impl Partition {
         match producers.check(pid, pepoch, first.base_sequence, last_seq)? {
             Check::Duplicate(meta) => Ok((Appended::Duplicate(meta), epoch)),
             Check::Append => {
-                let info = self
+                let appended = self
                     .append_raw(records, summary.record_count as u64, epoch)
-                    .await?;
+                    .await;
+                let info = match appended {
+                    Ok(info) => info,
+                    Err(e) => {
+                        if e.is_storage() {
+                            // Its next batches must wait for this one
+                            // rather than be taken for a gap.
+                            producers.record_failure(pid, pepoch, first.base_sequence, now_ms());
+                        }
+                        return Err(e);
+                    }
+                };
                 producers.record_at(
                     pid,
                     pepoch,
@@ -554,7 +618,11 @@ impl Partition {
     ) -> Result<AppendInfo> {
         let log = self.log.clone();
         let now = now_ms();
-        let info = blocking(move || log.append(&records, epoch, now)).await??;
+        let appended = blocking(move || log.append(&records, epoch, now))
+            .await
+            .and_then(|r| r.map_err(PartitionError::from));
+        self.track_storage("append", &appended);
+        let info = appended?;
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
         match self.policy() {
             FlushPolicy::BeforeAck => self.flush_wanted.notify_one(),
@@ -631,6 +699,26 @@ impl Partition {
         current_leader_epoch: i32,
         max_bytes: usize,
     ) -> std::result::Result<ReplicaFetched, FetchRefusal> {
+        let fetch = FollowerFetch {
+            follower,
+            fetch_offset,
+            durable_offset,
+            storage_error: false,
+        };
+        self.replica_fetch_from(fetch, last_fetched_epoch, current_leader_epoch, max_bytes)
+            .await
+    }
+
+    /// [`Partition::replica_fetch`] with all the follower said, including
+    /// whether its storage fails (it then leaves the ISR at once).
+    pub async fn replica_fetch_from(
+        &self,
+        fetch: FollowerFetch,
+        last_fetched_epoch: i32,
+        current_leader_epoch: i32,
+        max_bytes: usize,
+    ) -> std::result::Result<ReplicaFetched, FetchRefusal> {
+        let fetch_offset = fetch.fetch_offset;
         let epoch = self.leader_epoch();
         if self.role() != Role::Leader {
             return Err(FetchRefusal::NotLeader);
@@ -663,11 +751,6 @@ impl Partition {
         }
         let proposal = {
             let mut st = self.state();
-            let fetch = FollowerFetch {
-                follower,
-                fetch_offset,
-                durable_offset,
-            };
             let joins = st
                 .sets
                 .record_fetch(fetch, end, self.high_watermark(), Instant::now())
@@ -777,7 +860,11 @@ impl Partition {
         let log = self.log.clone();
         let now = now_ms();
         let bytes = records.clone();
-        blocking(move || log.append_replica(&bytes, now)).await??;
+        let appended = blocking(move || log.append_replica(&bytes, now))
+            .await
+            .and_then(|r| r.map_err(PartitionError::from));
+        self.track_storage("replica append", &appended);
+        appended?;
         // Keep the idempotent producers' state as the leader keeps it, so
         // that this replica deduplicates the same way if it leads.
         for b in crate::protocol::batch::batches(&records).flatten() {
@@ -868,7 +955,15 @@ impl Partition {
             }
             FlushPolicy::BeforeAck => {
                 let log = self.log.clone();
-                blocking(move || log.flush()).await??
+                let flushed = blocking(move || log.flush())
+                    .await
+                    .and_then(|r| r.map_err(PartitionError::from));
+                if let Err(e) = &flushed {
+                    if e.is_storage() {
+                        self.storage_failed("fsync", e);
+                    }
+                }
+                flushed?
             }
             FlushPolicy::EveryMessages(_) => self.log.end_offset(),
         };
@@ -897,7 +992,12 @@ impl Partition {
             return Ok(());
         }
         let log = self.log.clone();
-        blocking(move || log.checkpoint_high_watermark(hw)).await??;
+        let written = blocking(move || log.checkpoint_high_watermark(hw)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            // Not written (a full disk, say): try again next time.
+            self.checkpointed_hw.store(-1, Ordering::Release);
+        }
+        written??;
         Ok(())
     }
 
@@ -1080,9 +1180,13 @@ async fn flusher(p: std::sync::Weak<Partition>, wanted: Arc<Notify>) {
             Ok(Ok(_)) => part.update_leader_hw(),
             Ok(Err(e)) | Err(PartitionError::Log(e)) => {
                 // A failed fsync means the data's fate on disk is unknown:
-                // never count it towards the HW; retry shortly.
-                tracing::error!(partition = ?part, error = %e, "fsync failed; high watermark held");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // never count it towards the HW (the log refuses writes
+                // from then on); retry shortly, for a failure elsewhere
+                // (a checkpoint on a full disk).
+                let again = matches!(e, crate::log::Error::FsyncFailed(_));
+                part.storage_failed("flush", &PartitionError::Log(e));
+                let pause = if again { 1_000 } else { 100 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
                 wanted.notify_one();
             }
             Err(e) => {

@@ -51,6 +51,22 @@ pub enum SequenceError {
     InvalidEpoch { current: i16, got: i16 },
     #[error("out of order sequence number: expected {expected}, got {got}")]
     OutOfOrder { expected: i32, got: i32 },
+    /// The producer's batch at `expected` failed to be written (a storage
+    /// error) and this one follows it: refused the same way, retriably,
+    /// rather than as a gap, so that the producer resends both in order
+    /// instead of bumping its epoch and writing them again.
+    #[error(
+        "the producer's batch at sequence {expected} was not written (storage error); got {got}"
+    )]
+    AfterFailedAppend { expected: i32, got: i32 },
+}
+
+/// A producer's batch that the log failed to store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Failed {
+    epoch: i16,
+    first_seq: i32,
+    at_ms: i64,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -64,12 +80,65 @@ fn next_seq(seq: i32) -> i32 {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, Entry>,
+    /// Per producer, its first batch a storage error kept out of the log
+    /// since its last written one (in memory only: a restart forgets it,
+    /// and the producer's retry then meets the log as it is).
+    #[serde(skip)]
+    failed: HashMap<i64, Failed>,
 }
 
 impl ProducerStates {
     /// Decides what to do with a batch `first_seq..=last_seq` of
     /// (`producer_id`, `epoch`).
     pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_seq: i32,
+    ) -> Result<Check, SequenceError> {
+        let checked = self.check_sequence(producer_id, epoch, first_seq, last_seq);
+        // While the producer's earlier batch failed to be written, anything
+        // but that batch again (or a retry of one already written) is a
+        // gap it caused, not the producer: refuse it as the failed one was.
+        match (checked, self.failed.get(&producer_id)) {
+            (Ok(Check::Append) | Err(SequenceError::OutOfOrder { .. }), Some(f))
+                if f.epoch == epoch && f.first_seq != first_seq =>
+            {
+                Err(SequenceError::AfterFailedAppend {
+                    expected: f.first_seq,
+                    got: first_seq,
+                })
+            }
+            (checked, _) => checked,
+        }
+    }
+
+    /// Records that a batch of the producer starting at `first_seq`
+    /// failed to be written (a storage error). Its first such batch is
+    /// kept until one of its batches is written.
+    pub fn record_failure(&mut self, producer_id: i64, epoch: i16, first_seq: i32, at_ms: i64) {
+        let f = Failed {
+            epoch,
+            first_seq,
+            at_ms,
+        };
+        self.failed
+            .entry(producer_id)
+            .and_modify(|old| {
+                if old.epoch != epoch {
+                    *old = f;
+                }
+            })
+            .or_insert(f);
+    }
+
+    /// Whether a failed batch of the producer is still unwritten.
+    pub fn has_failure(&self, producer_id: i64) -> bool {
+        self.failed.contains_key(&producer_id)
+    }
+
+    fn check_sequence(
         &self,
         producer_id: i64,
         epoch: i16,
@@ -115,6 +184,7 @@ impl ProducerStates {
     /// Forgets the batches at or after `offset` (the log was cut there), so
     /// that the producer's next batch continues from what the log holds.
     pub fn truncate_from(&mut self, offset: i64) {
+        self.failed.clear();
         for e in self.producers.values_mut() {
             e.recent.retain(|b| b.last_offset < offset);
         }
@@ -125,6 +195,7 @@ impl ProducerStates {
     pub fn expire(&mut self, before_ms: i64) -> usize {
         let n = self.producers.len();
         self.producers.retain(|_, e| e.last_write_ms >= before_ms);
+        self.failed.retain(|_, f| f.at_ms >= before_ms);
         n - self.producers.len()
     }
 
@@ -158,8 +229,15 @@ impl ProducerStates {
         }
     }
 
+    /// Forgets every failed batch (this replica's role changed: another
+    /// leader may have written them since).
+    pub fn forget_failures(&mut self) {
+        self.failed.clear();
+    }
+
     /// Records an appended batch.
     pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta) {
+        self.failed.remove(&producer_id);
         let e = self.producers.entry(producer_id).or_default();
         if epoch != e.epoch {
             e.epoch = epoch;
@@ -251,6 +329,62 @@ mod tests {
             "forgotten: any sequence"
         );
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_after_one_that_failed_is_refused_until_that_one_is_written() {
+        let mut s = ProducerStates::default();
+        s.record(7, 0, meta(0, 4, 100));
+        // R1 (5..=9) failed with a storage error; R2 and R3 follow it.
+        assert_eq!(s.check(7, 0, 5, 9), Ok(Check::Append));
+        s.record_failure(7, 0, 5, 1_000);
+        s.record_failure(7, 0, 10, 1_001);
+        let after = |got| Err(SequenceError::AfterFailedAppend { expected: 5, got });
+        assert_eq!(s.check(7, 0, 10, 14), after(10));
+        assert_eq!(s.check(7, 0, 15, 19), after(15));
+        // Retries of written batches are still duplicates; R1 may go.
+        assert_eq!(s.check(7, 0, 0, 4), Ok(Check::Duplicate(meta(0, 4, 100))));
+        assert_eq!(s.check(7, 0, 5, 9), Ok(Check::Append));
+        // Other producers are not held.
+        assert_eq!(s.check(8, 0, 3, 3), Ok(Check::Append));
+        s.record(7, 0, meta(5, 9, 105));
+        assert!(!s.has_failure(7));
+        assert_eq!(s.check(7, 0, 10, 14), Ok(Check::Append));
+        // Without a failure, a gap is a gap.
+        assert_eq!(
+            s.check(7, 0, 15, 19),
+            Err(SequenceError::OutOfOrder {
+                expected: 10,
+                got: 15
+            })
+        );
+    }
+
+    #[test]
+    fn a_new_producers_failed_first_batch_holds_its_next_ones() {
+        let mut s = ProducerStates::default();
+        // Unknown to the partition: any sequence would be taken, so the
+        // failure is what keeps its second batch from going first.
+        s.record_failure(3, 0, 0, 1_000);
+        assert_eq!(
+            s.check(3, 0, 5, 9),
+            Err(SequenceError::AfterFailedAppend {
+                expected: 0,
+                got: 5
+            })
+        );
+        assert_eq!(s.check(3, 0, 0, 4), Ok(Check::Append));
+        // A bumped epoch starts afresh at 0.
+        assert_eq!(s.check(3, 1, 0, 4), Ok(Check::Append));
+        s.record(3, 1, meta(0, 4, 0));
+        assert_eq!(s.check(3, 1, 5, 9), Ok(Check::Append));
+        // Forgotten with the role, and with idle producers.
+        s.record_failure(3, 1, 5, 1_000);
+        s.forget_failures();
+        assert!(!s.has_failure(3));
+        s.record_failure(3, 1, 5, 1_000);
+        s.expire(2_000);
+        assert!(!s.has_failure(3));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use super::leader::FollowerFetch;
 use super::partition::FetchRefusal;
 use super::replicas::Replicas;
 use super::wait::long_poll;
@@ -95,15 +96,14 @@ async fn fetch_once(
         let limit = (fp.max_bytes as usize)
             .clamp(1, MAX_RESPONSE_BYTES)
             .min(remaining);
+        let fetch = FollowerFetch {
+            follower: req.follower_id,
+            fetch_offset: fp.fetch_offset,
+            durable_offset: fp.durable_offset,
+            storage_error: fp.storage_error,
+        };
         let fetched = p
-            .replica_fetch(
-                req.follower_id,
-                fp.fetch_offset,
-                fp.durable_offset,
-                fp.last_fetched_epoch,
-                fp.current_leader_epoch,
-                limit,
-            )
+            .replica_fetch_from(fetch, fp.last_fetched_epoch, fp.current_leader_epoch, limit)
             .await;
         match fetched {
             Ok(f) => {

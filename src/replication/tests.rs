@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::partition::*;
+use super::producer_state::SequenceError;
 use crate::log::LogConfig;
 use crate::protocol::{batch, build};
 
@@ -442,4 +443,111 @@ async fn a_follower_one_fetch_behind_the_hw_still_rejoins() {
         .proposal
         .expect("durable up to the HW: proposed for the ISR");
     assert_eq!(prop.isr, vec![1, 2]);
+}
+
+/// The idempotence trap of a full disk: R1 fails with a storage error, and
+/// R2 and R3, pipelined behind it, would be a sequence gap. They are
+/// refused as R1 was (retriably), and R1, R2, R3 resent in order go in
+/// once each; a real gap is still a gap.
+#[tokio::test]
+async fn batches_behind_one_a_storage_error_refused_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let p = replica(dir.path(), 1, id).await;
+    p.apply(&Assignment {
+        min_insync_replicas: 1,
+        leader: 1,
+        leader_epoch: 0,
+        partition_epoch: 0,
+        replicas: vec![1],
+        isr: vec![1],
+    })
+    .await
+    .unwrap();
+    let send = |seq: i32| {
+        let p = p.clone();
+        async move {
+            let records = idempotent_batch(42, 0, seq, 2);
+            let summary = batch::validate_batches(&records, 1 << 20).unwrap();
+            p.append(records, &summary, Acks::Leader)
+                .await
+                .map(|(a, _)| (a.first_offset(), matches!(a, Appended::New(_))))
+        }
+    };
+    assert_eq!(send(0).await.unwrap(), (0, true));
+    crate::log::faults::arm(&dir.path().join("r1"), |a| a.write = Some(10));
+    let r1 = send(2).await.expect_err("the disk is full");
+    assert!(r1.is_storage(), "{r1}");
+    assert!(p.storage_failing());
+    for seq in [4, 6] {
+        match send(seq).await {
+            Err(PartitionError::Sequence(SequenceError::AfterFailedAppend {
+                expected: 2,
+                got,
+            })) => {
+                assert_eq!(got, seq)
+            }
+            other => panic!("a batch behind the failed one: {other:?}"),
+        }
+    }
+    assert_eq!(p.log_end_offset(), 2, "nothing written behind it");
+    // Room again: resent in order.
+    assert_eq!(send(2).await.unwrap(), (2, true));
+    assert!(!p.storage_failing(), "an append succeeded");
+    assert_eq!(send(4).await.unwrap(), (4, true));
+    assert_eq!(send(6).await.unwrap(), (6, true));
+    assert_eq!(send(4).await.unwrap(), (4, false), "a retry is a duplicate");
+    assert!(matches!(
+        send(20).await,
+        Err(PartitionError::Sequence(SequenceError::OutOfOrder { .. }))
+    ));
+    assert_eq!(p.log_end_offset(), 8);
+}
+
+/// A follower whose append fails says so with its next fetch, and the
+/// leader proposes it out of the ISR at once (not after the lag time);
+/// once its appends succeed again it stops saying so.
+#[tokio::test]
+async fn a_follower_whose_disk_fails_is_dropped_from_the_isr_at_once() {
+    use super::leader::FollowerFetch;
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let leader = replica(dir.path(), 1, id).await;
+    let follower = replica(dir.path(), 2, id).await;
+    leader.apply(&assignment(1, 1, 1, &[1, 2])).await.unwrap();
+    follower.apply(&assignment(1, 1, 1, &[1, 2])).await.unwrap();
+    produce(&leader, 3).await;
+    while fetch_round(&leader, &follower, 1).await > 0 {}
+    fetch_round(&leader, &follower, 1).await;
+    assert_eq!(leader.shrink_isr(Duration::from_secs(60)), None);
+    produce(&leader, 2).await;
+    crate::log::faults::arm(&dir.path().join("r2"), |a| a.write = Some(0));
+    let fetch = |storage_error: bool| FollowerFetch {
+        follower: 2,
+        fetch_offset: follower.log_end_offset(),
+        durable_offset: follower.durable_offset(),
+        storage_error,
+    };
+    let got = leader
+        .replica_fetch_from(fetch(false), 1, 1, 1 << 20)
+        .await
+        .expect("fetch");
+    let err = follower
+        .append_from_leader(1, 1, got.records)
+        .await
+        .expect_err("the follower's disk is full");
+    assert!(err.is_storage());
+    assert!(follower.storage_failing());
+    leader
+        .replica_fetch_from(fetch(follower.storage_failing()), 1, 1, 1 << 20)
+        .await
+        .expect("fetch");
+    let prop = leader
+        .shrink_isr(Duration::from_secs(60))
+        .expect("out of the ISR well before the lag time");
+    assert_eq!(prop.isr, vec![1]);
+    // Room again: the next round appends, and it no longer says so.
+    fetch_round(&leader, &follower, 1).await;
+    assert!(!follower.storage_failing());
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
 }

@@ -81,6 +81,12 @@ pub fn partition(e: &PartitionError) -> ResponseError {
         PartitionError::Sequence(SequenceError::InvalidEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
+        // Retriable: the producer resends the failed batch and this one,
+        // in order, instead of resetting its sequence (see
+        // `ProducerStates::check`).
+        PartitionError::Sequence(SequenceError::AfterFailedAppend { .. }) => {
+            ResponseError::KafkaStorageError
+        }
         PartitionError::Sequence(_) => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
         _ => ResponseError::KafkaStorageError,
@@ -112,6 +118,27 @@ pub fn leader_epoch(requested: i32, ours: i32) -> Option<ResponseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_behind_a_failed_one_is_a_storage_error_not_a_gap() {
+        let behind = PartitionError::Sequence(SequenceError::AfterFailedAppend {
+            expected: 5,
+            got: 10,
+        });
+        assert_eq!(partition(&behind), ResponseError::KafkaStorageError);
+        let gap = PartitionError::Sequence(SequenceError::OutOfOrder {
+            expected: 5,
+            got: 10,
+        });
+        assert_eq!(partition(&gap), ResponseError::OutOfOrderSequenceNumber);
+        let io = PartitionError::Log(LogError::Io {
+            op: "write",
+            path: "x".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        });
+        assert_eq!(partition(&io), ResponseError::KafkaStorageError);
+        assert!(ResponseError::KafkaStorageError.is_retriable());
+    }
 
     #[test]
     fn leader_epoch_fencing() {

@@ -49,6 +49,8 @@ pub struct Ctx {
     pub groups: Arc<crate::group::Coordinator>,
     /// Offset commits go through it, many to a Raft entry.
     pub batcher: crate::controller::batcher::Batcher,
+    /// Which brokers Metadata lists (a fenced one for a short while).
+    pub listing: Arc<lookup::Listing>,
 }
 
 /// A handler's answer. `Later` runs in the background after the handler's
@@ -297,6 +299,7 @@ async fn read_requests(
 ) -> std::io::Result<Stopped> {
     let max = ctx.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut produced = false;
     loop {
         let size = match protocol::frame_length(&buf, max) {
             Ok(Some(size)) => size,
@@ -325,6 +328,8 @@ async fn read_requests(
         let req = match protocol::decode_request(frame) {
             Ok(Decoded::Request(mut r)) => {
                 r.client_host = format!("/{}", peer.ip());
+                produced |= r.api_key == kafka_protocol::messages::ApiKey::Produce;
+                r.producer_connection = produced;
                 r
             }
             Ok(Decoded::ApiVersionsFallback { correlation_id }) => {

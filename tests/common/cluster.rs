@@ -334,6 +334,13 @@ impl Cluster {
         metadata_view(&self.node(id).bootstrap())
     }
 
+    /// SIGKILL every node (e.g. before unmounting what they run on).
+    pub fn kill_all(&mut self) {
+        for node in &mut self.nodes {
+            node.kill9();
+        }
+    }
+
     /// Node `id`'s directory (its log, and its data in `data`).
     pub fn dir(&self, id: i32) -> &Path {
         self.node(id).dir()

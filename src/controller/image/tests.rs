@@ -70,11 +70,25 @@ fn fencing_is_guarded_by_the_broker_epoch() {
     img.apply(5, &reg);
     assert_eq!(img.brokers[&1].epoch, 5);
     assert!(matches!(
-        img.apply(6, &MetadataCommand::FenceBroker { id: 1, epoch: 4 }),
+        img.apply(
+            6,
+            &MetadataCommand::FenceBroker {
+                id: 1,
+                epoch: 4,
+                cause: None
+            }
+        ),
         MetadataResponse::Rejected(MetadataError::StaleBrokerEpoch(_))
     ));
     assert_eq!(
-        img.apply(7, &MetadataCommand::FenceBroker { id: 1, epoch: 5 }),
+        img.apply(
+            7,
+            &MetadataCommand::FenceBroker {
+                id: 1,
+                epoch: 5,
+                cause: None
+            }
+        ),
         MetadataResponse::Ok
     );
     assert!(img.brokers[&1].fenced && img.brokers[&1].fenced_at == 7);
@@ -84,7 +98,14 @@ fn fencing_is_guarded_by_the_broker_epoch() {
     );
     assert!(!img.brokers[&1].fenced);
     // Registering again (a restart) unfences with a new epoch.
-    img.apply(9, &MetadataCommand::FenceBroker { id: 1, epoch: 5 });
+    img.apply(
+        9,
+        &MetadataCommand::FenceBroker {
+            id: 1,
+            epoch: 5,
+            cause: None,
+        },
+    );
     img.apply(10, &reg);
     assert!(!img.brokers[&1].fenced && img.brokers[&1].epoch == 10);
 }
@@ -129,7 +150,14 @@ fn three_brokers_and_topic(configs: &[(&str, &str)]) -> (MetadataImage, Uuid) {
 fn fence(img: &mut MetadataImage, index: u64, id: i32) {
     let epoch = img.brokers[&id].epoch;
     assert_eq!(
-        img.apply(index, &MetadataCommand::FenceBroker { id, epoch }),
+        img.apply(
+            index,
+            &MetadataCommand::FenceBroker {
+                id,
+                epoch,
+                cause: None
+            }
+        ),
         MetadataResponse::Ok
     );
 }

@@ -91,6 +91,7 @@ pub async fn auto_create(
 pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let version = req.version;
+        let producer = req.producer_connection;
         let body = super::body!(req, Metadata);
         let mut image = ctx.controller.image();
         // v0: an empty list means all topics; v1+: null means all.
@@ -151,10 +152,10 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
             }
         }
 
-        let brokers = image
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
+        let brokers = ctx
+            .listing
+            .listed(&image, std::time::Instant::now(), producer)
+            .into_iter()
             .filter_map(|b| {
                 broker_endpoint(&ctx, b).map(|(host, port)| {
                     MetadataResponseBroker::default()

@@ -193,7 +193,9 @@ async fn produce_one(
         Err(e) => {
             let code = error_code::partition(&e);
             if code == ResponseError::KafkaStorageError {
-                tracing::error!(topic, partition = index, error = %e, "append failed");
+                // The partition logs a storage episode once (warn when it
+                // starts, info when it ends) and counts each failure.
+                tracing::debug!(topic, partition = index, error = %e, "append failed");
             }
             // A client finds the new leader from Metadata; no message needed.
             let msg = (!matches!(e, PartitionError::NotLeader)).then(|| e.to_string());
