@@ -69,12 +69,17 @@ bench: build
 bench-suite: build
 	$(CARGO) bench --bench suite
 
-# The fault suite (tests/chaos/): rdkafka producers and consumers against a
-# 3-node cluster while a seeded nemesis kills, pauses and restarts nodes,
-# then a check of the history. CHAOS_DURATION seconds of faults (CI's
-# `cargo test` runs 240); CHAOS_SEED empty: random, printed; CHAOS_NEMESES
-# empty: every kind. The history, summary.json and the node logs go to
-# CHAOS_OUT (default: a fresh directory under the temp dir, printed).
+# The fault suite (tests/chaos/, needs root): rdkafka producers and
+# consumers against a 3-node cluster while a seeded nemesis kills, pauses
+# and restarts nodes, damages a killed node's files, partitions the network
+# and fills a node's log dir, then a check of the history. CHAOS_DURATION
+# seconds of faults (CI's `cargo test` runs 240); CHAOS_SEED empty: random,
+# printed; CHAOS_NEMESES: a comma list of kill_random, kill_leader,
+# kill_controller, pause, restart_clean, rolling_restart, lost_unsynced,
+# torn_write, partition_isolate, partition_leader, partition_bridge,
+# disk_full, or `all`; empty: every kind. The history, summary.json and the node logs go to CHAOS_OUT
+# (default: a fresh directory under the temp dir, printed); CHAOS_KEEP_DATA=1
+# keeps the nodes' data dirs there too.
 CHAOS_DURATION ?= 1800
 CHAOS_SEED ?=
 CHAOS_NEMESES ?=

@@ -15,7 +15,9 @@ mod history;
 #[path = "chaos/checker.rs"]
 mod checker;
 
-use checker::{check, AnomalyKind, Availability, Operations, Outage, Report, MAX_EXAMPLES};
+use checker::{
+    check, AnomalyKind, Availability, Operations, Outage, Report, MAX_EXAMPLES, OFFSET_UNKNOWN,
+};
 use history::{Event, Persisted, Phase, Writer};
 
 const TOPIC: &str = "t";
@@ -232,6 +234,40 @@ fn an_acked_value_no_poll_reached_is_unseen_not_lost() {
         &report,
         AnomalyKind::Unseen,
         &[r#""v1" acked by p1 at t-0 offset 1, never polled; polls reached only offset 0"#],
+    );
+}
+
+#[test]
+fn an_ack_at_an_unknown_offset_is_acknowledged_but_names_no_position() {
+    // librdkafka acks a retried batch that the broker calls a duplicate
+    // sequence with offset -1001: two such acks on one partition are not
+    // two values at one position, and the value polled at its real offset
+    // is not at two positions.
+    let mut events = produced(&["v0", "v1"]);
+    events.push(send(30, "p1", 0, "v2"));
+    events.push(ack(35, "p1", 0, "v2", OFFSET_UNKNOWN));
+    events.push(send(40, "p1", 0, "v3"));
+    events.push(ack(45, "p1", 0, "v3", OFFSET_UNKNOWN));
+    events.push(poll(100, "c1", 1, 0, 0, "v0"));
+    events.push(poll(110, "c1", 1, 0, 1, "v1"));
+    events.push(poll(120, "c1", 1, 0, 2, "v2"));
+    events.push(poll(130, "c1", 1, 0, 3, "v3"));
+    let report = check(&events);
+    assert!(report.is_valid(), "{}", report.table());
+    assert_eq!(report.operations.acks, 4);
+
+    // Still acknowledged: never polled, it is unseen, however far the
+    // polls went (with no offset, nothing is known to be past it).
+    let mut events = produced(&["v0", "v1"]);
+    events.push(send(30, "p1", 0, "v2"));
+    events.push(ack(35, "p1", 0, "v2", OFFSET_UNKNOWN));
+    events.push(poll(100, "c1", 1, 0, 0, "v0"));
+    events.push(poll(110, "c1", 1, 0, 1, "v1"));
+    let report = check(&events);
+    assert_only(
+        &report,
+        AnomalyKind::Unseen,
+        &[r#""v2" acked by p1 on t-0 at an unknown offset (-1001), never polled"#],
     );
 }
 

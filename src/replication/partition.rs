@@ -484,6 +484,9 @@ impl Partition {
             // No append may run in the old role once the new one starts.
             let mut w = self.producers.lock().await;
             w.forget_failures();
+            if role == Role::Leader && a.leader_epoch > 0 {
+                w.took_over(now_ms());
+            }
             if role == Role::Leader {
                 let log = self.log.clone();
                 let epoch = a.leader_epoch;
@@ -576,7 +579,24 @@ impl Partition {
         }
         let (pid, pepoch) = (first.producer_id, first.producer_epoch);
         let last_seq = last.base_sequence.wrapping_add(last.last_offset_delta);
-        match producers.check(pid, pepoch, first.base_sequence, last_seq)? {
+        let checked = match producers.check(pid, pepoch, first.base_sequence, last_seq) {
+            Err(SequenceError::OutOfOrder { expected, got })
+                if producers.hold_gap(expected, got, now_ms()) =>
+            {
+                tracing::debug!(
+                    producer_id = pid,
+                    expected,
+                    got,
+                    "sequence gap: refused as not written, waiting for the missing batch"
+                );
+                return Err(PartitionError::Sequence(SequenceError::AheadOfMissing {
+                    expected,
+                    got,
+                }));
+            }
+            other => other?,
+        };
+        match checked {
             Check::Duplicate(meta) => Ok((Appended::Duplicate(meta), epoch)),
             Check::Append => {
                 let appended = self

@@ -59,7 +59,20 @@ pub enum SequenceError {
         "the producer's batch at sequence {expected} was not written (storage error); got {got}"
     )]
     AfterFailedAppend { expected: i32, got: i32 },
+    /// A batch ahead of the next expected one (a gap) within
+    /// [`GAP_GRACE_MS`] of this replica taking over as leader: the missing
+    /// batch is most likely still on its way (a retry from the leader
+    /// before, cut off), so this one is refused retriably, as not
+    /// written, rather than as out of order. See [`ProducerStates::hold_gap`].
+    #[error("sequence gap: expected {expected}, got {got}; waiting for the missing batch")]
+    AheadOfMissing { expected: i32, got: i32 },
 }
+
+/// How long after taking over a leader answers a sequence gap as
+/// retriable (see [`ProducerStates::hold_gap`]): past librdkafka's socket
+/// timeout (60 s), the longest a missing batch can sit in a request to the
+/// leader before, cut off, until the client retries it here.
+pub const GAP_GRACE_MS: i64 = 60_000;
 
 /// A producer's batch that the log failed to store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +98,10 @@ pub struct ProducerStates {
     /// and the producer's retry then meets the log as it is).
     #[serde(skip)]
     failed: HashMap<i64, Failed>,
+    /// When this replica last took over as leader from another (leader
+    /// epoch above 0), in memory only.
+    #[serde(skip)]
+    took_over_ms: Option<i64>,
 }
 
 impl ProducerStates {
@@ -233,6 +250,38 @@ impl ProducerStates {
     /// leader may have written them since).
     pub fn forget_failures(&mut self) {
         self.failed.clear();
+        self.took_over_ms = None;
+    }
+
+    /// This replica takes over as leader from another, now.
+    pub fn took_over(&mut self, now_ms: i64) {
+        self.took_over_ms = Some(now_ms);
+    }
+
+    /// Whether a batch at `got`, beyond the `expected` one, is to be held
+    /// back as waiting for the missing batch rather than refused as out of
+    /// order: for [`GAP_GRACE_MS`] after this replica took over as leader.
+    ///
+    /// Why: librdkafka (2.12) answers OUT_OF_ORDER_SEQUENCE_NUMBER on a
+    /// batch that is not its oldest unacknowledged one by bumping its
+    /// epoch and resending everything unacknowledged under new sequence
+    /// numbers, including a batch that the leader before, cut off by a
+    /// network partition, answered REQUEST_TIMED_OUT but had replicated
+    /// here: that batch is then written twice (librdkafka issue #4953).
+    /// The next batch can reach the new leader before that retry does.
+    /// Refused retriably, as not written (NOT_ENOUGH_REPLICAS), it comes
+    /// back after the retry, in order, as Kafka's Java client resends a
+    /// batch that meets a gap behind an unresolved one. Outside a
+    /// takeover's grace a gap is answered out of order, as Kafka does.
+    pub fn hold_gap(&self, expected: i32, got: i32, now_ms: i64) -> bool {
+        // Sequences run 0..=i32::MAX and wrap to 0: ahead means less than
+        // half way round.
+        let ahead = (i64::from(got) - i64::from(expected)).rem_euclid(1 << 31);
+        ahead > 0
+            && ahead < 1 << 30
+            && self
+                .took_over_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) < GAP_GRACE_MS)
     }
 
     /// Records an appended batch.
@@ -329,6 +378,32 @@ mod tests {
             "forgotten: any sequence"
         );
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_gap_is_held_only_for_a_while_after_a_takeover() {
+        let mut s = ProducerStates::default();
+        s.record(7, 0, meta(0, 4, 100));
+        assert_eq!(
+            s.check(7, 0, 10, 14),
+            Err(SequenceError::OutOfOrder {
+                expected: 5,
+                got: 10
+            })
+        );
+        // A leader from the start answers a gap out of order at once.
+        assert!(!s.hold_gap(5, 10, 1_000));
+        s.took_over(1_000);
+        assert!(s.hold_gap(5, 10, 1_000));
+        assert!(s.hold_gap(5, 15, 1_000 + GAP_GRACE_MS - 1));
+        assert!(!s.hold_gap(5, 10, 1_000 + GAP_GRACE_MS));
+        // Behind the expected batch is no gap to wait for.
+        assert!(!s.hold_gap(5, 3, 1_000));
+        // Across the sequence's wrap, a small step ahead is a gap.
+        assert!(s.hold_gap(i32::MAX, 2, 1_000));
+        // Leadership lost: nothing held.
+        s.forget_failures();
+        assert!(!s.hold_gap(5, 10, 1_000));
     }
 
     #[test]

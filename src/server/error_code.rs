@@ -87,6 +87,11 @@ pub fn partition(e: &PartitionError) -> ResponseError {
         PartitionError::Sequence(SequenceError::AfterFailedAppend { .. }) => {
             ResponseError::KafkaStorageError
         }
+        // Retriable and not written: the batch comes back after the one
+        // missing before it (see `ProducerStates::hold_gap`).
+        PartitionError::Sequence(SequenceError::AheadOfMissing { .. }) => {
+            ResponseError::NotEnoughReplicas
+        }
         PartitionError::Sequence(_) => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
         _ => ResponseError::KafkaStorageError,

@@ -27,6 +27,15 @@
 //!   ordered by `t`: one whose offset is below the highest earlier successful
 //!   commit. One per commit.
 //!
+//! An ack may come without an offset: librdkafka reports offset -1001
+//! (`RD_KAFKA_OFFSET_INVALID`) when the broker answered a retried batch with
+//! DUPLICATE_SEQUENCE_NUMBER, which it takes as delivered without learning
+//! where (rdkafka_request.c), or when a response carries no offset. Such an
+//! ack (any negative offset) counts as acknowledged, for `lost_write` and
+//! `unseen`, but names no position: it takes no part in
+//! `inconsistent_offsets`, `duplicate` or `poll_skip`. Never polled, it is
+//! `unseen` (with no offset, no poll is known to have read past it).
+//!
 //! "Consecutive" is the order of the history file, which is the order in
 //! which each client wrote its events. Each kind keeps up to
 //! [`MAX_EXAMPLES`] examples, the earliest in the history.
@@ -46,6 +55,15 @@ use crate::history::{Event, Persisted, Phase};
 
 /// Examples kept per anomaly kind; the counts are exact.
 pub const MAX_EXAMPLES: usize = 10;
+
+/// librdkafka's "offset unknown" (`RD_KAFKA_OFFSET_INVALID`), what an ack
+/// carries when librdkafka did not learn the offset.
+pub const OFFSET_UNKNOWN: i64 = -1001;
+
+/// Whether an ack's offset is a position in the log (see the module doc).
+fn known_offset(offset: i64) -> bool {
+    offset >= 0
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnomalyKind {
@@ -347,7 +365,7 @@ impl<'a> Index<'a> {
                     value,
                     offset,
                     ..
-                } => {
+                } if known_offset(*offset) => {
                     let seen = Seen { by: "ack", client };
                     index.observe((topic, *partition, *offset), value, seen);
                 }
@@ -368,6 +386,8 @@ impl<'a> Index<'a> {
                     let seen = Seen { by: "poll", client };
                     index.observe((topic, *partition, *offset), value, seen);
                 }
+                // An ack at an unknown offset is acknowledged (see
+                // `unpolled_acks`) but names no position.
                 _ => {}
             }
         }
@@ -482,6 +502,15 @@ fn unpolled_acks(events: &[Event], index: &Index, report: &mut Report) {
             continue;
         };
         if index.polled.contains(value.as_str()) || !reported.insert(value.as_str()) {
+            continue;
+        }
+        if !known_offset(*offset) {
+            report.record(AnomalyKind::Unseen, || {
+                format!(
+                    "{value:?} acked by {client} on {topic}-{partition} at an unknown offset \
+                     ({offset}), never polled"
+                )
+            });
             continue;
         }
         let acked = || {

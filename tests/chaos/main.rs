@@ -5,15 +5,26 @@
 //!
 //! * `workload.rs`: the producers, group consumers and readers, and the
 //!   final drain.
-//! * `nemesis.rs`: the faults, one node at a time.
+//! * `nemesis.rs`: the faults, one node at a time; `power.rs` (a killed
+//!   node's files) and `disks.rs` (each node's log dir on a tmpfs that the
+//!   nemesis fills) for some of them.
 //! * `history.rs`, `checker.rs`: the event format and the anomalies.
+//!
+//! The nodes run in network namespaces of their own (`common::netns`), so
+//! that the nemesis can cut links between them; the clients run in the
+//! root namespace and reach every node whatever is cut. It needs root.
 //!
 //! `cargo test --release --test chaos` (what CI runs) injects faults for
 //! 240 s; `make chaos` for 30 minutes. Environment: `CHAOS_DURATION`
 //! (seconds of faults), `CHAOS_SEED` (u64; random and printed when unset),
-//! `CHAOS_NEMESES` (comma list of fault kinds; all when unset), `CHAOS_OUT`
+//! `CHAOS_NEMESES` (comma list of fault kinds, or `all`; all when unset),
+//! `CHAOS_OUT`
 //! (where `history.jsonl`, `summary.json` and the nodes' logs go; a fresh
-//! directory under the temp dir when unset, printed and kept).
+//! directory under the temp dir when unset, printed and kept),
+//! `CHAOS_KEEP_DATA=1` (copy every node's log dir and metadata dir there
+//! too, for a post-mortem; they are on tmpfs and go at the end otherwise),
+//! `CHAOS_RDKAFKA_DEBUG` (librdkafka `debug` contexts for the producers,
+//! e.g. `eos`, logged to the step log; see `workload.rs`).
 //!
 //! The run fails (panics, with the table) on any anomaly, if a selected
 //! fault kind never fired, if a node exited on its own, or if the replicas
@@ -26,6 +37,7 @@ mod common;
 // does not.
 #[allow(dead_code)]
 mod checker;
+mod disks;
 #[allow(dead_code)]
 mod history;
 mod nemesis;
@@ -43,6 +55,7 @@ use common::partition::{high_watermark, ids, states};
 use common::topics::create_replicated;
 use serde_json::json;
 
+use disks::Disks;
 use history::{Event, Writer};
 use nemesis::{Kind, Rng};
 use workload::Workload;
@@ -93,6 +106,8 @@ struct Config {
     seed: u64,
     kinds: Vec<Kind>,
     out: PathBuf,
+    /// `CHAOS_KEEP_DATA=1`: copy the nodes' data dirs to `out` at the end.
+    keep_data: bool,
 }
 
 impl Config {
@@ -107,11 +122,13 @@ impl Config {
         });
         let kinds = env("CHAOS_NEMESES").map_or_else(|| Kind::ALL.to_vec(), |v| parse_kinds(&v));
         let out = env("CHAOS_OUT").map_or_else(|| fresh_dir(seed), PathBuf::from);
+        let keep_data = env("CHAOS_KEEP_DATA").is_some_and(|v| v != "0");
         Config {
             duration: Duration::from_secs(duration),
             seed,
             kinds,
             out,
+            keep_data,
         }
     }
 
@@ -127,6 +144,9 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn parse_kinds(list: &str) -> Vec<Kind> {
+    if list.trim() == "all" {
+        return Kind::ALL.to_vec();
+    }
     let mut kinds = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let kind = Kind::parse(name).unwrap_or_else(|| {
@@ -257,7 +277,10 @@ fn run(config: &Config, history_path: &Path) -> Outcome {
     // Every node appends its segment fsyncs here (see power.rs); set before
     // any node starts, and inherited by each.
     std::env::set_var("RUNNEL_TEST_SYNC_LEDGER", config.out.join("sync-ledger"));
-    let mut c = Cluster::start_with(3, SETTINGS);
+    // Declared before the cluster, so dropped after it (on a panic: the
+    // nodes die first, then the file systems go).
+    let disks = Disks::new();
+    let mut c = Cluster::start_in_netns_prepared(3, SETTINGS, &|id, dir| disks.prepare(id, dir));
     for (topic, partitions) in workload::TOPICS {
         create_replicated(&c, topic, partitions);
     }
@@ -265,8 +288,15 @@ fn run(config: &Config, history_path: &Path) -> Outcome {
     load.wait_running(500, Duration::from_secs(60));
 
     let mut rng = Rng::new(config.seed);
-    let mut faults = nemesis::run(&mut c, &rec, &config.kinds, config.duration, &mut rng);
-    let healed = nemesis::heal(&mut c, &mut faults, HEAL_TIMEOUT);
+    let mut faults = nemesis::run(
+        &mut c,
+        &disks,
+        &rec,
+        &config.kinds,
+        config.duration,
+        &mut rng,
+    );
+    let healed = nemesis::heal(&mut c, &disks, &mut faults, HEAL_TIMEOUT);
 
     let producers = load.stop_producers();
     let hws = high_watermarks(&c);
@@ -276,6 +306,9 @@ fn run(config: &Config, history_path: &Path) -> Outcome {
     let replica_problems = replicas_identical(&c, REPLICAS_TIMEOUT);
     nemesis::note_crashes(&mut c, &mut faults);
     keep_logs(&c, &config.out);
+    let logs = LogCounts::of(&c);
+    c.kill_all();
+    disks.release(config.keep_data.then_some(config.out.as_path()));
     Outcome {
         faults,
         healed,
@@ -284,7 +317,7 @@ fn run(config: &Config, history_path: &Path) -> Outcome {
         hws,
         lagging,
         replica_problems,
-        logs: LogCounts::of(&c),
+        logs,
     }
 }
 

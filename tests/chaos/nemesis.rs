@@ -17,15 +17,23 @@
 //! node fsynced, as a power loss would; the second leaves half a batch at
 //! the end of one segment.
 //!
-//! Not yet implemented (each a new `Kind`): network partitions (the harness
-//! has them: `Cluster::start_in_netns`, tests/partitions.rs), a full disk
-//! (tests/disk_full.rs covers one node).
+//! The network partitions (`partition_*`) cut links between nodes (the
+//! cluster runs in network namespaces, `common::netns`; the clients, in the
+//! root namespace, reach every node all along) for 2-8 s, then heal them;
+//! `disk_full` fills one node's log dir (a tmpfs, see `disks.rs`) for 3-8
+//! s, then gives it its room back. A partition never leaves the cluster
+//! without a majority that can reach one another: an isolated node, or a
+//! bridge (A and C cut apart, both still with B).
+//!
+//! Every fault is healed before it ends; `heal` heals all of them again
+//! (links, disks, crashed nodes) after the last one, before the drain.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::common::cluster::{metadata_view, Cluster};
 use crate::common::partition::{ids, sorted, states};
+use crate::disks::Disks;
 use crate::history::{Event, Phase};
 use crate::step;
 use crate::workload;
@@ -54,10 +62,21 @@ pub enum Kind {
     /// kill -9 a random node and leave a torn batch at the end of one of its
     /// segments, restart it 3-8 s later.
     TornWrite,
+    /// Cut a random node off from the two others for 2-8 s.
+    PartitionIsolate,
+    /// Cut the leader of a random partition, or the active controller (a
+    /// coin toss), off from the two others for 2-8 s.
+    PartitionLeader,
+    /// A bridge: two random nodes cut apart for 2-8 s, both still talking
+    /// to the third.
+    PartitionBridge,
+    /// Fill a random node's log dir (no more room for a new page) for 3-8
+    /// s, then give it its room back.
+    DiskFull,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 12] = [
         Kind::KillRandom,
         Kind::KillLeader,
         Kind::KillController,
@@ -66,6 +85,10 @@ impl Kind {
         Kind::RollingRestart,
         Kind::LostUnsynced,
         Kind::TornWrite,
+        Kind::PartitionIsolate,
+        Kind::PartitionLeader,
+        Kind::PartitionBridge,
+        Kind::DiskFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +101,10 @@ impl Kind {
             Kind::RollingRestart => "rolling_restart",
             Kind::LostUnsynced => "lost_unsynced",
             Kind::TornWrite => "torn_write",
+            Kind::PartitionIsolate => "partition_isolate",
+            Kind::PartitionLeader => "partition_leader",
+            Kind::PartitionBridge => "partition_bridge",
+            Kind::DiskFull => "disk_full",
         }
     }
 
@@ -158,11 +185,16 @@ const DOWN: (Duration, Duration) = (Duration::from_secs(3), Duration::from_secs(
 const DOWN_CLEAN: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(2));
 const PAUSED: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(6));
 const BETWEEN: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(5));
+/// How long a network partition lasts.
+const CUT: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(8));
+/// How long a log dir stays full.
+const FULL: (Duration, Duration) = (Duration::from_secs(3), Duration::from_secs(8));
 /// How long a rolling restart waits for a node to be back in every ISR.
 const ROLLING_ISR_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Nemesis<'a> {
     c: &'a mut Cluster,
+    disks: &'a Disks,
     rec: &'a Recorder,
     rng: &'a mut Rng,
     faults: Faults,
@@ -172,6 +204,7 @@ struct Nemesis<'a> {
 /// at least one whole round).
 pub fn run(
     c: &mut Cluster,
+    disks: &Disks,
     rec: &Recorder,
     kinds: &[Kind],
     duration: Duration,
@@ -180,6 +213,7 @@ pub fn run(
     let deadline = Instant::now() + duration;
     let mut n = Nemesis {
         c,
+        disks,
         rec,
         rng,
         faults: Faults::default(),
@@ -204,10 +238,23 @@ pub fn run(
     n.faults
 }
 
-/// After the last fault: every node running (a crashed one restarted) and
-/// every partition with its full ISR. Whether that happened within
-/// `within`.
-pub fn heal(c: &mut Cluster, faults: &mut Faults, within: Duration) -> bool {
+/// After the last fault: every link between nodes healed, every disk with
+/// its room, every node running (a crashed one restarted) and every
+/// partition with its full ISR. Whether that happened within `within`.
+pub fn heal(c: &mut Cluster, disks: &Disks, faults: &mut Faults, within: Duration) -> bool {
+    // Each fault heals itself before it ends: anything still cut or full
+    // here is a nemesis that did not get to its end.
+    if let Some(netns) = c.netns() {
+        let cuts = netns.cuts();
+        if !cuts.is_empty() {
+            step!("nemesis: links still cut at the end: {cuts:?}; healing");
+        }
+        netns.heal();
+    }
+    let full = disks.restore_all();
+    if !full.is_empty() {
+        step!("nemesis: disks still full at the end: nodes {full:?}; restored");
+    }
     note_crashes(c, faults);
     step!("nemesis done; waiting up to {within:?} for a healthy cluster");
     let healed = wait_until_healthy(c, within);
@@ -248,6 +295,13 @@ impl Nemesis<'_> {
             Kind::RestartClean => self.restart_clean(kind),
             Kind::RollingRestart => self.rolling_restart(kind),
             Kind::LostUnsynced | Kind::TornWrite => self.damage(kind),
+            Kind::PartitionIsolate => {
+                let id = self.random_node();
+                self.isolate(kind, id, format!("node {id}"))
+            }
+            Kind::PartitionLeader => self.partition_leader(kind),
+            Kind::PartitionBridge => self.bridge(kind),
+            Kind::DiskFull => self.disk_full(kind),
         };
         if fired {
             *self.faults.fired.entry(kind.name()).or_default() += 1;
@@ -289,6 +343,11 @@ impl Nemesis<'_> {
         self.c.kill9(id);
         let dir = self.c.node(id).data_dir().to_path_buf();
         let what = match kind {
+            // The log dir is a tmpfs (disks.rs), where fsync is instant
+            // and a kill loses nothing: the cut follows the broker's sync
+            // ledger, not the kernel, so it still drops exactly what the
+            // broker had not fsynced. What it cannot show is a real disk
+            // losing or reordering writes the broker did fsync.
             Kind::LostUnsynced => {
                 match crate::power::cut_to_synced(&dir, &crate::power::ledger()) {
                     Ok(cut) => format!(
@@ -316,7 +375,9 @@ impl Nemesis<'_> {
         true
     }
 
-    fn kill_leader(&mut self, kind: Kind) -> bool {
+    /// The leader of a random workload partition, as some node names it,
+    /// with a description; None (logged) if no node names one.
+    fn random_leader(&mut self, kind: Kind) -> Option<(i32, String)> {
         let partitions = workload::partitions();
         let (topic, p) = self.rng.pick(&partitions);
         let nodes = ids(self.c);
@@ -325,37 +386,113 @@ impl Nemesis<'_> {
             .filter_map(Result::ok)
             .map(|s| s.leader)
             .find(|&l| l > 0);
-        match leader {
-            Some(id) => self.kill(kind, id, format!("node {id}, leader of {topic}/{p}")),
-            None => {
-                step!(
-                    "nemesis {}: no node names a leader of {topic}/{p}; skipped",
-                    kind.name()
-                );
-                false
-            }
+        if leader.is_none() {
+            step!(
+                "nemesis {}: no node names a leader of {topic}/{p}; skipped",
+                kind.name()
+            );
         }
+        leader.map(|id| (id, format!("node {id}, leader of {topic}/{p}")))
     }
 
-    fn kill_controller(&mut self, kind: Kind) -> bool {
+    /// The active controller, as a random node names it, with a
+    /// description; None (logged) if it names none.
+    fn controller(&mut self, kind: Kind) -> Option<(i32, String)> {
         let asked = self.random_node();
         match metadata_view(&self.c.node(asked).bootstrap()) {
             Ok(view) if view.controller_id > 0 => {
                 let id = view.controller_id;
-                self.kill(
-                    kind,
-                    id,
-                    format!("node {id}, the controller (says node {asked})"),
-                )
+                Some((id, format!("node {id}, the controller (says node {asked})")))
             }
             other => {
                 step!(
                     "nemesis {}: node {asked} names no controller ({other:?}); skipped",
                     kind.name()
                 );
-                false
+                None
             }
         }
+    }
+
+    fn kill_leader(&mut self, kind: Kind) -> bool {
+        match self.random_leader(kind) {
+            Some((id, detail)) => self.kill(kind, id, detail),
+            None => false,
+        }
+    }
+
+    fn kill_controller(&mut self, kind: Kind) -> bool {
+        match self.controller(kind) {
+            Some((id, detail)) => self.kill(kind, id, detail),
+            None => false,
+        }
+    }
+
+    /// Cuts `id` off from the other nodes for a while, then heals.
+    fn isolate(&mut self, kind: Kind, id: i32, detail: String) -> bool {
+        let held = self.rng.between(CUT.0, CUT.1);
+        let detail = format!("{detail} isolated for {:.1} s", held.as_secs_f64());
+        step!("nemesis {}: {detail}", kind.name());
+        self.record(kind, &detail, Phase::Start);
+        self.c.isolate(id);
+        std::thread::sleep(held);
+        self.c.heal();
+        self.record(kind, &detail, Phase::End);
+        true
+    }
+
+    fn partition_leader(&mut self, kind: Kind) -> bool {
+        let target = if self.rng.below(2) == 0 {
+            self.random_leader(kind)
+        } else {
+            self.controller(kind)
+        };
+        match target {
+            Some((id, detail)) => self.isolate(kind, id, detail),
+            None => false,
+        }
+    }
+
+    /// Nodes A and C cut apart, both still reaching B, for a while.
+    fn bridge(&mut self, kind: Kind) -> bool {
+        let mut order = ids(self.c);
+        self.rng.shuffle(&mut order);
+        let (a, b, c) = (order[0], order[1], order[2]);
+        let held = self.rng.between(CUT.0, CUT.1);
+        let detail = format!(
+            "nodes {a} and {c} cut apart, node {b} the bridge, for {:.1} s",
+            held.as_secs_f64()
+        );
+        step!("nemesis {}: {detail}", kind.name());
+        self.record(kind, &detail, Phase::Start);
+        self.c.cut(a, c);
+        std::thread::sleep(held);
+        self.c.heal();
+        self.record(kind, &detail, Phase::End);
+        true
+    }
+
+    /// A random node's log dir full for a while, then its room back.
+    fn disk_full(&mut self, kind: Kind) -> bool {
+        let id = self.random_node();
+        let held = self.rng.between(FULL.0, FULL.1);
+        let used = match self.disks.fill(id) {
+            Ok(used) => used,
+            Err(e) => panic!("fill node {id}'s log dir: {e}"),
+        };
+        let detail = format!(
+            "node {id}'s log dir full at {:.1} MiB for {:.1} s",
+            used as f64 / (1 << 20) as f64,
+            held.as_secs_f64()
+        );
+        step!("nemesis {}: {detail}", kind.name());
+        self.record(kind, &detail, Phase::Start);
+        std::thread::sleep(held);
+        if let Err(e) = self.disks.restore(id) {
+            panic!("give node {id}'s log dir its room back: {e}");
+        }
+        self.record(kind, &detail, Phase::End);
+        true
     }
 
     fn pause(&mut self, kind: Kind) -> bool {

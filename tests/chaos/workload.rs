@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings::{rd_kafka_message_status, rd_kafka_msg_status_t};
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -110,7 +110,23 @@ struct Deliveries {
     in_flight: Arc<AtomicU64>,
 }
 
-impl ClientContext for Deliveries {}
+/// `CHAOS_RDKAFKA_DEBUG`: librdkafka's `debug` contexts for the producers
+/// (e.g. `eos,msg`), whose log then goes to the step log; for a
+/// post-mortem of what a producer did around an anomaly (epoch bumps,
+/// retries, implicit acks).
+fn rdkafka_debug() -> Option<String> {
+    std::env::var("CHAOS_RDKAFKA_DEBUG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if rdkafka_debug().is_some() {
+            step!("{} librdkafka {level:?} {fac}: {log_message}", self.client);
+        }
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -164,11 +180,23 @@ fn persisted(m: &BorrowedMessage<'_>) -> Persisted {
 type Chaotic = ThreadedProducer<Deliveries>;
 
 fn new_producer(bootstrap: &str, deliveries: Deliveries) -> Chaotic {
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if let Some(debug) = rdkafka_debug() {
+        config.set("debug", debug);
+        config.set_log_level(RDKafkaLogLevel::Debug);
+    }
+    config
         .set("bootstrap.servers", bootstrap)
         .set("client.id", &deliveries.client)
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        // Far above any outage the faults cause (seconds; a fault lasts at
+        // most 8 s): a message that times out makes librdkafka bump the
+        // producer epoch and renumber every message still queued, also
+        // those a broker may already hold (retried after a timeout), which
+        // it then writes again (rdkafka_broker.c, "message(s) timed out";
+        // Kafka promises no duplicates only while messages do not time
+        // out). The run's fails would show such timeouts.
         .set("message.timeout.ms", "30000")
         .set("retry.backoff.ms", "100")
         // A paused leader holds a request until it times out: give up on it

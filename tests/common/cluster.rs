@@ -8,7 +8,10 @@
 //!
 //! `Cluster::start_in_netns` runs each node in a network namespace of its
 //! own (see `netns`), so that a test can partition the nodes (`cut`,
-//! `isolate`, `heal`) while it still reaches every one of them.
+//! `isolate`, `heal`) while it still reaches every one of them;
+//! `Cluster::start_in_netns_prepared` also lets it set up each node's
+//! directory before the node is formatted (e.g. a file system of its own
+//! for the log dir).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -88,7 +91,7 @@ impl Cluster {
             assert!(kv.contains('='), "override {kv:?} is not key=value");
         }
         for attempt in 1..=3 {
-            match Cluster::try_start(roles, extra, per_node, None) {
+            match Cluster::try_start(roles, extra, per_node, &|_, _| {}, None) {
                 Ok(c) => return c,
                 Err((c, e)) if attempt < 3 => {
                     step!("cluster did not start ({e}); retrying on other ports");
@@ -106,6 +109,18 @@ impl Cluster {
     /// test (in the root namespace) reaches every node whatever is cut
     /// between them. Partition with `cut`, `isolate`, `heal`.
     pub fn start_in_netns(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_in_netns_prepared(n, extra, &|_, _| {})
+    }
+
+    /// As `start_in_netns`, with `prepare(id, dir)` called for every node
+    /// once its directory `dir` exists and before it is formatted: e.g. to
+    /// mount a file system at `dir/data` (its log dir) or to put part of
+    /// it elsewhere. It runs once, not on restarts.
+    pub fn start_in_netns_prepared(
+        n: usize,
+        extra: &[&str],
+        prepare: &dyn Fn(i32, &Path),
+    ) -> Cluster {
         for kv in extra {
             assert!(kv.contains('='), "override {kv:?} is not key=value");
         }
@@ -115,6 +130,7 @@ impl Cluster {
             &vec![Role::Combined; n],
             extra,
             &|_| Vec::new(),
+            prepare,
             Some(netns),
         ) {
             Ok(c) => c,
@@ -158,6 +174,7 @@ impl Cluster {
         roles: &[Role],
         extra: &[&str],
         per_node: &dyn Fn(i32) -> Vec<String>,
+        prepare: &dyn Fn(i32, &Path),
         netns: Option<Netns>,
     ) -> Result<Cluster, (Cluster, String)> {
         let root = tempfile::Builder::new()
@@ -202,6 +219,7 @@ impl Cluster {
             step!("every node is served with {extra:?}");
         }
         for node in &c.nodes {
+            prepare(node.id, node.dir());
             node.format(CLUSTER_ID);
         }
         for node in &mut c.nodes {
