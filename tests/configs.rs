@@ -426,12 +426,15 @@ fn configs_act_at_once_survive_a_full_restart_and_refuse_bad_values() {
         line_of(&d, "retention.ms").is_some_and(|l| l.starts_with("  retention.ms=86400000 ")),
         "{d}"
     );
-    let addr = leader_addr(&c, "orders");
-    let before = log_files(&replica_dir(&c, 1, "orders"));
+    // On the leader: a follower that has just restarted may still cut its
+    // tail (and a segment with it) after the count is taken.
+    let st = wait_full_isr(&c, "orders", 0, TIMEOUT);
+    let addr = c.node(st.leader).bootstrap();
+    let dir = replica_dir(&c, st.leader, "orders");
+    let before = log_files(&dir);
     for _ in 0..10 {
         assert_eq!(produce(&addr, "orders", 16, 1000), 0);
     }
-    let dir = replica_dir(&c, 1, "orders");
     eventually(
         TIMEOUT,
         "segment.bytes still acts after the restart",
