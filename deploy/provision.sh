@@ -336,8 +336,16 @@ else
     else
         mkdir -p "${log_file%/*}" "${pid_file%/*}"
         (cd "$home_dir" && exec nohup "$bin_path" serve "$conf" >>"$log_file" 2>&1 </dev/null) &
-        echo $! >"$pid_file"
-        say "started runnel serve $conf (pid $!), log $log_file"
+        started=$!
+        echo "$started" >"$pid_file"
+        # Until the subshell has exec'd runnel its command line is this
+        # script's, and running_pid would take it for a dead node.
+        for _ in $(seq 50); do
+            running_pid >/dev/null && break
+            kill -0 "$started" 2>/dev/null || break
+            sleep 0.1
+        done
+        say "started runnel serve $conf (pid $started), log $log_file"
     fi
 fi
 
