@@ -43,7 +43,7 @@ use common::cluster::Cluster;
 use common::partition::{consume_all, high_watermark, ids, list_latest, wait_full_isr, wait_state};
 use common::producer::{key_of_index, wait_more_acks, BgProducer, Report, Spec};
 use common::topics::create_replicated;
-use common::{eventually, Node, RawConn};
+use common::{eventually, init_producer_id, Node, RawConn};
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::{
     DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
@@ -467,31 +467,6 @@ fn produce_to_leader_of(
             }
             Err(e) => panic!("{what}: {e}"),
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// InitProducerId v4 (no transactional id) to `addr`, retried on retriable
-/// errors: (producer id, epoch).
-fn init_producer_id(addr: &str) -> (i64, i16) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let mut conn = RawConn::connect(addr).expect("connect");
-        let req = InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-        let resp: InitProducerIdResponse = conn.roundtrip(4, 9, &req).expect("InitProducerId");
-        if resp.error_code == 0 {
-            return (resp.producer_id.0, resp.producer_epoch);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "InitProducerId: error {}",
-            resp.error_code
-        );
-        step!("InitProducerId: error {}; retrying", resp.error_code);
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -345,6 +345,32 @@ pub fn raw_produce(
     Ok(produce_result(&resp))
 }
 
+/// InitProducerId v4 (no transactional id) at `addr`, retried for up to
+/// 30 s while the broker is not ready: (producer id, epoch).
+pub fn init_producer_id(addr: &str) -> (i64, i16) {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut conn = RawConn::connect(addr).expect("connect");
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let resp: InitProducerIdResponse = conn.roundtrip(4, 9, &req).expect("InitProducerId");
+        if resp.error_code == 0 {
+            return (resp.producer_id.0, resp.producer_epoch);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "InitProducerId: error {}",
+            resp.error_code
+        );
+        step!("InitProducerId: error {}; retrying", resp.error_code);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// One cluster test of a test binary at a time, held for the whole test:
 /// each runs clusters with 3 s sessions and ISR lag limits, and two at once
 /// on a small machine make the timings (not the assertions) unreliable.
