@@ -7,7 +7,7 @@ BIN := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | pyth
 # python3-kafka (kafka-python 2.0.2, what the Vagrant lab installs), golang-go
 # and Sarama 1.22.1: tests/old_clients.rs runs them against the broker. The
 # JDK: tests/java_client.rs compiles tests/java/RunnelCheck.java.
-APT_PACKAGES := libclang-dev clang iproute2 kcat rapidjson-dev vagrant ruby python3-kafka golang-go golang-github-shopify-sarama-dev openjdk-17-jdk-headless
+APT_PACKAGES := libclang-dev clang iproute2 openssl kcat rapidjson-dev vagrant ruby python3-kafka golang-go golang-github-shopify-sarama-dev openjdk-17-jdk-headless
 PIP_PACKAGES := kafka-python==3.0.12 confluent-kafka
 
 .PHONY: run build dist image test deps lint bench bench-suite librdkafka-suite chaos

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod replication;
 pub mod rpc;
+pub mod security;
 pub mod server;
 pub mod telemetry;
 

@@ -60,6 +60,18 @@ pub const CATALOGUE: &[(&str, Kind, &str, &str)] = &[
         "client connections accepted",
     ),
     (
+        "runnel_tls_handshake_failures_total",
+        Kind::Counter,
+        "listener",
+        "TLS handshakes on a TLS listener that failed or took longer than 10 s",
+    ),
+    (
+        "runnel_tls_reloads_total",
+        Kind::Counter,
+        "listener, result",
+        "reloads of a TLS listener's certificate files after they changed (result ok or failed)",
+    ),
+    (
         "runnel_network_bytes_in_total",
         Kind::Counter,
         "",

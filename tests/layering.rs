@@ -14,10 +14,13 @@ use std::path::{Path, PathBuf};
 /// crate root's helpers); nothing of its own layer or above. `rpc` is the
 /// generated gRPC code, its conversions and the channel pool: the transport
 /// that replication and the controller are built on, so it sits low; the
-/// services themselves live next to what they serve.
+/// services themselves live next to what they serve. `security` (TLS
+/// acceptors, principals) builds on `config` only, so that both listeners,
+/// the Kafka one in `server` and the node-to-node one under `rpc`'s users,
+/// can use it.
 const LAYERS: &[&[&str]] = &[
     &["protocol", "config", "metrics", "telemetry"],
-    &["log", "rpc"],
+    &["log", "rpc", "security"],
     &["replication"],
     &["controller"],
     &["broker"],

@@ -588,12 +588,30 @@ impl Listeners {
             let socket = server::bind(&addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (listener {})", l.name))?;
-            tracing::info!(listener = %l.name, %addr, "listening for Kafka clients");
+            let tls = match config.tls.get(&l.name) {
+                Some(settings) => {
+                    let acceptor = runnel::security::tls::Acceptor::new(settings.clone())?;
+                    acceptor.watch();
+                    Some(acceptor)
+                }
+                None => None,
+            };
+            let protocol = config
+                .listener_protocols
+                .get(&l.name)
+                .copied()
+                .unwrap_or(runnel::security::SecurityProtocol::Plaintext);
+            tracing::info!(listener = %l.name, %addr, %protocol, "listening for Kafka clients");
             let ctx = Arc::new(Ctx {
                 listener: l.name.clone(),
                 ..ctx.clone()
             });
-            tasks.push(tokio::spawn(server::serve(ctx, socket, stop.subscribe())));
+            tasks.push(tokio::spawn(server::serve(
+                ctx,
+                socket,
+                tls,
+                stop.subscribe(),
+            )));
         }
         Ok(Listeners { stop, tasks })
     }

@@ -203,10 +203,10 @@ fn endpoints(config: &Config) -> Vec<Endpoint> {
             },
             port: l.port,
             security_protocol: config
-                .security_protocol_map
+                .listener_protocols
                 .get(&l.name)
-                .cloned()
-                .unwrap_or_else(|| "PLAINTEXT".into()),
+                .map_or("PLAINTEXT", |p| p.as_str())
+                .to_string(),
         })
         .collect()
 }

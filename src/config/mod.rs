@@ -7,6 +7,7 @@
 //! are listed in [`ACCEPTED_NO_EFFECT`] so that existing files keep working.
 
 pub mod dynamic;
+pub mod security;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -97,6 +98,10 @@ pub struct Config {
     pub advertised_listeners: Vec<Listener>,
     pub controller_listener_names: Vec<String>,
     pub security_protocol_map: BTreeMap<String, String>,
+    /// The security protocol of each listener, by name.
+    pub listener_protocols: BTreeMap<String, security::SecurityProtocol>,
+    /// The TLS settings of each TLS listener, by name.
+    pub tls: BTreeMap<String, security::TlsSettings>,
     pub quorum_voters: Vec<Voter>,
     pub log_dirs: Vec<PathBuf>,
     pub metadata_log_dir: PathBuf,
@@ -477,6 +482,13 @@ impl Config {
             if ACCEPTED_NO_EFFECT.contains(&key.as_str()) {
                 continue; // see `log_ignored_keys`
             }
+            // TLS keys, plain or for one listener (checked with the
+            // listeners).
+            if security::SSL_KEYS.iter().any(|(k, _)| k == key)
+                || security::listener_key_parts(key).is_some()
+            {
+                continue;
+            }
             return Err(ConfigError::UnknownKey(key.clone()));
         }
         let mut all: BTreeMap<String, String> = KEYS
@@ -519,6 +531,8 @@ impl Config {
             advertised_listeners: Vec::new(),
             controller_listener_names: Vec::new(),
             security_protocol_map: BTreeMap::new(),
+            listener_protocols: BTreeMap::new(),
+            tls: BTreeMap::new(),
             quorum_voters: Vec::new(),
             log_dirs: Vec::new(),
             metadata_log_dir: PathBuf::new(),
@@ -663,25 +677,58 @@ fn listeners(c: &mut Config, p: &Props) -> Result<()> {
         .collect();
     let map_key = "listener.security.protocol.map";
     c.security_protocol_map = parse_protocol_map(map_key, p.get(map_key))?;
+    use security::SecurityProtocol;
     for l in &c.listeners {
-        match c.security_protocol_map.get(&l.name).map(String::as_str) {
-            Some("PLAINTEXT") => {}
-            Some(other) => {
-                return Err(invalid(
-                    "listeners",
-                    p.get("listeners"),
-                    format!(
-                        "listener {} uses {other}, which Runnel does not support yet",
-                        l.name
-                    ),
-                ))
-            }
-            None => {
-                return Err(invalid(
+        // A listener named after a protocol (SSL://, SASL_SSL://) needs no
+        // map entry.
+        let protocol = match c.security_protocol_map.get(&l.name) {
+            Some(name) => SecurityProtocol::parse(name).ok_or_else(|| {
+                invalid(
+                    map_key,
+                    p.get(map_key),
+                    format!("unknown security protocol {name} for listener {}", l.name),
+                )
+            })?,
+            None => SecurityProtocol::parse(&l.name).ok_or_else(|| {
+                invalid(
                     map_key,
                     p.get(map_key),
                     format!("no security protocol for listener {}", l.name),
-                ))
+                )
+            })?,
+        };
+        let controller = c.controller_listener_names.contains(&l.name);
+        if protocol.is_sasl() || (controller && protocol != SecurityProtocol::Plaintext) {
+            return Err(invalid(
+                "listeners",
+                p.get("listeners"),
+                format!(
+                    "listener {} uses {protocol}, which Runnel does not support yet{}",
+                    l.name,
+                    if controller {
+                        " on the controller listener"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        if protocol.is_tls() {
+            let settings = security::tls_settings(&l.name, &|k| p.0.get(k).cloned())?;
+            c.tls.insert(l.name.clone(), settings);
+        }
+        c.listener_protocols.insert(l.name.clone(), protocol);
+    }
+    // `listener.name.<name>.ssl.*` for a listener that is not there is a
+    // mistake (a typo in the name) rather than a key to ignore.
+    for key in p.0.keys() {
+        if let Some((name, _)) = security::listener_key_parts(key) {
+            if !c.tls.contains_key(&name) {
+                return Err(invalid(
+                    key,
+                    p.get(key),
+                    format!("there is no TLS listener named {name} in listeners"),
+                ));
             }
         }
     }
@@ -901,5 +948,63 @@ mod tests {
         assert!(e.contains("'controller.quorum.voters'"), "{e}");
         assert!(e.contains("node.id=4"), "{e}");
         assert!(e.contains("not a voter"), "{e}");
+    }
+
+    #[test]
+    fn tls_listeners_read_their_settings_and_bad_ones_name_the_key() {
+        let c = load(&[
+            "listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093",
+            "listener.name.ssl.ssl.keystore.location=/etc/runnel/server.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.listener_protocols["SSL"], security::SecurityProtocol::Ssl);
+        assert_eq!(
+            c.listener_protocols["PLAINTEXT"],
+            security::SecurityProtocol::Plaintext
+        );
+        assert_eq!(c.tls.len(), 1);
+        assert_eq!(c.tls["SSL"].client_auth, security::ClientAuth::None);
+
+        // A listener named after a protocol needs no map entry.
+        let c = load(&[
+            "listeners=PLAINTEXT://127.0.0.1:9092,SECURE://127.0.0.1:9093",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SECURE:SSL",
+            "ssl.keystore.location=/a.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.listener_protocols["SECURE"],
+            security::SecurityProtocol::Ssl
+        );
+
+        let e = load(&["listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ssl.keystore.location"), "{e}");
+        let e = load(&[
+            "listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093",
+            "ssl.keystore.location=/a.pem",
+            "listener.name.sll.ssl.keystore.location=/b.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'listener.name.sll.ssl.keystore.location'") && e.contains("SLL"),
+            "{e}"
+        );
+        let e = load(&["listeners=PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9094"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SASL_SSL") && e.contains("not support yet"),
+            "{e}"
+        );
+        let e = load(&["listeners=PLAINTEXT://127.0.0.1:9092,ODD://127.0.0.1:9094"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'listener.security.protocol.map'") && e.contains("ODD"),
+            "{e}"
+        );
     }
 }

@@ -26,8 +26,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::ResponseKind;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -98,7 +97,14 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 
 /// Accepts and serves connections until `shutdown` fires, then drains them
 /// (see the module comment): returns once none is left.
-pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, mut shutdown: broadcast::Receiver<()>) {
+/// On a TLS listener (`tls`), each connection's handshake comes first, in
+/// the connection's own task, for at most `HANDSHAKE_TIMEOUT`.
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    tls: Option<Arc<crate::security::tls::Acceptor>>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
     // The first listener to start runs the group coordinator's writer.
     if let Some(records) = ctx.groups.take_records() {
         let writer = crate::group::writer::Writer::new(
@@ -136,13 +142,29 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, mut shutdown: broadcast
                 if !shutdown.is_empty() {
                     break;
                 }
-                let (ctx, abandoned) = (ctx.clone(), abandoned.clone());
+                let (ctx, abandoned, tls) = (ctx.clone(), abandoned.clone(), tls.clone());
                 connections.spawn(async move {
                     let listener = ctx.listener.clone();
                     metrics::counter!("runnel_connections_accepted_total", "listener" => listener.clone()).increment(1);
                     let open = metrics::gauge!("runnel_connections", "listener" => listener);
                     open.increment(1.0);
-                    if let Err(e) = connection(ctx, stream, peer, stop, abandoned).await {
+                    // Plain TCP splits without a lock; TLS shares its
+                    // session state between the halves.
+                    let ended = match tls {
+                        None => {
+                            let _ = stream.set_nodelay(true);
+                            let (rd, wr) = stream.into_split();
+                            connection(ctx, rd, wr, peer, stop, abandoned).await
+                        }
+                        Some(tls) => match handshake(&tls, stream, peer).await {
+                            Some(stream) => {
+                                let (rd, wr) = tokio::io::split(stream);
+                                connection(ctx, rd, wr, peer, stop, abandoned).await
+                            }
+                            None => Ok(()),
+                        },
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
                     }
                     open.decrement(1.0);
@@ -219,15 +241,65 @@ enum Stopped {
     BrokerClosed,
 }
 
-async fn connection(
-    ctx: Arc<Ctx>,
+/// The TLS handshake of a new connection on a TLS listener, and the
+/// principal its certificate names: `None` (logged) when the handshake
+/// fails or takes too long, or no principal can be made of the
+/// certificate, and the connection is closed.
+async fn handshake(
+    tls: &crate::security::tls::Acceptor,
     stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    use crate::security::{principal, tls::HANDSHAKE_TIMEOUT};
+    let _ = stream.set_nodelay(true);
+    let listener = &tls.settings().listener;
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics::counter!("runnel_tls_handshake_failures_total", "listener" => listener.clone()).increment(1);
+            tracing::debug!(%peer, %listener, error = %e, "TLS handshake failed; closing the connection");
+            return None;
+        }
+        Err(_) => {
+            metrics::counter!("runnel_tls_handshake_failures_total", "listener" => listener.clone()).increment(1);
+            tracing::debug!(%peer, %listener, "no TLS handshake within {HANDSHAKE_TIMEOUT:?}; closing the connection");
+            return None;
+        }
+    };
+    let who = match stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
+        None => Ok(principal::ANONYMOUS.to_string()),
+        Some(cert) => principal::of_certificate(cert, &tls.settings().principal_rules),
+    };
+    match who {
+        Ok(who) => {
+            tracing::debug!(%peer, %listener, principal = %who, "TLS connection");
+            Some(stream)
+        }
+        Err(why) => {
+            tracing::warn!(%peer, %listener, "refusing a client certificate: {why}");
+            None
+        }
+    }
+}
+
+async fn connection<R, W>(
+    ctx: Arc<Ctx>,
+    mut rd: R,
+    wr: W,
     peer: SocketAddr,
     mut shutdown: broadcast::Receiver<()>,
     abandoned: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let (mut rd, wr) = stream.into_split();
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<Outgoing>(PIPELINE_DEPTH);
     let writer = tokio::spawn(write_answers(rx, wr, peer, abandoned));
     let stopped = read_requests(&ctx, &mut rd, peer, &mut shutdown, tx).await;
@@ -242,9 +314,9 @@ async fn connection(
 /// Writes the answers in request order, each once it is ready, until the
 /// reader has stopped and every answer it queued is out; then ends the
 /// stream. Drops the rest at once if `abandoned` becomes true.
-async fn write_answers(
+async fn write_answers<W: AsyncWrite + Unpin + Send>(
     mut rx: mpsc::Receiver<Outgoing>,
-    mut wr: OwnedWriteHalf,
+    mut wr: W,
     peer: SocketAddr,
     mut abandoned: watch::Receiver<bool>,
 ) {
@@ -290,9 +362,9 @@ async fn write_answers(
 /// writer, until the client closes, the shutdown signal fires (checked
 /// whenever more bytes are needed, so every whole request already read is
 /// still started), or a request is refused.
-async fn read_requests(
+async fn read_requests<R: AsyncRead + Unpin>(
     ctx: &Arc<Ctx>,
-    rd: &mut OwnedReadHalf,
+    rd: &mut R,
     peer: SocketAddr,
     shutdown: &mut broadcast::Receiver<()>,
     tx: mpsc::Sender<Outgoing>,
@@ -414,7 +486,7 @@ fn request_metrics(api: kafka_protocol::messages::ApiKey, version: i16) -> metri
 
 /// Reads and discards what the client still sends, until it closes or
 /// `LINGER` has passed.
-async fn linger(rd: &mut OwnedReadHalf) {
+async fn linger<R: AsyncRead + Unpin>(rd: &mut R) {
     let mut scratch = vec![0u8; 16 * 1024];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(n) = rd.read(&mut scratch).await {

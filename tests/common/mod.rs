@@ -11,6 +11,7 @@
 //! * `netns`: a network namespace per node, for partitions between nodes
 //!   (`Cluster::start_in_netns`).
 //! * `producer`: a background rdkafka producer recording every delivery.
+//! * `pki`: test certificates made with `openssl`.
 //! * here: the step log, raw connections and frames, `eventually`.
 //!
 //! A test binary uses it as `mod common;`; a benchmark as
@@ -23,6 +24,7 @@ pub mod disk;
 pub mod netns;
 pub mod node;
 pub mod partition;
+pub mod pki;
 pub mod producer;
 pub mod topics;
 

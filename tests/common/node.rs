@@ -79,6 +79,9 @@ pub struct Node {
     tmp: Option<tempfile::TempDir>,
     /// Set once a panic message already carries the log tail.
     tail_shown: bool,
+    /// More `NAME://host:port` listeners of a single node, after its
+    /// PLAINTEXT one.
+    extra_listeners: Vec<String>,
     /// The address the listeners bind and advertise: 127.0.0.1, or the
     /// node's own in a network namespace (`place_in_netns`).
     host: String,
@@ -98,6 +101,25 @@ impl Node {
             .expect("create temp dir");
         let root = tmp.path().to_path_buf();
         let mut node = Node::single(root.clone(), root.join("data"), overrides);
+        node.tmp = Some(tmp);
+        node.spawn_with_port_retry();
+        node
+    }
+
+    /// Starts a fresh single node with more listeners than its PLAINTEXT
+    /// one: (name, port) each, on the node's host; their settings (say
+    /// `listener.name.ssl.…`) in `overrides`.
+    pub fn start_with_listeners(listeners: &[(&str, u16)], overrides: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::Builder::new()
+            .prefix("runnel-test.")
+            .tempdir()
+            .expect("create temp dir");
+        let root = tmp.path().to_path_buf();
+        let mut node = Node::single(root.clone(), root.join("data"), overrides);
+        node.extra_listeners = listeners
+            .iter()
+            .map(|(name, port)| format!("{name}://{}:{port}", node.host))
+            .collect();
         node.tmp = Some(tmp);
         node.spawn_with_port_retry();
         node
@@ -169,6 +191,7 @@ impl Node {
             log_mark: 0,
             tmp: None,
             tail_shown: false,
+            extra_listeners: Vec::new(),
             host: "127.0.0.1".to_string(),
             exec_prefix: Vec::new(),
         }
@@ -392,8 +415,16 @@ impl Node {
     /// broker sessions.
     fn base_overrides(&self) -> Vec<String> {
         let Some(voters) = &self.voters else {
+            let extra: String = self
+                .extra_listeners
+                .iter()
+                .map(|l| format!(",{l}"))
+                .collect();
             return vec![
-                format!("listeners=PLAINTEXT://{}:{}", self.host, self.kafka_port),
+                format!(
+                    "listeners=PLAINTEXT://{}:{}{extra}",
+                    self.host, self.kafka_port
+                ),
                 format!("log.dirs={}", self.data_dir.display()),
                 format!("node.id={}", self.id),
                 // No HTTP listener unless a test asks for one: `serve` with

@@ -129,7 +129,11 @@ pub fn handle(ctx: Arc<Ctx>, req: Request) -> BoxFuture<'static, Reply> {
 }
 
 fn encode(e: Entry<'_>, detail: Detail) -> DescribeConfigsResourceResult {
-    let value = (!e.resolved.value.is_empty()).then(|| super::str(e.resolved.value.clone()));
+    // A password or a private key is never sent, as in Kafka: null value,
+    // `is_sensitive` set.
+    let sensitive = crate::config::security::is_sensitive(e.name);
+    let value =
+        (!e.resolved.value.is_empty() && !sensitive).then(|| super::str(e.resolved.value.clone()));
     let synonyms = if detail.synonyms {
         e.resolved
             .synonyms
@@ -137,7 +141,7 @@ fn encode(e: Entry<'_>, detail: Detail) -> DescribeConfigsResourceResult {
             .map(|s| {
                 DescribeConfigsSynonym::default()
                     .with_name(super::str(s.name.clone()))
-                    .with_value(Some(super::str(s.value.clone())))
+                    .with_value((!sensitive).then(|| super::str(s.value.clone())))
                     .with_source(s.source as i8)
             })
             .collect()
@@ -149,7 +153,7 @@ fn encode(e: Entry<'_>, detail: Detail) -> DescribeConfigsResourceResult {
         .with_value(value)
         .with_read_only(e.read_only)
         .with_config_source(e.resolved.source as i8)
-        .with_is_sensitive(false)
+        .with_is_sensitive(sensitive)
         .with_synonyms(synonyms)
         .with_config_type(e.ty.map_or(0, |t| t as i8))
         .with_documentation((detail.documentation && !e.doc.is_empty()).then(|| super::str(e.doc)))
