@@ -95,15 +95,7 @@ impl Node {
     /// `--override key=value` settings on top of the listener, data dir and
     /// id.
     pub fn start(overrides: &[(&str, &str)]) -> Node {
-        let tmp = tempfile::Builder::new()
-            .prefix("runnel-test.")
-            .tempdir()
-            .expect("create temp dir");
-        let root = tmp.path().to_path_buf();
-        let mut node = Node::single(root.clone(), root.join("data"), overrides);
-        node.tmp = Some(tmp);
-        node.spawn_with_port_retry();
-        node
+        Node::start_with_listeners(&[], overrides)
     }
 
     /// Starts a fresh single node with more listeners than its PLAINTEXT
