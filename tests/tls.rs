@@ -153,12 +153,18 @@ fn read_until_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
-#[test]
-fn librdkafka_and_kafka_python_produce_consume_and_administer_over_ssl() {
+/// A directory with a test CA and a server certificate it signed, and a
+/// free port for the SSL listener.
+fn pki() -> (tempfile::TempDir, Ca, Issued, u16) {
     let dir = tempfile::tempdir().expect("pki dir");
     let ca = Ca::new(dir.path(), "ca", "/CN=Runnel test CA");
     let server = ca.server("server");
-    let port = free_port();
+    (dir, ca, server, free_port())
+}
+
+#[test]
+fn librdkafka_and_kafka_python_produce_consume_and_administer_over_ssl() {
+    let (dir, ca, server, port) = pki();
     let node = ssl_node(port, &server, &[]);
     let bootstrap = format!("127.0.0.1:{port}");
     assert_clients("confluent", "roundtrip", &bootstrap, &ca.pem(), None);
@@ -173,13 +179,10 @@ fn librdkafka_and_kafka_python_produce_consume_and_administer_over_ssl() {
 
 #[test]
 fn required_client_auth_admits_a_signed_certificate_and_refuses_others() {
-    let dir = tempfile::tempdir().expect("pki dir");
-    let ca = Ca::new(dir.path(), "ca", "/CN=Runnel test CA");
-    let server = ca.server("server");
+    let (dir, ca, server, port) = pki();
     let alice = ca.client("alice", "/O=Acme/OU=eng/CN=alice");
     let stranger_ca = Ca::new(dir.path(), "stranger-ca", "/CN=Stranger CA");
     let mallory = stranger_ca.client("mallory", "/CN=mallory");
-    let port = free_port();
     let mut node = ssl_node(
         port,
         &server,
@@ -235,10 +238,7 @@ fn required_client_auth_admits_a_signed_certificate_and_refuses_others() {
 
 #[test]
 fn the_tls_listener_closes_plaintext_and_silent_connections_and_stays_up() {
-    let dir = tempfile::tempdir().expect("pki dir");
-    let ca = Ca::new(dir.path(), "ca", "/CN=Runnel test CA");
-    let server = ca.server("server");
-    let port = free_port();
+    let (_dir, ca, server, port) = pki();
     let mut node = ssl_node(port, &server, &[]);
     let addr = format!("127.0.0.1:{port}");
 

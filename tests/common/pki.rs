@@ -20,6 +20,15 @@ pub struct Issued {
     pub keystore: PathBuf,
 }
 
+/// A new P-256 key, unencrypted (the `req` arguments).
+const NEW_KEY: &[&str] = &[
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
@@ -42,26 +51,24 @@ impl Ca {
         openssl(
             dir,
             &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-subj",
-                subject,
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
+                &["req", "-x509"][..],
+                NEW_KEY,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-subj",
+                    subject,
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ][..],
+            ]
+            .concat(),
         );
         Ca {
             dir: dir.to_path_buf(),
@@ -103,19 +110,11 @@ impl Ca {
         openssl(
             dir,
             &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                subject,
-            ],
+                &["req"][..],
+                NEW_KEY,
+                &["-keyout", &key, "-out", &csr, "-subj", subject][..],
+            ]
+            .concat(),
         );
         let ca_pem = format!("{}.pem", self.name);
         let ca_key = format!("{}.key", self.name);
